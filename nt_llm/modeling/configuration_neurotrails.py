@@ -1,0 +1,96 @@
+"""NeuroTrails configuration: a LlamaConfig plus the shape of the ensemble.
+
+This file is copied next to exported weights and loaded with ``trust_remote_code``: it may import only
+torch, transformers and files in its own folder.
+"""
+
+from transformers import LlamaConfig
+
+HEAD_EXECUTIONS = ("batched", "loop")
+LOSS_REDUCTIONS = ("sum", "mean")
+
+
+class NeuroTrailsConfig(LlamaConfig):
+    r"""Configuration of a NeuroTrails LLaMA: ``num_hidden_layers - head_layers`` shared decoder blocks (the
+    backbone), then ``ensemble_size`` heads of ``head_layers`` blocks, a final RMSNorm and an LM head each.
+
+    Every ``LlamaConfig`` field keeps its meaning; ``num_hidden_layers`` is the depth of one path through the
+    model (backbone + one head), so a single head reproduces ``LlamaForCausalLM``.
+
+    The four methods of the paper from one config:
+    - single dense model: ``ensemble_size=1``;
+    - TreeNet / NeuroTrails: ``ensemble_size=H``, ``head_layers < num_hidden_layers`` (sparsity is applied
+      by ``nt_llm.sparse``, not by the model);
+    - full ensemble: ``ensemble_size=H``, ``head_layers=num_hidden_layers``, ``share_embeddings=False``.
+
+    Args:
+        ensemble_size: number of heads H (>= 1).
+        head_layers: decoder blocks in each head, in ``[1, num_hidden_layers]``. ``None`` takes the paper's
+            two-thirds split (8 of 12, 16 of 24).
+        share_embeddings: whether the token embedding is shared. ``False`` means H independent models, which
+            requires ``head_layers == num_hidden_layers``.
+        head_execution: ``"batched"`` runs the heads as one computation over stacked weights (the default,
+            faster); ``"loop"`` runs each head's transformers modules in turn (the reference, no KV cache).
+        loss_reduction: how the heads' causal-LM losses combine: ``"sum"`` (the paper) or ``"mean"``.
+    """
+
+    model_type = "neurotrails"
+
+    ensemble_size: int = 3
+    head_layers: int | None = None
+    share_embeddings: bool = True
+    head_execution: str = "batched"
+    loss_reduction: str = "sum"
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        if self.head_layers is None:
+            self.head_layers = max(1, (2 * self.num_hidden_layers) // 3)
+        self._validate_neurotrails()
+
+    @property
+    def num_shared_layers(self) -> int:
+        """Decoder blocks in the shared backbone."""
+        return self.num_hidden_layers - self.head_layers
+
+    def _validate_neurotrails(self) -> None:
+        # LlamaConfig's own checks run only under its @strict decorator, which subclasses do not inherit.
+        _require_int("num_hidden_layers", self.num_hidden_layers, minimum=1)
+        _require_int("num_attention_heads", self.num_attention_heads, minimum=1)
+        _require_int("ensemble_size", self.ensemble_size, minimum=1)
+        _require_int("head_layers", self.head_layers, minimum=1)
+        if self.hidden_size % self.num_attention_heads != 0:
+            raise ValueError(
+                f"hidden_size ({self.hidden_size}) must be a multiple of num_attention_heads "
+                f"({self.num_attention_heads})"
+            )
+        if self.num_attention_heads % self.num_key_value_heads != 0:
+            raise ValueError(
+                f"num_attention_heads ({self.num_attention_heads}) must be a multiple of num_key_value_heads "
+                f"({self.num_key_value_heads})"
+            )
+        if self.head_layers > self.num_hidden_layers:
+            raise ValueError(
+                f"head_layers ({self.head_layers}) must be at most num_hidden_layers ({self.num_hidden_layers})"
+            )
+        if not isinstance(self.share_embeddings, bool):
+            raise ValueError(f"share_embeddings must be a bool, got {self.share_embeddings!r}")
+        if not self.share_embeddings and self.head_layers != self.num_hidden_layers:
+            raise ValueError(
+                "share_embeddings=False (a full ensemble) shares nothing, so head_layers must equal "
+                f"num_hidden_layers ({self.num_hidden_layers}), got {self.head_layers}"
+            )
+        if self.tie_word_embeddings:
+            raise ValueError(
+                "tie_word_embeddings=True is not supported: each head owns its LM head while the embedding "
+                "is shared"
+            )
+        if self.head_execution not in HEAD_EXECUTIONS:
+            raise ValueError(f"head_execution must be one of {HEAD_EXECUTIONS}, got {self.head_execution!r}")
+        if self.loss_reduction not in LOSS_REDUCTIONS:
+            raise ValueError(f"loss_reduction must be one of {LOSS_REDUCTIONS}, got {self.loss_reduction!r}")
+
+
+def _require_int(name: str, value: object, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
