@@ -1,0 +1,122 @@
+"""Prune and growth criteria, and the exact top-k selection both use.
+
+Every criterion returns a score tensor shaped like the weight where a higher score means "keep"
+(prune criteria) or "grow first" (growth criteria). Selection is always an exact count, so a
+tensor never drifts from its target number of nonzeros, whatever the ties in the scores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+PRUNE_CRITERIA = ("magnitude", "soft_magnitude")
+GROWTH_CRITERIA = ("random", "gradient")
+
+
+def magnitude_scores(weight: torch.Tensor, temperature: float, generator: torch.Generator) -> torch.Tensor:
+    """Keep the largest |w|; temperature and generator are unused (hard magnitude)."""
+    del temperature, generator
+    return weight.detach().abs().float()
+
+
+def soft_magnitude_scores(weight: torch.Tensor, temperature: float, generator: torch.Generator) -> torch.Tensor:
+    """Scores whose top-n is a sample of n positions without replacement with P(keep) ~ |w|**T.
+
+    Gumbel-top-k: adding independent Gumbel noise to log-probabilities and taking the n largest is
+    exactly successive sampling without replacement, and unlike torch.multinomial it has no 2**24
+    category limit. T=0 makes every position equally likely; a large T approaches hard magnitude.
+    """
+    noise = _gumbel(weight.shape, generator).to(weight.device)
+    if temperature == 0.0:
+        return noise
+    # log(0) = -inf: a zero weight is kept only once every nonzero weight is.
+    return temperature * weight.detach().abs().float().log() + noise
+
+
+def random_scores(grad: torch.Tensor | None, shape: torch.Size, device: torch.device, generator: torch.Generator) -> torch.Tensor:
+    """SET: every inactive position is equally likely to grow."""
+    del grad
+    return torch.rand(shape, generator=generator).to(device)
+
+
+def gradient_scores(grad: torch.Tensor | None, shape: torch.Size, device: torch.device, generator: torch.Generator) -> torch.Tensor:
+    """RigL: grow where the dense gradient is largest in magnitude."""
+    del generator
+    if grad is None:
+        raise ValueError("gradient growth needs the dense gradient at update steps, but none was captured")
+    if grad.shape != shape:
+        raise ValueError(f"gradient shape {tuple(grad.shape)} does not match weight shape {tuple(shape)}")
+    return grad.detach().abs().float().to(device)
+
+
+PruneScoreFn = Callable[[torch.Tensor, float, torch.Generator], torch.Tensor]
+GrowthScoreFn = Callable[[torch.Tensor | None, torch.Size, torch.device, torch.Generator], torch.Tensor]
+
+PRUNE_SCORES: dict[str, PruneScoreFn] = {"magnitude": magnitude_scores, "soft_magnitude": soft_magnitude_scores}
+GROWTH_SCORES: dict[str, GrowthScoreFn] = {"random": random_scores, "gradient": gradient_scores}
+
+
+def select_top(scores: torch.Tensor, candidates: torch.Tensor, k: int) -> torch.Tensor:
+    """Boolean mask of exactly k candidate positions with the highest scores.
+
+    Works on the candidates' indices only, so non-candidates can never be picked even when
+    candidate scores are -inf; selects the smaller of "k to take" and "the rest to leave" with
+    topk, which is the cheaper side.
+    """
+    flat_candidates = candidates.reshape(-1)
+    idx = flat_candidates.nonzero().squeeze(1)
+    n = idx.numel()
+    if not 0 <= k <= n:
+        raise ValueError(f"cannot select {k} positions out of {n} candidates")
+    out = torch.zeros_like(flat_candidates)
+    if k == 0:
+        return out.view_as(candidates)
+    cand_scores = scores.reshape(-1)[idx]
+    if k <= n - k:
+        out[idx[torch.topk(cand_scores, k, largest=True, sorted=False).indices]] = True
+    else:
+        out[idx] = True
+        if n - k > 0:
+            out[idx[torch.topk(cand_scores, n - k, largest=False, sorted=False).indices]] = False
+    return out.view_as(candidates)
+
+
+def random_mask(shape: torch.Size, n_active: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """Exactly n_active positions chosen uniformly at random (the initial topology)."""
+    numel = shape.numel()
+    if not 0 <= n_active <= numel:
+        raise ValueError(f"cannot activate {n_active} of {numel} positions")
+    mask = torch.zeros(numel, dtype=torch.bool)
+    mask[torch.randperm(numel, generator=generator)[:n_active]] = True
+    return mask.view(shape).to(device)
+
+
+def update_mask(
+    mask: torch.Tensor,
+    keep_scores: torch.Tensor,
+    grow_scores: torch.Tensor,
+    n_prune: int,
+    n_target: int,
+) -> tuple[torch.Tensor, int, int]:
+    """One prune-then-grow step on one tensor: returns (new mask, number pruned, number grown).
+
+    Drops the n_prune active positions with the lowest keep score, then grows the highest-scoring
+    inactive positions until exactly n_target are active. A just-pruned position may win the
+    growth too; it then simply stays active, so the counts returned are the real topology change
+    (old-only and new-only positions).
+    """
+    n_active = int(mask.sum())
+    n_keep = n_active - n_prune
+    if n_keep < 0 or n_keep > n_target:
+        raise ValueError(f"n_prune={n_prune} leaves {n_keep} of {n_active} active, outside [0, n_target={n_target}]")
+    kept = select_top(keep_scores, mask, n_keep)
+    grown = select_top(grow_scores, ~kept, n_target - n_keep)
+    new_mask = kept | grown
+    return new_mask, int((mask & ~new_mask).sum()), int((new_mask & ~mask).sum())
+
+
+def _gumbel(shape: torch.Size, generator: torch.Generator) -> torch.Tensor:
+    u = torch.rand(shape, generator=generator).clamp_(min=torch.finfo(torch.float32).tiny, max=1.0 - 1e-7)
+    return -(-u.log()).log()

@@ -1,0 +1,284 @@
+"""DynamicSparsity: owns the masks and schedules, and is called around every real optimizer step.
+
+Usage with accelerate (after `accelerator.prepare`)::
+
+    sparsity = DynamicSparsity(model, SparsityConfig(...), optimizer)
+    for batch in loader:
+        with accelerator.accumulate(model):
+            loss = model(**batch).loss
+            accelerator.backward(loss)          # DeepSpeed steps in here: the hooks run inside it
+            if accelerator.sync_gradients:
+                sparsity.before_optimizer_step()  # captures dense grads at update steps, masks grads
+                optimizer.step()
+                sparsity.after_optimizer_step()   # re-masks weights, updates topology every N steps
+            optimizer.zero_grad()
+
+Under DeepSpeed the two calls are no-ops: the engine's own `step` is wrapped to run them.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from nt_llm.sparse.config import SparsityConfig
+from nt_llm.sparse.criteria import GROWTH_SCORES, PRUNE_SCORES, random_mask, update_mask
+from nt_llm.sparse.distribution import layer_densities, target_nonzeros
+from nt_llm.sparse.engines import Engine, detect_engine
+from nt_llm.sparse.schedules import interpolate
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class UpdateStats:
+    """What the last topology update did (counts summed over sparse tensors)."""
+
+    step: int = 0
+    pruned: int = 0
+    grown: int = 0
+    prune_rate: float = 0.0
+    temperature: float = 0.0
+    density: float = 0.0
+
+
+def select_parameters(names: list[str], include: tuple[str, ...], exclude: tuple[str, ...]) -> list[str]:
+    """Names matching any include glob and no exclude glob; every pattern must match some name."""
+    for kind, patterns in (("include", include), ("exclude", exclude)):
+        for pattern in patterns:
+            if not any(fnmatch.fnmatchcase(n, pattern) for n in names):
+                raise ValueError(
+                    f"SparsityConfig.{kind} pattern {pattern!r} matches no parameter; "
+                    f"parameters are e.g. {names[:5]}"
+                )
+    selected = [
+        n
+        for n in names
+        if any(fnmatch.fnmatchcase(n, p) for p in include) and not any(fnmatch.fnmatchcase(n, p) for p in exclude)
+    ]
+    if not selected:
+        raise ValueError("SparsityConfig.include/exclude leave no parameter to sparsify")
+    return selected
+
+
+class DynamicSparsity:
+    """Masks, schedules and the optimizer-step hooks of dynamic sparse training (RigL / SET).
+
+    Masks are boolean tensors, one per selected parameter, identical on every rank (rank 0's are
+    broadcast at each update). Steps count real optimizer steps only.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        config: SparsityConfig,
+        optimizer: torch.optim.Optimizer | None = None,
+        engine: Engine | None = None,
+    ) -> None:
+        self.config = config
+        self.engine = engine if engine is not None else detect_engine(model, optimizer)
+        named = dict(self.engine.named_parameters())
+        self.names = select_parameters(list(named), config.include, config.exclude)
+        self.params = [named[n] for n in self.names]
+        self.shapes = {n: self.engine.shape(p) for n, p in zip(self.names, self.params)}
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.step = 0
+        self.last_update = UpdateStats()
+        self._grads: dict[str, torch.Tensor] = {}
+
+        self.targets = self._targets(config.density)
+        self.masks = {
+            n: random_mask(self.shapes[n], self.targets[n], self.generator, p.device)
+            for n, p in zip(self.names, self.params)
+        }
+        self.engine.broadcast_masks(list(self.masks.values()))
+        self.ever_active = {n: m.clone() for n, m in self.masks.items()}
+        self._apply_all()
+        self.engine.install(self._pre_step, self._post_step)
+        logger.info(
+            "DST: %d sparse tensors, %d of %d weights active (density %.4f)",
+            len(self.names),
+            sum(self.targets.values()),
+            self.numel,
+            self.density,
+        )
+
+    # ---- hooks ---------------------------------------------------------------------------------
+
+    def before_optimizer_step(self) -> None:
+        """Call right before `optimizer.step()` on real (synchronised) steps; no-op under DeepSpeed."""
+        if not self.engine.drives_hooks:
+            self._pre_step()
+
+    def after_optimizer_step(self, step_was_skipped: bool = False) -> None:
+        """Call right after `optimizer.step()` on real steps; pass accelerate's `optimizer.step_was_skipped`."""
+        if self.engine.drives_hooks:
+            return
+        if step_was_skipped:
+            # A skipped (overflowed) step changed nothing: drop captured grads, keep the count.
+            self._grads = {}
+            return
+        self._post_step()
+
+    def _pre_step(self) -> None:
+        if self.is_update_step(self.step + 1) and self.config.growth == "gradient":
+            self._grads = {n: self.engine.full_grad(p) for n, p in zip(self.names, self.params)}
+        self.engine.mask_grads(self.params, list(self.masks.values()))
+
+    def _post_step(self) -> None:
+        self.step += 1
+        self.engine.apply_masks(self.params, list(self.masks.values()))
+        if self.is_update_step(self.step):
+            self.update_topology()
+        self._grads = {}
+
+    # ---- schedules -----------------------------------------------------------------------------
+
+    def is_update_step(self, step: int) -> bool:
+        """Topology changes after optimizer steps N, 2N, ... up to the stop step."""
+        return step > 0 and step % self.config.update_frequency == 0 and step <= self.config.last_update_step
+
+    def _progress(self, step: int) -> float:
+        return step / max(1, self.config.last_update_step)
+
+    def prune_rate(self, step: int) -> float:
+        c = self.config
+        return interpolate(c.prune_rate_decay, c.prune_rate, c.prune_rate_floor, self._progress(step))
+
+    def temperature(self, step: int) -> float:
+        c = self.config
+        if c.final_temperature is None:
+            return c.temperature
+        return interpolate(c.temperature_schedule, c.temperature, c.final_temperature, self._progress(step))
+
+    def target_density(self, step: int) -> float:
+        c = self.config
+        if c.final_density is None:
+            return c.density
+        return interpolate(c.density_schedule, c.density, c.final_density, self._progress(step))
+
+    def _targets(self, density: float) -> dict[str, int]:
+        c = self.config
+        densities = layer_densities(self.shapes, density, c.distribution, c.erk_power_scale)
+        return {n: target_nonzeros(self.shapes[n].numel(), densities[n]) for n in self.names}
+
+    # ---- topology update -----------------------------------------------------------------------
+
+    @torch.no_grad()
+    def update_topology(self) -> UpdateStats:
+        """Prune and regrow every sparse tensor now (normally called by the hook every N steps)."""
+        c = self.config
+        rate = self.prune_rate(self.step)
+        temperature = self.temperature(self.step)
+        density = self.target_density(self.step)
+        targets = self._targets(density)
+        prune_score = PRUNE_SCORES[c.prune]
+        grow_score = GROWTH_SCORES[c.growth]
+        new_masks: dict[str, torch.Tensor] = {}
+        for n, p in zip(self.names, self.params):
+            mask = self.masks[n]
+            n_active = int(mask.sum())
+            n_target = targets[n]
+            if n_target == mask.numel() and n_active == n_target:
+                new_masks[n] = mask  # dense tensor (ERK re-balancing): nothing to move
+                continue
+            n_prune = int(rate * n_active) + max(0, n_active - n_target)
+            weight = self.engine.full_weight(p)  # collective under DeepSpeed: same order on every rank
+            keep = prune_score(weight, temperature, self.generator)
+            grow = grow_score(self._grads.get(n), mask.shape, mask.device, self.generator)
+            new_masks[n], _, _ = update_mask(mask, keep, grow, min(n_prune, n_active), n_target)
+        self.engine.broadcast_masks(list(new_masks.values()))
+
+        pruned = grown = 0
+        for n, p in zip(self.names, self.params):
+            old, new = self.masks[n], new_masks[n]
+            pruned += int((old & ~new).sum())
+            grown += int((new & ~old).sum())
+            self.engine.mask_optimizer_state(p, old & new)
+            self.masks[n] = new
+            self.ever_active[n] |= new
+        self.targets = targets
+        self.engine.apply_masks(self.params, list(self.masks.values()))
+        self.last_update = UpdateStats(self.step, pruned, grown, rate, temperature, self.density)
+        logger.info(
+            "DST step %d: pruned %d, grown %d (prune rate %.4f, T %.3g, density %.4f)",
+            self.step, pruned, grown, rate, temperature, self.density,
+        )
+        return self.last_update
+
+    def _apply_all(self) -> None:
+        for n, p in zip(self.names, self.params):
+            self.engine.mask_optimizer_state(p, self.masks[n])
+        self.engine.apply_masks(self.params, list(self.masks.values()))
+
+    # ---- statistics ----------------------------------------------------------------------------
+
+    @property
+    def numel(self) -> int:
+        return sum(s.numel() for s in self.shapes.values())
+
+    @property
+    def density(self) -> float:
+        return sum(int(m.sum()) for m in self.masks.values()) / self.numel
+
+    def stats(self, per_tensor: bool = True) -> dict[str, float]:
+        """Scalars for a tracker, keyed `sparsity/...`."""
+        active = sum(int(m.sum()) for m in self.masks.values())
+        ever = sum(int(m.sum()) for m in self.ever_active.values())
+        last = self.last_update
+        out = {
+            "sparsity/density": active / self.numel,
+            "sparsity/itop_rate": ever / self.numel,  # in-time over-parameterisation: ever-active fraction
+            "sparsity/pruned": float(last.pruned),
+            "sparsity/grown": float(last.grown),
+            # fraction of the active weights that the last update replaced
+            "sparsity/mask_change": last.grown / max(1, active),
+            "sparsity/prune_rate": self.prune_rate(self.step),
+            "sparsity/temperature": self.temperature(self.step),
+            "sparsity/last_update_step": float(last.step),
+        }
+        if per_tensor:
+            for n, m in self.masks.items():
+                out[f"sparsity/density/{n}"] = int(m.sum()) / m.numel()
+        return out
+
+    # ---- checkpointing -------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "config": self.config.to_dict(),
+            "step": self.step,
+            "masks": {n: m.cpu().clone() for n, m in self.masks.items()},
+            "ever_active": {n: m.cpu().clone() for n, m in self.ever_active.items()},
+            "targets": dict(self.targets),
+            "generator": self.generator.get_state(),
+            "last_update": vars(self.last_update).copy(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore masks, counters and RNG; re-applies the masks to weights and optimizer state."""
+        names = set(state["masks"])
+        if names != set(self.names):
+            missing, extra = sorted(set(self.names) - names), sorted(names - set(self.names))
+            raise ValueError(f"DST state does not match the model: missing {missing[:5]}, unexpected {extra[:5]}")
+        for n in self.names:
+            if tuple(state["masks"][n].shape) != tuple(self.shapes[n]):
+                raise ValueError(
+                    f"DST mask {n!r} has shape {tuple(state['masks'][n].shape)}, parameter has {tuple(self.shapes[n])}"
+                )
+        if state["config"] != self.config.to_dict():
+            logger.warning("DST state was saved with a different SparsityConfig; continuing with the current one")
+        device = {n: m.device for n, m in self.masks.items()}
+        self.masks = {n: state["masks"][n].to(device[n]).bool() for n in self.names}
+        self.ever_active = {n: state["ever_active"][n].to(device[n]).bool() for n in self.names}
+        self.targets = {n: int(state["targets"][n]) for n in self.names}
+        self.step = int(state["step"])
+        self.generator.set_state(state["generator"])
+        self.last_update = UpdateStats(**state["last_update"])
+        self._grads = {}
+        self._apply_all()
