@@ -14,6 +14,10 @@ Usage with accelerate (after `accelerator.prepare`)::
             optimizer.zero_grad()
 
 Under DeepSpeed the two calls are no-ops: the engine's own `step` is wrapped to run them.
+
+Resuming: construct DynamicSparsity first, then restore model, optimizer and `load_state_dict`
+(the order of `accelerator.register_for_checkpointing(sparsity)` + `accelerator.load_state`).
+Construction applies a fresh random mask to the weights; restoring afterwards replaces it.
 """
 
 from __future__ import annotations
