@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from itertools import islice
+from pathlib import Path
 
 import datasets
 import pyarrow as pa
@@ -211,3 +212,15 @@ def test_c4_goes_through_hub_streaming(tmp_path, monkeypatch) -> None:
     assert calls == [("allenai/c4", "en", {"split": "train", "streaming": True})]
     assert stream.shard_level and stream.num_shards == 4
     assert got == train[1] + train[3]
+
+
+def test_data_recipes_are_valid_configs() -> None:
+    import yaml
+
+    recipes = sorted((Path(__file__).resolve().parents[1] / "recipes" / "data").glob("*.yaml"))
+    assert {p.stem for p in recipes} >= {"embedded", "c4_paper", "c4_packed"}
+    configs = {p.stem: DataConfig(**yaml.safe_load(p.read_text())) for p in recipes}
+    paper = configs["c4_paper"]
+    assert (paper.source, paper.tokenizer, paper.seq_len, paper.mode, paper.validation_tokens) == (
+        "c4", "t5-base", 256, "pad", 10_000_000)
+    assert configs["embedded"].mode == "pack"

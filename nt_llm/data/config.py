@@ -41,7 +41,7 @@ class DataConfig:
     batch_size: int = 8
     shuffle_buffer: int = 10_000
     seed: int = 0
-    validation_tokens: int = 200_000
+    validation_tokens: int = 100_000
     validation_batch_size: int | None = None
     # Documents tokenized per tokenizer call: the fast tokenizer parallelises within a call.
     tokenize_batch: int = 64
