@@ -23,7 +23,8 @@ from huggingface_hub.utils import validate_repo_id
 
 logger = logging.getLogger(__name__)
 
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+WEIGHT_FILES = (
+    "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
 # Never worth publishing: bytecode left by a local import of the custom code.
 IGNORE_PATTERNS = ["__pycache__/*", "*.pyc"]

@@ -26,7 +26,14 @@ from test_zero_shot_support import (
 import prepare_tasks  # noqa: E402  (eval/ is put on sys.path by test_zero_shot_support)
 import zero_shot  # noqa: E402
 
-OFFLINE_ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def offline_env(tmp_path: Path) -> dict[str, str]:
+    """Subprocess environment: no Hub, and caches (datasets, remote-code modules) inside the test's folder."""
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+            "HF_HOME": str(tmp_path / "hf_home")}
+
+
 LM_EVAL = Path(sys.executable).with_name("lm_eval")
 TASK_BY_NAME = {t.name: t for t in prepare_tasks.TASKS}
 
@@ -210,7 +217,7 @@ def test_runner_cli_writes_json_and_table(fixture_tasks: Path, llama_dir: Path, 
     proc = subprocess.run(
         [sys.executable, str(EVAL_DIR / "zero_shot.py"), "--model", str(llama_dir), "--offline", "--tasks-dir",
          str(fixture_tasks), "--tasks", "piqa,winogrande", "--limit", "2", "--output", str(output)],
-        env=OFFLINE_ENV, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        env=offline_env(tmp_path), cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(output.read_text())
     assert set(results["results"]) == {"nt_piqa", "nt_winogrande"}
@@ -224,14 +231,18 @@ def test_runner_cli_writes_json_and_table(fixture_tasks: Path, llama_dir: Path, 
 
 
 def test_runner_cli_clear_errors(tmp_path: Path, fixture_tasks: Path) -> None:
-    run = [sys.executable, str(EVAL_DIR / "zero_shot.py")]
-    proc = subprocess.run([*run, "--model", str(tmp_path), "--offline", "--tasks-dir", str(fixture_tasks)],
-                          env=OFFLINE_ENV, capture_output=True, text=True, timeout=120)
+    def run(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(EVAL_DIR / "zero_shot.py"), "--model", str(tmp_path), "--offline",
+                               "--tasks-dir", str(fixture_tasks), *extra],
+                              env=offline_env(tmp_path), capture_output=True, text=True, timeout=120)
+
+    proc = run()
     assert proc.returncode == 2 and "config.json missing" in proc.stderr
     (tmp_path / "config.json").write_text(json.dumps({"max_position_embeddings": 64}))
-    proc = subprocess.run([*run, "--model", str(tmp_path), "--offline", "--tasks-dir", str(fixture_tasks),
-                           "--tasks", "lambada"], env=OFFLINE_ENV, capture_output=True, text=True, timeout=120)
+    proc = run("--tasks", "lambada")
     assert proc.returncode == 2 and "no offline task ['nt_lambada']" in proc.stderr
+    proc = run("--limit", "0")
+    assert proc.returncode == 2 and "limit must be >= 1" in proc.stderr
 
 
 def test_in_process_matches_folder_evaluation(fixture_tasks: Path, llama_dir: Path) -> None:
@@ -258,7 +269,7 @@ def _lm_eval_cli(model_dir: Path, tasks_dir: Path, out: Path, *, remote_code: bo
     proc = subprocess.run(
         [str(LM_EVAL), "--model", "hf", "--model_args", model_args, "--include_path", str(tasks_dir), "--tasks",
          "nt_piqa", "--limit", "4", "--device", "cpu", "--batch_size", "4", "--output_path", str(out)],
-        env=OFFLINE_ENV, cwd=out.parent, capture_output=True, text=True, timeout=300)
+        env=offline_env(out.parent), cwd=out.parent, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     written = list(out.rglob("results_*.json"))
     assert len(written) == 1, f"expected one results file under {out}, got {written}"
