@@ -47,11 +47,15 @@ def test_packing_loses_no_token_and_joins_documents_with_eos(tmp_path) -> None:
 
     expected = []
     for doc in docs:
-        expected += tok(doc, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        # Each document as the tokenizer encodes it (BOS first for this LLaMA-format one), then EOS.
+        expected += tok(doc)["input_ids"] + [tok.eos_token_id]
     packed = [t for r in rows for t in r.ids[: r.n_real]]
+    assert expected[0] == tok.bos_token_id
     assert packed == expected
     assert all(r.n_real == cfg.seq_len for r in rows[:-1]), "only the end of a finite stream may be short"
-    assert packed.count(tok.eos_token_id) == len(docs), "EOS appears exactly at document boundaries"
+    eos_at = [i for i, t in enumerate(packed) if t == tok.eos_token_id]
+    assert len(eos_at) == len(docs), "EOS appears exactly once per document"
+    assert all(packed[i + 1] == tok.bos_token_id for i in eos_at[:-1]), "and the next document starts right after"
 
 
 def test_pad_mode_matches_the_tokenizers_own_truncation(tmp_path) -> None:

@@ -38,7 +38,7 @@ def test_budget_larger_than_the_split_uses_all_of_it_and_says_so(tmp_path, caplo
     tok = tiny_tokenizer()
     with caplog.at_level(logging.WARNING, logger="nt_llm.data.validation"):
         vs = build_validation_set(cfg, tok)
-    expected = sum(len(tok(d, add_special_tokens=False)["input_ids"]) + 1 for d in val)
+    expected = sum(len(tok(d)["input_ids"]) + 1 for d in val)
     assert vs.num_tokens == expected
     assert "fewer than the budget" in caplog.text
 

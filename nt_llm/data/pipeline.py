@@ -1,7 +1,8 @@
 """Documents -> token rows -> [B, T] batches, in the paper's pad/truncate mode or packed.
 
-pack: documents are tokenized without special tokens, each followed by EOS, concatenated and cut
-      into rows of exactly T tokens; no padding, so every position is trained on.
+pack: documents are tokenized as the tokenizer does at inference (LLaMA: BOS first; T5: EOS last),
+      each ends with EOS, and they are concatenated and cut into rows of exactly T tokens; no padding,
+      so every position is trained on, and a document boundary is always an EOS.
 pad:  each document is tokenized with the tokenizer's own special tokens, truncated to T and padded
       on the right; pad positions get attention 0 and label -100 (the paper's setup, needed to compare
       perplexities with it).
@@ -82,10 +83,11 @@ class RowBuilder:
         if not texts:
             return False
         if self.mode == "pack":
-            encoded = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+            encoded = self.tokenizer(texts)["input_ids"]
             for ids in encoded:
                 self._pending.extend(ids)
-                self._pending.append(self.eos_id)
+                if not ids or ids[-1] != self.eos_id:
+                    self._pending.append(self.eos_id)
         else:
             encoded = self.tokenizer(texts, truncation=True, max_length=self.seq_len)["input_ids"]
             self._pending.extend(list(ids) for ids in encoded)
@@ -103,10 +105,14 @@ class RowBuilder:
 
 def collate(rows: list[Row]) -> Batch:
     """Rows -> LongTensors [B, T]: input_ids, attention_mask (1 on real tokens), labels (-100 on padding)."""
-    input_ids = torch.tensor([r.ids for r in rows], dtype=torch.long)
+    return collate_tensors(torch.tensor([r.ids for r in rows]), torch.tensor([r.n_real for r in rows]))
+
+
+def collate_tensors(ids: torch.Tensor, n_real: torch.Tensor) -> Batch:
+    """Token ids [B, T] whose first n_real[b] positions are real -> the batch dict of LongTensors."""
+    input_ids = ids.long()
     positions = torch.arange(input_ids.shape[1])
-    n_real = torch.tensor([r.n_real for r in rows], dtype=torch.long)
-    attention_mask = (positions[None, :] < n_real[:, None]).long()
+    attention_mask = (positions[None, :] < n_real.long()[:, None]).long()
     labels = input_ids.masked_fill(attention_mask == 0, IGNORE_INDEX)
     return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
 

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 
-from .pipeline import IGNORE_INDEX, Batch, Row, RowBuilder, collate
+from .pipeline import IGNORE_INDEX, Batch, RowBuilder, collate_tensors
 
 logger = logging.getLogger(__name__)
 
@@ -31,40 +31,43 @@ class ValidationSet:
         self.world_size = world_size
         self.seq_len = rows.seq_len
         self._pad_id = rows.pad_id
-        all_rows = _rows_within_budget(rows, token_budget)
-        self.num_tokens = sum(r.n_real for r in all_rows)
+        ids, n_real = _rows_within_budget(rows, token_budget)
+        self.num_tokens = int(n_real.sum())
         if self.num_tokens < token_budget:
             logger.warning("validation split has only %d tokens, fewer than the budget of %d: using all of them",
                            self.num_tokens, token_budget)
         per_step = batch_size * world_size
-        steps = -(-len(all_rows) // per_step)
-        filler = Row([self._pad_id] * self.seq_len, 0)
-        padded = all_rows + [filler] * (steps * per_step - len(all_rows))
-        self._rows = padded[rank::world_size]
+        missing = -(-len(ids) // per_step) * per_step - len(ids)
+        ids = torch.cat([ids, torch.full((missing, self.seq_len), self._pad_id, dtype=ids.dtype)])
+        n_real = torch.cat([n_real, torch.zeros(missing, dtype=n_real.dtype)])
+        self._ids = ids[rank::world_size]
+        self._n_real = n_real[rank::world_size]
 
     def __len__(self) -> int:
-        return -(-len(self._rows) // self.batch_size)
+        return -(-len(self._ids) // self.batch_size)
 
     def __iter__(self) -> Iterator[Batch]:
-        for start in range(0, len(self._rows), self.batch_size):
-            yield collate(self._rows[start : start + self.batch_size])
+        for start in range(0, len(self._ids), self.batch_size):
+            end = start + self.batch_size
+            yield collate_tensors(self._ids[start:end], self._n_real[start:end])
 
 
-def _rows_within_budget(rows: RowBuilder, token_budget: int) -> list[Row]:
-    """Rows until `token_budget` real tokens; the last row is cut so the total is exactly the budget."""
-    out: list[Row] = []
+def _rows_within_budget(rows: RowBuilder, token_budget: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows until `token_budget` real tokens, as int32 ids [N, T] and real lengths [N]; the last row is
+    cut so that the total is exactly the budget. int32 keeps the paper's 10M tokens at 40 MB."""
+    out: list[torch.Tensor] = []
+    lengths: list[int] = []
     total = 0
     for row in rows:
-        if total + row.n_real >= token_budget:
-            keep = token_budget - total
-            out.append(Row(row.ids[:keep] + [rows.pad_id] * (len(row.ids) - keep), keep))
-            total += keep
+        keep = min(row.n_real, token_budget - total)
+        out.append(torch.tensor(row.ids[:keep] + [rows.pad_id] * (len(row.ids) - keep), dtype=torch.int32))
+        lengths.append(keep)
+        total += keep
+        if total == token_budget:
             break
-        out.append(row)
-        total += row.n_real
     if total == 0:
         raise ValueError("the validation split yielded no tokens; the corpus is empty")
-    return out
+    return torch.stack(out), torch.tensor(lengths, dtype=torch.int32)
 
 
 def count_predicted_tokens(labels: torch.Tensor) -> int:
