@@ -13,8 +13,14 @@ import pytest
 import torch
 from test_data_helpers import corpus, files_config, make_docs, tiny_tokenizer, write_jsonl
 
-from nt_llm.data import (DataConfig, RowBuilder, build_document_stream, build_tokenizer, build_train_batches,
-                         real_token_fraction)
+from nt_llm.data import (
+    DataConfig,
+    RowBuilder,
+    build_document_stream,
+    build_tokenizer,
+    build_train_batches,
+    real_token_fraction,
+)
 
 
 def _one_epoch(cfg: DataConfig) -> list[str]:

@@ -71,7 +71,9 @@ class DataConfig:
         if self.validation_batch_size is not None:
             _positive("validation_batch_size", self.validation_batch_size)
         if self.shuffle_buffer < 0:
-            raise ValueError(f"DataConfig.shuffle_buffer must be >= 0 (0 disables shuffling), got {self.shuffle_buffer}")
+            raise ValueError(
+                f"DataConfig.shuffle_buffer must be >= 0 (0 disables shuffling), got {self.shuffle_buffer}"
+            )
 
     @property
     def embedded_dir(self) -> Path:
