@@ -109,7 +109,7 @@ class NeuroTrailsForCausalLM(LlamaPreTrainedModel, GenerationMixin):
         if inputs_embeds is not None and not config.share_embeddings:
             raise ValueError("inputs_embeds is ambiguous for a full ensemble: each head has its own embedding")
         if use_cache is None:
-            use_cache = config.use_cache and not self.training
+            use_cache = config.use_cache and not self.training and config.head_execution == "batched"
         if use_cache and cache is None:
             cache = DynamicCache(config=config)
         if cache is not None and config.head_execution == "loop":
@@ -144,9 +144,12 @@ class NeuroTrailsForCausalLM(LlamaPreTrainedModel, GenerationMixin):
             )
 
         if config.head_execution == "batched":
-            head_logits = self._heads_batched(hidden, mask, position_embeddings, cache, logits_to_keep, **kwargs)
+            hidden = self._heads_batched(hidden, mask, position_embeddings, cache, **kwargs)
         else:
-            head_logits = self._heads_loop(hidden, mask, position_ids, position_embeddings, logits_to_keep, **kwargs)
+            hidden = self._heads_loop(hidden, mask, position_ids, position_embeddings, **kwargs)
+        hidden = _keep_last(hidden, logits_to_keep)  # [H, B, T', D]
+        # One LM head at a time: stacking [H, V, D] weights or [H, B, T, V] logits would copy the largest tensors.
+        head_logits = [head.lm_head(hidden[index]) for index, head in enumerate(self.heads)]
 
         head_losses = loss = None
         if labels is not None:
@@ -160,9 +163,9 @@ class NeuroTrailsForCausalLM(LlamaPreTrainedModel, GenerationMixin):
 
         return NeuroTrailsCausalLMOutput(
             loss=loss,
-            logits=head_logits.mean(dim=0),
+            logits=torch.stack(head_logits).mean(dim=0) if len(head_logits) > 1 else head_logits[0],
             cache=cache,
-            head_logits=head_logits if output_head_logits else None,
+            head_logits=torch.stack(head_logits) if output_head_logits else None,
             head_losses=head_losses,
         )
 
@@ -172,18 +175,16 @@ class NeuroTrailsForCausalLM(LlamaPreTrainedModel, GenerationMixin):
         mask: torch.Tensor | None,
         position_ids: torch.Tensor,
         position_embeddings: tuple[torch.Tensor, torch.Tensor],
-        logits_to_keep: int | torch.Tensor,
         **kwargs,
     ) -> torch.Tensor:
-        """Reference execution: each head's transformers modules in turn. Returns ``[H, B, T, V]``."""
-        all_logits = []
+        """Reference execution: each head's transformers modules in turn. Returns normed ``[H, B, T, D]``."""
+        outputs = []
         for index, head in enumerate(self.heads):
             x = hidden if self.config.share_embeddings else hidden[index]
             for layer in head.layers:
                 x = layer(x, attention_mask=mask, position_ids=position_ids, position_embeddings=position_embeddings, **kwargs)
-            x = _keep_last(head.norm(x), logits_to_keep)
-            all_logits.append(head.lm_head(x))
-        return torch.stack(all_logits)
+            outputs.append(head.norm(x))
+        return torch.stack(outputs)
 
     def _heads_batched(
         self,
@@ -191,12 +192,11 @@ class NeuroTrailsForCausalLM(LlamaPreTrainedModel, GenerationMixin):
         mask: torch.Tensor | None,
         position_embeddings: tuple[torch.Tensor, torch.Tensor],
         cache: Cache | None,
-        logits_to_keep: int | torch.Tensor,
         **kwargs,
     ) -> torch.Tensor:
-        """All heads as one computation over stacked weights, heads folded into the batch for attention.
+        """All heads' blocks as one computation over stacked weights, heads folded into the batch for attention.
 
-        Same arithmetic as ``_heads_loop`` (tested against it). Returns ``[H, B, T, V]``.
+        Same arithmetic as ``_heads_loop`` (tested against it). Returns normed ``[H, B, T, D]``.
         """
         heads_count = self.config.ensemble_size
         x = hidden.expand(heads_count, *hidden.shape) if self.config.share_embeddings else hidden  # [H, B, T, D]
@@ -205,18 +205,15 @@ class NeuroTrailsForCausalLM(LlamaPreTrainedModel, GenerationMixin):
                 f'head_execution="batched" needs a tensor attention mask, got {type(mask).__name__}; '
                 f"use attn_implementation sdpa or eager"
             )
-        checkpointing = self.training and any(layer.gradient_checkpointing for layer in self.heads[0].layers)
         for j in range(self.config.head_layers):
             layers = [head.layers[j] for head in self.heads]
-            if checkpointing:
+            if self.training and layers[0].gradient_checkpointing:
                 x = checkpoint(
                     _batched_decoder_layer, layers, x, mask, position_embeddings, cache, use_reentrant=False, **kwargs
                 )
             else:
                 x = _batched_decoder_layer(layers, x, mask, position_embeddings, cache, **kwargs)
-        x = _batched_rms_norm(x, [head.norm for head in self.heads])
-        x = _keep_last(x, logits_to_keep)
-        return _batched_linear(x, [head.lm_head for head in self.heads])
+        return _batched_rms_norm(x, [head.norm for head in self.heads])
 
 
 def _keep_last(hidden: torch.Tensor, logits_to_keep: int | torch.Tensor) -> torch.Tensor:

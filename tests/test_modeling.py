@@ -1,0 +1,230 @@
+"""The NeuroTrails model: parity with LLaMA, head averaging, batched == looped heads, caching, configs."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from nt_llm.modeling import NeuroTrailsConfig, NeuroTrailsForCausalLM
+from nt_llm.modeling.convert import head_to_llama, llama_to_neurotrails
+from nt_llm.modeling.sizes import available_sizes, build_config, load_size
+
+TINY = dict(
+    vocab_size=97,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=64,
+)
+
+
+def tiny_model(execution: str = "batched", **overrides) -> NeuroTrailsForCausalLM:
+    fields = {**TINY, "ensemble_size": 3, "head_layers": 2, "head_execution": execution, **overrides}
+    return NeuroTrailsForCausalLM(NeuroTrailsConfig(**fields)).eval()
+
+
+def padded_batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Two sequences, the second right-padded by 3, with -100 labels on the padding."""
+    generator = torch.Generator().manual_seed(seed)
+    input_ids = torch.randint(0, TINY["vocab_size"], (2, 10), generator=generator)
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[1, -3:] = 0
+    labels = input_ids.masked_fill(attention_mask == 0, -100)
+    return input_ids, attention_mask, labels
+
+
+@pytest.mark.parametrize("head_layers", [1, 2, 3])
+@pytest.mark.parametrize("execution", ["batched", "loop"])
+def test_single_head_reproduces_llama(head_layers: int, execution: str) -> None:
+    llama = LlamaForCausalLM(LlamaConfig(**TINY)).eval()
+    config = NeuroTrailsConfig(**TINY, ensemble_size=1, head_layers=head_layers, head_execution=execution)
+    model = NeuroTrailsForCausalLM(config).eval()
+    model.load_state_dict(llama_to_neurotrails(llama.state_dict(), config), strict=True)
+    input_ids, attention_mask, labels = padded_batch()
+
+    expected = llama(input_ids, attention_mask=attention_mask, labels=labels)
+    got = model(input_ids, attention_mask=attention_mask, labels=labels)
+
+    torch.testing.assert_close(got.logits, expected.logits, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(got.loss, expected.loss, rtol=1e-6, atol=1e-6)
+
+
+def test_head_exported_as_llama_gives_that_heads_logits() -> None:
+    model = tiny_model()
+    input_ids, attention_mask, _ = padded_batch()
+    head_logits = model(input_ids, attention_mask=attention_mask, output_head_logits=True).head_logits
+    for head in range(model.config.ensemble_size):
+        llama = LlamaForCausalLM(LlamaConfig(**TINY)).eval()
+        llama.load_state_dict(head_to_llama(model.state_dict(), model.config, head), strict=True)
+        torch.testing.assert_close(llama(input_ids, attention_mask=attention_mask).logits, head_logits[head])
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_logits_are_head_mean_and_loss_combines_head_losses(reduction: str) -> None:
+    model = tiny_model(loss_reduction=reduction)
+    input_ids, attention_mask, labels = padded_batch()
+    out = model(input_ids, attention_mask=attention_mask, labels=labels, output_head_logits=True)
+
+    assert out.head_logits.shape == (3, 2, 10, TINY["vocab_size"])
+    torch.testing.assert_close(out.logits, out.head_logits.mean(dim=0))
+    by_hand = torch.stack(
+        [
+            F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100)
+            for logits in out.head_logits
+        ]
+    )
+    torch.testing.assert_close(out.head_losses, by_hand)
+    torch.testing.assert_close(out.loss, by_hand.sum() if reduction == "sum" else by_hand.mean())
+    assert len(set(by_hand.tolist())) == 3, "heads were initialised identically"
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},  # TreeNet / NeuroTrails
+        {"head_layers": 3, "share_embeddings": False},  # full ensemble
+        {"num_key_value_heads": 4, "attention_bias": True, "mlp_bias": True},
+    ],
+    ids=["treenet", "full_ensemble", "mha_with_biases"],
+)
+def test_batched_heads_match_looped_heads_in_values_and_gradients(overrides: dict) -> None:
+    batched = tiny_model("batched", **overrides).train()
+    looped = tiny_model("loop", **overrides).train()
+    looped.load_state_dict(batched.state_dict())
+    input_ids, attention_mask, labels = padded_batch()
+
+    outs = [m(input_ids, attention_mask=attention_mask, labels=labels, output_head_logits=True) for m in (batched, looped)]
+    torch.testing.assert_close(outs[0].head_logits, outs[1].head_logits, rtol=1e-5, atol=1e-5)
+    for out in outs:
+        out.loss.backward()
+    for (name, p), q in zip(batched.named_parameters(), looped.parameters()):
+        assert p.grad is not None, name
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6, msg=lambda m: f"{name}: {m}")
+
+
+def test_activation_checkpointing_leaves_gradients_unchanged(monkeypatch: pytest.MonkeyPatch) -> None:
+    from nt_llm.modeling import modeling_neurotrails
+
+    calls = []
+    real_checkpoint = modeling_neurotrails.checkpoint
+    monkeypatch.setattr(modeling_neurotrails, "checkpoint", lambda *a, **k: calls.append(1) or real_checkpoint(*a, **k))
+    plain = tiny_model().train()
+    checkpointed = tiny_model().train()
+    checkpointed.load_state_dict(plain.state_dict())
+    checkpointed.activation_checkpointing_enable()
+    input_ids, attention_mask, labels = padded_batch()
+    for m in (plain, checkpointed):
+        m(input_ids, attention_mask=attention_mask, labels=labels).loss.backward()
+    assert len(calls) == checkpointed.config.head_layers
+    for p, q in zip(plain.parameters(), checkpointed.parameters()):
+        torch.testing.assert_close(p.grad, q.grad)
+
+
+def peaked_model(**overrides) -> NeuroTrailsForCausalLM:
+    # A large init makes greedy choices far from ties, so cache/no-cache differences cannot hide in noise.
+    return tiny_model(initializer_range=0.5, **overrides)
+
+
+@pytest.mark.parametrize("overrides", [{}, {"head_layers": 3, "share_embeddings": False}], ids=["treenet", "full_ensemble"])
+def test_generate_with_cache_matches_without(overrides: dict) -> None:
+    model = peaked_model(**overrides)
+    prompt = torch.randint(0, TINY["vocab_size"], (2, 5), generator=torch.Generator().manual_seed(1))
+    kwargs = dict(max_new_tokens=8, do_sample=False, pad_token_id=0)
+    cached = model.generate(prompt, attention_mask=torch.ones_like(prompt), use_cache=True, **kwargs)
+    uncached = model.generate(prompt, attention_mask=torch.ones_like(prompt), use_cache=False, **kwargs)
+    assert cached.shape == (2, 13)
+    assert torch.equal(cached, uncached)
+    assert cached[:, 5:].unique().numel() > 1, "degenerate generation proves nothing"
+
+
+def test_left_padded_batch_generates_as_each_prompt_alone() -> None:
+    model = peaked_model()
+    long_prompt = torch.randint(0, TINY["vocab_size"], (1, 6), generator=torch.Generator().manual_seed(2))
+    short_prompt = long_prompt[:, 2:]
+    batch = torch.cat([long_prompt, torch.cat([torch.zeros(1, 2, dtype=torch.long), short_prompt], dim=1)])
+    mask = torch.ones_like(batch)
+    mask[1, :2] = 0
+    kwargs = dict(max_new_tokens=6, do_sample=False, pad_token_id=0)
+    together = model.generate(batch, attention_mask=mask, **kwargs)
+    alone = [model.generate(p, attention_mask=torch.ones_like(p), **kwargs) for p in (long_prompt, short_prompt)]
+    assert torch.equal(together[0, 6:], alone[0][0, 6:])
+    assert torch.equal(together[1, 6:], alone[1][0, 4:])
+
+
+def test_beam_search_with_cache_matches_without() -> None:
+    model = peaked_model()
+    prompt = torch.randint(0, TINY["vocab_size"], (2, 4), generator=torch.Generator().manual_seed(3))
+    kwargs = dict(max_new_tokens=5, do_sample=False, num_beams=3, pad_token_id=0, attention_mask=torch.ones_like(prompt))
+    assert torch.equal(model.generate(prompt, use_cache=True, **kwargs), model.generate(prompt, use_cache=False, **kwargs))
+
+
+def test_loop_execution_refuses_a_cache() -> None:
+    model = tiny_model("loop")
+    with pytest.raises(ValueError, match="loop"):
+        model(torch.zeros(1, 3, dtype=torch.long), use_cache=True)
+
+
+def expected_parameters(config: NeuroTrailsConfig) -> int:
+    """Closed form: embeddings, blocks, final norms and LM heads of a bias-free LLaMA ensemble."""
+    d, f, v = config.hidden_size, config.intermediate_size, config.vocab_size
+    kv = config.num_key_value_heads * config.head_dim
+    block = 2 * d * d + 2 * d * kv + 3 * d * f + 2 * d
+    embeddings = v * d * (1 if config.share_embeddings else config.ensemble_size)
+    head = config.head_layers * block + d + v * d
+    return embeddings + config.num_shared_layers * block + config.ensemble_size * head
+
+
+@pytest.mark.parametrize(
+    "method,millions",
+    [("dense", 134.1), ("treenet", 296.5), ("neurotrails", 296.5), ("full_ensemble", 402.3)],
+)
+def test_130m_parameter_counts_match_the_formula_and_the_paper(method: str, millions: float) -> None:
+    config = build_config("130m", method, ensemble_size=3, head_layers=8)
+    with torch.device("meta"):
+        model = NeuroTrailsForCausalLM(config)
+    count = sum(p.numel() for p in model.parameters())
+    assert count == expected_parameters(config)
+    assert round(count / 1e6, 1) == millions
+
+
+def test_tiny_parameter_counts_match_the_formula() -> None:
+    for overrides in ({}, {"head_layers": 3, "share_embeddings": False}, {"ensemble_size": 1}):
+        model = tiny_model(**overrides)
+        assert sum(p.numel() for p in model.parameters()) == expected_parameters(model.config)
+
+
+def test_every_size_loads_and_builds_a_valid_config() -> None:
+    sizes = available_sizes()
+    for name in ("9m", "20m", "35m", "60m", "71m", "100m", "130m", "250m", "350m", "1b", "tiny"):
+        assert name in sizes
+        config = build_config(name, "neurotrails")
+        assert config.num_hidden_layers == load_size(name)["num_hidden_layers"]
+    assert build_config("350m", "neurotrails").head_layers == 16  # the paper's 16 of 24
+
+
+@pytest.mark.parametrize(
+    "fields,field_named",
+    [
+        ({"ensemble_size": 0}, "ensemble_size"),
+        ({"head_layers": 0}, "head_layers"),
+        ({"head_layers": 4}, "head_layers"),
+        ({"share_embeddings": False}, "share_embeddings"),
+        ({"head_execution": "parallel"}, "head_execution"),
+        ({"loss_reduction": "max"}, "loss_reduction"),
+        ({"tie_word_embeddings": True}, "tie_word_embeddings"),
+        ({"hidden_size": 30}, "hidden_size"),
+        ({"num_key_value_heads": 3}, "num_key_value_heads"),
+    ],
+)
+def test_invalid_configs_name_the_field(fields: dict, field_named: str) -> None:
+    with pytest.raises(ValueError, match=field_named):
+        NeuroTrailsConfig(**{**TINY, "ensemble_size": 2, "head_layers": 2, **fields})
+
+
+def test_unknown_size_and_method_are_clear_errors() -> None:
+    with pytest.raises(FileNotFoundError, match="unknown model size '13m'"):
+        build_config("13m", "dense")
+    with pytest.raises(ValueError, match="method"):
+        build_config("tiny", "moe")
