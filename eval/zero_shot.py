@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -104,17 +105,25 @@ def _evaluate(model: Any, model_args: dict[str, Any] | None, settings: ZeroShotS
               source: str) -> dict[str, Any]:
     import lm_eval
 
-    results = lm_eval.simple_evaluate(
-        model=model,
-        model_args=model_args,
-        tasks=settings.lm_eval_tasks(),
-        num_fewshot=0,
-        batch_size=settings.batch_size,
-        device=settings.device,
-        limit=settings.limit,
-        task_manager=task_manager(settings),
-        log_samples=False,
-    )
+    try:
+        results = lm_eval.simple_evaluate(
+            model=model,
+            model_args=model_args,
+            tasks=settings.lm_eval_tasks(),
+            num_fewshot=0,
+            batch_size=settings.batch_size,
+            device=settings.device,
+            limit=settings.limit,
+            task_manager=task_manager(settings),
+            log_samples=False,
+        )
+    except AssertionError as err:
+        # lm-eval's HFLM asserts, without a message, that an answer fits the context; with a short training
+        # context (the paper's 256 tokens) a long answer choice can break that, minutes into a run.
+        if _is_continuation_overflow(err):
+            raise ValueError(f"an answer choice is longer than max_length={max_length} tokens, which lm-eval "
+                             "cannot score; pass a larger --max-length (max_length=...)") from err
+        raise
     if results is None:  # only non-zero ranks of a multi-process run get None
         return {}
     results = dict(results)
@@ -122,6 +131,11 @@ def _evaluate(model: Any, model_args: dict[str, Any] | None, settings: ZeroShotS
     results[RESULTS_KEY] = {**asdict(settings), "tasks_dir": str(settings.tasks_dir), "model": source,
                             "max_length": max_length, "num_fewshot": 0}
     return results
+
+
+def _is_continuation_overflow(err: AssertionError) -> bool:
+    frames = traceback.extract_tb(err.__traceback__)
+    return bool(frames) and "len(continuation_enc) <= self.max_length" in (frames[-1].line or "")
 
 
 def evaluate_folder(model_dir: Path, settings: ZeroShotSettings) -> dict[str, Any]:

@@ -289,3 +289,12 @@ def test_lm_eval_cli_runs_neurotrails_with_remote_code(fixture_tasks: Path, tmp_
     assert "auto_map" in json.loads((folder / "config.json").read_text())
     results = _lm_eval_cli(folder, fixture_tasks, tmp_path / "out", remote_code=True)
     assert 0.0 <= results["results"]["nt_piqa"]["acc_norm,none"] <= 1.0
+
+
+def test_answer_longer_than_context_is_a_clear_error(fixture_tasks: Path, llama_dir: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    settings = zero_shot.ZeroShotSettings(tasks=["piqa"], offline=True, tasks_dir=fixture_tasks, max_length=3)
+    model = AutoModelForCausalLM.from_pretrained(llama_dir)
+    with pytest.raises(ValueError, match="answer choice is longer than max_length=3 tokens"):
+        zero_shot.evaluate_model(model, tiny_tokenizer(), settings)
