@@ -217,6 +217,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (PrepareError, ValueError, FileNotFoundError) as err:
         logger.error("%s", err)
         return 2
+    if not results:  # a non-main process of `accelerate launch`: rank 0 writes
+        return 0
     output = args.output or Path("out") / "zero_shot" / f"{args.model.resolve().name}.json"
     json_path, table_path = write_results(results, output)
     sys.stdout.write(markdown_table(results) + "\n")
