@@ -11,7 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from test_data_helpers import corpus, files_config, make_docs, tiny_tokenizer, write_jsonl
+from test_data_helpers import corpus, files_config, make_docs, tiny_tokenizer, tiny_tokenizer_dir, write_jsonl
+from transformers import AutoTokenizer
 
 from nt_llm.data import (
     DataConfig,
@@ -21,6 +22,7 @@ from nt_llm.data import (
     build_train_batches,
     real_token_fraction,
 )
+from nt_llm.data.tokenizer import ensure_special_tokens
 
 
 def _one_epoch(cfg: DataConfig) -> list[str]:
@@ -234,3 +236,17 @@ def test_data_recipes_are_valid_configs() -> None:
     assert (paper.source, paper.tokenizer, paper.seq_len, paper.mode, paper.validation_tokens) == (
         "c4", "t5-base", 256, "pad", 10_000_000)
     assert configs["embedded"].mode == "pack"
+
+
+def test_packing_does_not_double_the_eos_of_tokenizers_that_append_one(tmp_path) -> None:
+    """T5-style tokenizers end every encoding with EOS already: packing must not add a second one."""
+    corpus(tmp_path, n_files=1, docs_per_file=10)
+    cfg = files_config(tmp_path, shuffle_buffer=0)
+    tok = ensure_special_tokens(AutoTokenizer.from_pretrained(tiny_tokenizer_dir(), add_eos_token=True))
+    assert tok("the market")["input_ids"][-1] == tok.eos_token_id
+    docs = _one_epoch(cfg)
+    stream = build_document_stream(cfg, "train")
+    stream.repeat = False
+    packed = [t for r in RowBuilder(stream, tok, cfg.seq_len, "pack") for t in r.ids[: r.n_real]]
+    assert packed == [t for doc in docs for t in tok(doc)["input_ids"]]
+    assert packed.count(tok.eos_token_id) == len(docs)
