@@ -116,12 +116,15 @@ def test_same_seed_same_batches_other_seed_other_order(tmp_path) -> None:
 
 @pytest.mark.parametrize("mode", ["pack", "pad"])
 @pytest.mark.parametrize("k", [1, 7, 23])
-def test_resume_after_k_batches_gives_the_same_next_batches(tmp_path, mode: str, k: int) -> None:
-    # 3 files x 9 docs, buffer 5: k=23 is past the first epoch, so epochs, shard order and the drain all resume.
+@pytest.mark.parametrize(("rank", "world_size"), [(0, 1), (1, 2), (2, 4)])
+def test_resume_after_k_batches_gives_the_same_next_batches(tmp_path, mode: str, k: int, rank: int,
+                                                            world_size: int) -> None:
+    # 3 files x 9 docs, buffer 5: k=23 is past the first epoch, so epochs, shard order and the drain all
+    # resume; world size 2 splits files, 4 strides over documents.
     corpus(tmp_path, n_files=3, docs_per_file=9)
     cfg = files_config(tmp_path, mode=mode, shuffle_buffer=5, seq_len=16, batch_size=2)
     tok = tiny_tokenizer()
-    run = build_train_batches(cfg, tok)
+    run = build_train_batches(cfg, tok, rank, world_size)
     it = iter(run)
     for _ in range(k):
         next(it)
@@ -129,7 +132,7 @@ def test_resume_after_k_batches_gives_the_same_next_batches(tmp_path, mode: str,
     torch.save(run.state_dict(), buffer)  # must survive a checkpoint, with torch's safe loader
     expected = [next(it) for _ in range(12)]
 
-    resumed = build_train_batches(cfg, tok)
+    resumed = build_train_batches(cfg, tok, rank, world_size)
     resumed.load_state_dict(torch.load(io.BytesIO(buffer.getvalue()), weights_only=True))
     got = list(islice(iter(resumed), 12))
     for e, g in zip(expected, got, strict=True):
