@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import HfApi, constants
+from huggingface_hub import CommitInfo, HfApi, constants
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
@@ -111,7 +111,7 @@ def hub_offline() -> bool:
 
 
 def push_folder(folder: Path | str, repo_id: str, *, private: bool, revision: str | None, commit_message: str,
-                token: str | None = None) -> Any:
+                token: str | None = None) -> CommitInfo:
     """Upload `folder` (an exported model) to the Hub model repo `repo_id`; returns huggingface_hub's CommitInfo.
 
     Creates the repo if needed (`private` applies only to a repo this call creates) and, when `revision` is
@@ -148,5 +148,5 @@ def push_folder(folder: Path | str, repo_id: str, *, private: bool, revision: st
     except HfHubHTTPError as err:  # auth, permissions, bad revision: huggingface_hub never puts the token in these
         raise HubPushError(f"the Hub refused the push of {folder} to {repo_id} "
                            f"({type(err).__name__}: {err}). The folder is untouched") from err
-    logger.info("pushed %s to %s: %s", folder, repo_id, getattr(commit, "commit_url", commit))
+    logger.info("pushed %s to %s: %s", folder, repo_id, commit.commit_url)
     return commit
