@@ -94,6 +94,9 @@ class DynamicSparsity:
         self.step = 0
         self.last_update = UpdateStats()
         self._grads: dict[str, torch.Tensor] = {}
+        # Optimizers create their state lazily at the first step (DeepSpeed from unmasked
+        # gradients): mask it once more after the next step.
+        self._state_pending = True
 
         self.targets = self._targets(config.density)
         self.masks = {
@@ -137,6 +140,10 @@ class DynamicSparsity:
     def _post_step(self) -> None:
         self.step += 1
         self.engine.apply_masks(self.params, list(self.masks.values()))
+        if self._state_pending:
+            for n, p in zip(self.names, self.params):
+                self.engine.mask_optimizer_state(p, self.masks[n])
+            self._state_pending = False
         if self.is_update_step(self.step):
             self.update_topology()
         self._grads = {}
@@ -285,4 +292,5 @@ class DynamicSparsity:
         self.generator.set_state(state["generator"])
         self.last_update = UpdateStats(**state["last_update"])
         self._grads = {}
+        self._state_pending = True
         self._apply_all()

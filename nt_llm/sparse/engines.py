@@ -130,7 +130,23 @@ class DeepSpeedEngineAdapter(Engine):
         return None if grad is None else grad.detach().float().clone().reshape(self.shape(param))
 
     def mask_grads(self, params: Sequence[nn.Parameter], masks: Sequence[torch.Tensor]) -> None:
-        """Nothing: the master copy is masked after the step, which is local and as cheap."""
+        """Mask this rank's partition of the reduced gradient, so Adam state stays zero off-mask."""
+        with torch.no_grad():
+            for p, m in zip(params, masks):
+                if self.stage == 3:
+                    from deepspeed.utils import safe_get_local_grad, safe_set_local_grad
+
+                    grad = safe_get_local_grad(p)
+                    if grad is not None:
+                        safe_set_local_grad(p, grad * self._zero3_local_slice(p, m))
+                    continue
+                mapping = getattr(p, "_hp_mapping", None)
+                if mapping is None:
+                    continue
+                grad = mapping.get_lp_grad_fragment(p._index_in_param_group)
+                # bf16 keeps a whole-tensor accumulation buffer; ZeRO-1/2 keep only the fragment.
+                local = m.reshape(-1) if grad.numel() == m.numel() else self._zero12_local_slice(p, m)
+                grad.mul_(local.view_as(grad))
 
     def apply_masks(self, params: Sequence[nn.Parameter], masks: Sequence[torch.Tensor]) -> None:
         with torch.no_grad():
@@ -151,7 +167,7 @@ class DeepSpeedEngineAdapter(Engine):
                     safe_set_local_optimizer_state(param, state * local, key)
                 return
             mapping = getattr(param, "_hp_mapping", None)
-            if mapping is None:  # this rank holds no fragment of the parameter
+            if mapping is None or mapping.optim_fragment is None:  # no fragment here, or no state yet
                 return
             local = self._zero12_local_slice(param, keep)
             for key in mapping.get_optim_state_keys():
@@ -169,6 +185,9 @@ class DeepSpeedEngineAdapter(Engine):
 
         local = self._zero3_local_slice(p, mask)
         p.ds_tensor.data.mul_(local.to(p.ds_tensor.dtype))
+        if p.data.numel() == p.ds_numel:
+            # Persistent (small) or currently gathered parameter: the module holds a whole copy too.
+            p.data.mul_(mask.view(p.data.shape).to(p.data.dtype))
         master = safe_get_local_fp32_param(p)
         if master is not None:
             safe_set_local_fp32_param(p, master * local)

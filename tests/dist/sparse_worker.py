@@ -1,7 +1,7 @@
 """Two-process DST worker, launched by tests/test_sparse_distributed.py through torchrun (gloo, CPU).
 
     torchrun --nproc_per_node 2 tests/dist/sparse_worker.py ENGINE OUT_DIR
-    ENGINE: ddp | zero1 | zero2 | zero3 | fsdp2
+    ENGINE: ddp | zero1 | zero2 | zero3 | zero3_persistent | fsdp2
 
 Trains a tiny model with DynamicSparsity and asserts, after every real optimizer step: masked-out
 weights are exactly zero in the module and (DeepSpeed) in the fp32 master copy; every tensor holds
@@ -87,11 +87,17 @@ def build(engine: str):
         ds_config = {
             "train_micro_batch_size_per_gpu": MICRO_BATCH,
             "gradient_accumulation_steps": ACCUM,
-            "zero_optimization": {"stage": int(engine[-1])},
+            # zero3 partitions even tiny tensors; zero3_persistent keeps DeepSpeed's default
+            # threshold, under which these small weights stay whole in every module
+            "zero_optimization": {"stage": int(engine[4])}
+            | ({"stage3_param_persistence_threshold": 0} if engine == "zero3" else {}),
             "gradient_clipping": 0.0,
         }
         kwargs["deepspeed_plugin"] = DeepSpeedPlugin(hf_ds_config=ds_config)
     accelerator = Accelerator(**kwargs)
+    expected = "DEEPSPEED" if engine.startswith("zero") else "MULTI_CPU"
+    assert accelerator.distributed_type.name == expected, f"accelerate runs {accelerator.distributed_type}, expected {expected}"
+    assert accelerator.num_processes == 2, f"accelerate sees {accelerator.num_processes} processes"
     model, optimizer = accelerator.prepare(model, optimizer)
     return accelerator, model, optimizer
 
@@ -112,7 +118,7 @@ def full_weights(sparsity: DynamicSparsity) -> dict[str, torch.Tensor]:
     return out
 
 
-def check_invariants(sparsity: DynamicSparsity, engine: str) -> None:
+def check_invariants(sparsity: DynamicSparsity, engine: str, optimizer_state: bool = True) -> None:
     world = dist.get_world_size()
     for name, weight in full_weights(sparsity).items():
         mask = sparsity.masks[name]
@@ -125,7 +131,7 @@ def check_invariants(sparsity: DynamicSparsity, engine: str) -> None:
             master = safe_get_full_fp32_param(p).reshape(mask.shape)
             assert torch.count_nonzero(master[~mask]) == 0, f"{engine}: fp32 master of {name} nonzero where masked"
             assert torch.count_nonzero(master[mask]) > 0, f"{engine}: fp32 master of {name} is all zero"
-            for key in ("exp_avg", "exp_avg_sq"):
+            for key in ("exp_avg", "exp_avg_sq") if optimizer_state else ():
                 state = safe_get_full_optimizer_state(p, key).reshape(mask.shape)
                 assert torch.count_nonzero(state[~mask]) == 0, f"{engine}: {key} of {name} nonzero where masked"
     for name, mask in sparsity.masks.items():
@@ -167,7 +173,7 @@ def main() -> None:
         return grad
 
     sparsity.engine.full_grad = recording_full_grad
-    check_invariants(sparsity, engine)
+    check_invariants(sparsity, engine, optimizer_state=False)  # DeepSpeed creates it at the first step
 
     updates = []
     for step in range(STEPS):
@@ -222,6 +228,8 @@ def main() -> None:
             "steps": sparsity.step,
             "updates": updates,
             "density": sparsity.density,
+            # final topology, to compare engines: active flat indices per tensor
+            "active": {n: m.reshape(-1).nonzero().squeeze(1).tolist() for n, m in sparsity.masks.items()},
             "rigl_grads_checked": sorted(captured["grads"]),
             "checked_checkpoint": checked_checkpoint,
         }
@@ -230,11 +238,20 @@ def main() -> None:
 
 
 def load_saved_weights(ckpt: Path, engine: str) -> dict[str, torch.Tensor]:
-    """The weights a checkpoint holds: DeepSpeed's fp32 master (merged partitions) or the module file."""
+    """The weights a checkpoint holds: DeepSpeed's fp32 master (merged partitions) or the module file.
+
+    Under ZeRO-1/2 the checkpoint also holds the module's own weights: those must be masked too.
+    """
     if engine.startswith("zero"):
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
-        return get_fp32_state_dict_from_zero_checkpoint(str(ckpt / "pytorch_model"), tag=None)
+        master = get_fp32_state_dict_from_zero_checkpoint(str(ckpt), tag="pytorch_model")
+        if not engine.startswith("zero3"):
+            module = torch.load(ckpt / "pytorch_model" / "mp_rank_00_model_states.pt", weights_only=False)["module"]
+            for name, value in module.items():
+                if name in master:
+                    assert torch.equal(value.float(), master[name].float()), f"{engine}: saved module {name} != master"
+        return master
     from safetensors.torch import load_file
 
     return load_file(str(ckpt / "model.safetensors"))
