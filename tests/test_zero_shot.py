@@ -26,16 +26,14 @@ from test_zero_shot_support import (
 import prepare_tasks  # noqa: E402  (eval/ is put on sys.path by test_zero_shot_support)
 import zero_shot  # noqa: E402
 
+LM_EVAL = [sys.executable, "-m", "lm_eval"]  # its console script, without depending on where bin/ is
+TASK_BY_NAME = {t.name: t for t in prepare_tasks.TASKS}
 
 
 def offline_env(tmp_path: Path) -> dict[str, str]:
     """Subprocess environment: no Hub, and caches (datasets, remote-code modules) inside the test's folder."""
     return {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
             "HF_HOME": str(tmp_path / "hf_home")}
-
-
-LM_EVAL = Path(sys.executable).with_name("lm_eval")
-TASK_BY_NAME = {t.name: t for t in prepare_tasks.TASKS}
 
 
 @pytest.fixture(scope="module")
@@ -288,7 +286,7 @@ def test_in_process_matches_folder_evaluation(fixture_tasks: Path, llama_dir: Pa
 def _lm_eval_cli(model_dir: Path, tasks_dir: Path, out: Path, *, remote_code: bool) -> dict:
     model_args = f"pretrained={model_dir},max_length={CONTEXT}" + (",trust_remote_code=True" if remote_code else "")
     proc = subprocess.run(
-        [str(LM_EVAL), "--model", "hf", "--model_args", model_args, "--include_path", str(tasks_dir), "--tasks",
+        [*LM_EVAL, "--model", "hf", "--model_args", model_args, "--include_path", str(tasks_dir), "--tasks",
          "nt_piqa", "--limit", "4", "--device", "cpu", "--batch_size", "4", "--output_path", str(out)],
         env=offline_env(out.parent), cwd=out.parent, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
