@@ -217,6 +217,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (PrepareError, ValueError, FileNotFoundError) as err:
         logger.error("%s", err)
         return 2
+    except ConnectionError as err:  # the stock tasks' data lives on the Hub
+        logger.error("%s; without the Hub, add --offline (local task copies, eval/prepare_tasks.py)", err)
+        return 2
     if not results:  # a non-main process of `accelerate launch`: rank 0 writes
         return 0
     output = args.output or Path("out") / "zero_shot" / f"{args.model.resolve().name}.json"

@@ -317,3 +317,13 @@ def test_answer_longer_than_context_is_a_clear_error(fixture_tasks: Path, llama_
     model = AutoModelForCausalLM.from_pretrained(llama_dir)
     with pytest.raises(ValueError, match="answer choice is longer than max_length=3 tokens"):
         zero_shot.evaluate_model(model, tiny_tokenizer(), settings)
+
+
+def test_runner_without_hub_points_to_offline(llama_dir: Path, tmp_path: Path) -> None:
+    # Stock tasks read the Hub; with HF_HUB_OFFLINE=1 that fails at once, and the runner says what to do.
+    proc = subprocess.run([sys.executable, str(EVAL_DIR / "zero_shot.py"), "--model", str(llama_dir), "--tasks",
+                           "piqa", "--limit", "2", "--output", str(tmp_path / "r.json")],
+                          env=offline_env(tmp_path), cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "on the Hub" in proc.stderr and "add --offline" in proc.stderr
+    assert not (tmp_path / "r.json").exists()
