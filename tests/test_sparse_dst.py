@@ -108,19 +108,40 @@ def test_grown_weights_start_at_zero_with_clean_optimizer_state():
         assert torch.count_nonzero(params[n][kept]) > 0
 
 
-def test_pruned_weights_stay_zero_between_updates_without_reapplying_masks():
-    # Gradient and optimizer-state masking alone keep AdamW's pruned weights at exactly zero; the
-    # after-step re-mask is a safety net, so check the weights right after optimizer.step().
+class DriftingSGD(torch.optim.SGD):
+    """Moves every weight, zero-gradient ones too (like an optimizer with additive noise)."""
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        super().step(closure)
+        for group in self.param_groups:
+            for p in group["params"]:
+                p.add_(1e-3)
+
+
+def test_masking_gradients_is_not_enough_for_an_optimizer_that_moves_zero_grad_weights():
     model = Stack()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
-    sparsity = DynamicSparsity(model, _config(update_frequency=5), opt)
-    for ids in _batches(9):
+    opt = DriftingSGD(model.parameters(), lr=0.1)
+    sparsity = DynamicSparsity(model, _config(update_frequency=100), opt)
+    _loss(model, _batches(1)[0]).backward()
+    sparsity.before_optimizer_step()
+    opt.step()
+    sparsity.after_optimizer_step()
+    with pytest.raises(AssertionError):
+        _check_zeros(model, sparsity)  # the default's documented limit
+
+
+def test_mask_weights_every_step_restores_zeros_for_any_optimizer():
+    model = Stack()
+    opt = DriftingSGD(model.parameters(), lr=0.1)
+    sparsity = DynamicSparsity(model, _config(update_frequency=2, mask_weights_every_step=True), opt)
+    for ids in _batches(5):
         _loss(model, ids).backward()
         sparsity.before_optimizer_step()
         opt.step()
-        _check_zeros(model, sparsity)
         sparsity.after_optimizer_step()
         opt.zero_grad()
+        _check_zeros(model, sparsity)
 
 
 def test_updates_follow_schedule_and_stop_step():

@@ -48,6 +48,10 @@ class SparsityConfig:
     total_steps: int = 1000
     end_fraction: float = 1.0  # topology updates stop at end_fraction * total_steps ...
     stop_step: int | None = None  # ... unless given explicitly
+    # Zeroing the gradients (and, at updates, the optimizer state) of inactive positions keeps
+    # their weights exactly 0 under SGD/Adam/AdamW; re-zeroing the weights after every step too
+    # costs one more pass and is needed only for optimizers that move zero-gradient weights.
+    mask_weights_every_step: bool = False
     include: tuple[str, ...] = field(default_factory=lambda: NEUROTRAILS_HEADS)
     exclude: tuple[str, ...] = ()
     seed: int = 0

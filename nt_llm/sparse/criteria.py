@@ -58,28 +58,27 @@ PRUNE_SCORES: dict[str, PruneScoreFn] = {"magnitude": magnitude_scores, "soft_ma
 GROWTH_SCORES: dict[str, GrowthScoreFn] = {"random": random_scores, "gradient": gradient_scores}
 
 
-def select_top(scores: torch.Tensor, candidates: torch.Tensor, k: int) -> torch.Tensor:
+def select_top(scores: torch.Tensor, candidates: torch.Tensor, k: int, n_candidates: int | None = None) -> torch.Tensor:
     """Boolean mask of exactly k candidate positions with the highest scores.
 
-    Works on the candidates' indices only, so non-candidates can never be picked even when
-    candidate scores are -inf; selects the smaller of "k to take" and "the rest to leave" with
-    topk, which is the cheaper side.
+    One k-th-value threshold over the whole tensor (O(n), no sort and no index gathering), then
+    ties at the threshold are filled in index order up to k. Non-candidates rank below every
+    candidate, -inf candidate scores included, so they can never be picked.
     """
-    flat_candidates = candidates.reshape(-1)
-    idx = flat_candidates.nonzero().squeeze(1)
-    n = idx.numel()
+    n = int(torch.count_nonzero(candidates)) if n_candidates is None else n_candidates
     if not 0 <= k <= n:
         raise ValueError(f"cannot select {k} positions out of {n} candidates")
-    out = torch.zeros_like(flat_candidates)
     if k == 0:
-        return out.view_as(candidates)
-    cand_scores = scores.reshape(-1)[idx]
-    if k <= n - k:
-        out[idx[torch.topk(cand_scores, k, largest=True, sorted=False).indices]] = True
-    else:
-        out[idx] = True
-        if n - k > 0:
-            out[idx[torch.topk(cand_scores, n - k, largest=False, sorted=False).indices]] = False
+        return torch.zeros_like(candidates)
+    if k == n:
+        return candidates.clone()
+    lowest = torch.finfo(torch.float32).min
+    ranked = torch.where(candidates, scores.float().clamp(min=lowest), float("-inf")).reshape(-1)
+    threshold = torch.kthvalue(ranked, ranked.numel() - k + 1).values
+    out = ranked > threshold
+    missing = k - int(torch.count_nonzero(out))
+    if missing > 0:
+        out[(ranked == threshold).nonzero().squeeze(1)[:missing]] = True
     return out.view_as(candidates)
 
 
@@ -99,8 +98,8 @@ def update_mask(
     grow_scores: torch.Tensor,
     n_prune: int,
     n_target: int,
-) -> tuple[torch.Tensor, int, int]:
-    """One prune-then-grow step on one tensor: returns (new mask, number pruned, number grown).
+) -> torch.Tensor:
+    """One prune-then-grow step on one tensor: returns the new mask.
 
     Drops the n_prune active positions with the lowest keep score, then grows the highest-scoring
     inactive positions until exactly n_target are active. A just-pruned position may win the
@@ -113,8 +112,7 @@ def update_mask(
         raise ValueError(f"n_prune={n_prune} leaves {n_keep} of {n_active} active, outside [0, n_target={n_target}]")
     kept = select_top(keep_scores, mask, n_keep)
     grown = select_top(grow_scores, ~kept, n_target - n_keep)
-    new_mask = kept | grown
-    return new_mask, int((mask & ~new_mask).sum()), int((new_mask & ~mask).sum())
+    return kept | grown
 
 
 def _gumbel(shape: torch.Size, generator: torch.Generator) -> torch.Tensor:

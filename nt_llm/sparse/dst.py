@@ -105,6 +105,7 @@ class DynamicSparsity:
         }
         self.engine.broadcast_masks(list(self.masks.values()))
         self.ever_active = {n: m.clone() for n, m in self.masks.items()}
+        self._count()
         self._apply_all()
         self.engine.install(self._pre_step, self._post_step)
         logger.info(
@@ -139,7 +140,8 @@ class DynamicSparsity:
 
     def _post_step(self) -> None:
         self.step += 1
-        self.engine.apply_masks(self.params, list(self.masks.values()))
+        if self.config.mask_weights_every_step:
+            self.engine.apply_masks(self.params, list(self.masks.values()))
         if self._state_pending:
             for n, p in zip(self.names, self.params):
                 self.engine.mask_optimizer_state(p, self.masks[n])
@@ -193,7 +195,7 @@ class DynamicSparsity:
         new_masks: dict[str, torch.Tensor] = {}
         for n, p in zip(self.names, self.params):
             mask = self.masks[n]
-            n_active = int(mask.sum())
+            n_active = self.counts[n]
             n_target = targets[n]
             if n_target == mask.numel() and n_active == n_target:
                 new_masks[n] = mask  # dense tensor (ERK re-balancing): nothing to move
@@ -202,18 +204,21 @@ class DynamicSparsity:
             weight = self.engine.full_weight(p)  # collective under DeepSpeed: same order on every rank
             keep = prune_score(weight, temperature, self.generator)
             grow = grow_score(self._grads.get(n), mask.shape, mask.device, self.generator)
-            new_masks[n], _, _ = update_mask(mask, keep, grow, min(n_prune, n_active), n_target)
+            new_masks[n] = update_mask(mask, keep, grow, min(n_prune, n_active), n_target)
         self.engine.broadcast_masks(list(new_masks.values()))
 
         pruned = grown = 0
         for n, p in zip(self.names, self.params):
             old, new = self.masks[n], new_masks[n]
-            pruned += int((old & ~new).sum())
-            grown += int((new & ~old).sum())
-            self.engine.mask_optimizer_state(p, old & new)
+            kept = old & new
+            n_kept = int(torch.count_nonzero(kept))
+            pruned += self.counts[n] - n_kept
+            grown += targets[n] - n_kept
+            self.engine.mask_optimizer_state(p, kept)
             self.masks[n] = new
             self.ever_active[n] |= new
         self.targets = targets
+        self._count()
         self.engine.apply_masks(self.params, list(self.masks.values()))
         self.last_update = UpdateStats(self.step, pruned, grown, rate, temperature, self.density)
         logger.info(
@@ -235,12 +240,17 @@ class DynamicSparsity:
 
     @property
     def density(self) -> float:
-        return sum(int(m.sum()) for m in self.masks.values()) / self.numel
+        return sum(self.counts.values()) / self.numel
+
+    def _count(self) -> None:
+        """Cache active and ever-active counts (they change only when masks do)."""
+        self.counts = {n: int(torch.count_nonzero(m)) for n, m in self.masks.items()}
+        self._ever_count = sum(int(torch.count_nonzero(m)) for m in self.ever_active.values())
 
     def stats(self, per_tensor: bool = True) -> dict[str, float]:
-        """Scalars for a tracker, keyed `sparsity/...`."""
-        active = sum(int(m.sum()) for m in self.masks.values())
-        ever = sum(int(m.sum()) for m in self.ever_active.values())
+        """Scalars for a tracker, keyed `sparsity/...` (cheap: counts are cached at mask changes)."""
+        active = sum(self.counts.values())
+        ever = self._ever_count
         last = self.last_update
         out = {
             "sparsity/density": active / self.numel,
@@ -255,7 +265,7 @@ class DynamicSparsity:
         }
         if per_tensor:
             for n, m in self.masks.items():
-                out[f"sparsity/density/{n}"] = int(m.sum()) / m.numel()
+                out[f"sparsity/density/{n}"] = self.counts[n] / m.numel()
         return out
 
     # ---- checkpointing -------------------------------------------------------------------------
@@ -293,4 +303,5 @@ class DynamicSparsity:
         self.last_update = UpdateStats(**state["last_update"])
         self._grads = {}
         self._state_pending = True
+        self._count()
         self._apply_all()

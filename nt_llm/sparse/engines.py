@@ -57,13 +57,13 @@ class Engine:
         """Zero gradients at inactive positions so that optimizer state stays zero there."""
         for p, m in zip(params, masks):
             if p.grad is not None:
-                p.grad.mul_(m)
+                zero_outside(p.grad, m)
 
     def apply_masks(self, params: Sequence[nn.Parameter], masks: Sequence[torch.Tensor]) -> None:
         """Zero the weights at inactive positions, wherever the engine keeps weights."""
         with torch.no_grad():
             for p, m in zip(params, masks):
-                p.mul_(m)
+                zero_outside(p.data, m)
 
     def mask_optimizer_state(self, param: nn.Parameter, keep: torch.Tensor) -> None:
         """Zero optimizer state (e.g. Adam moments) outside `keep`: grown weights start clean."""
@@ -71,7 +71,7 @@ class Engine:
             return
         for value in self.optimizer.state.get(param, {}).values():
             if torch.is_tensor(value) and value.shape == param.shape:
-                value.mul_(keep)
+                zero_outside(value, keep)
 
     def broadcast_masks(self, masks: Sequence[torch.Tensor]) -> None:
         """Make every rank hold rank 0's masks (gloo has no bool: sent as uint8)."""
@@ -138,7 +138,7 @@ class DeepSpeedEngineAdapter(Engine):
 
                     grad = safe_get_local_grad(p)
                     if grad is not None:
-                        safe_set_local_grad(p, grad * self._zero3_local_slice(p, m))
+                        safe_set_local_grad(p, torch.where(self._zero3_local_slice(p, m), grad, 0.0))
                     continue
                 mapping = getattr(p, "_hp_mapping", None)
                 if mapping is None:
@@ -146,7 +146,7 @@ class DeepSpeedEngineAdapter(Engine):
                 grad = mapping.get_lp_grad_fragment(p._index_in_param_group)
                 # bf16 keeps a whole-tensor accumulation buffer; ZeRO-1/2 keep only the fragment.
                 local = m.reshape(-1) if grad.numel() == m.numel() else self._zero12_local_slice(p, m)
-                grad.mul_(local.view_as(grad))
+                zero_outside(grad, local.view_as(grad))
 
     def apply_masks(self, params: Sequence[nn.Parameter], masks: Sequence[torch.Tensor]) -> None:
         with torch.no_grad():
@@ -164,33 +164,33 @@ class DeepSpeedEngineAdapter(Engine):
                 local = self._zero3_local_slice(param, keep)
                 for key in self._zero3_state_keys(param):
                     state = safe_get_local_optimizer_state(param, key)
-                    safe_set_local_optimizer_state(param, state * local, key)
+                    safe_set_local_optimizer_state(param, torch.where(local, state, 0.0), key)
                 return
             mapping = getattr(param, "_hp_mapping", None)
             if mapping is None or mapping.optim_fragment is None:  # no fragment here, or no state yet
                 return
             local = self._zero12_local_slice(param, keep)
             for key in mapping.get_optim_state_keys():
-                mapping.get_optim_state_fragment(key).mul_(local)
+                zero_outside(mapping.get_optim_state_fragment(key), local)
 
     def _apply_mask_zero12(self, p: nn.Parameter, mask: torch.Tensor) -> None:
         # The module weight is whole and replicated; the fp32 master holds this rank's fragment.
-        p.data.mul_(mask)
+        zero_outside(p.data, mask)
         mapping = getattr(p, "_hp_mapping", None)
         if mapping is not None:
-            mapping.hp_fragment.data.mul_(self._zero12_local_slice(p, mask))
+            zero_outside(mapping.hp_fragment.data, self._zero12_local_slice(p, mask))
 
     def _apply_mask_zero3(self, p: nn.Parameter, mask: torch.Tensor) -> None:
         from deepspeed.utils import safe_get_local_fp32_param, safe_set_local_fp32_param
 
         local = self._zero3_local_slice(p, mask)
-        p.ds_tensor.data.mul_(local.to(p.ds_tensor.dtype))
+        zero_outside(p.ds_tensor.data, local)
         if p.data.numel() == p.ds_numel:
             # Persistent (small) or currently gathered parameter: the module holds a whole copy too.
-            p.data.mul_(mask.view(p.data.shape).to(p.data.dtype))
+            zero_outside(p.data, mask.view(p.data.shape))
         master = safe_get_local_fp32_param(p)
         if master is not None:
-            safe_set_local_fp32_param(p, master * local)
+            safe_set_local_fp32_param(p, torch.where(local, master, 0.0))
 
     @staticmethod
     def _zero12_local_slice(p: nn.Parameter, mask: torch.Tensor) -> torch.Tensor:
@@ -229,12 +229,12 @@ class FSDP2Engine(Engine):
     def mask_grads(self, params: Sequence[nn.Parameter], masks: Sequence[torch.Tensor]) -> None:
         for p, m in zip(params, masks):
             if p.grad is not None:
-                p.grad.to_local().mul_(self._local_slice(p, m))
+                zero_outside(p.grad.to_local(), self._local_slice(p, m))
 
     def apply_masks(self, params: Sequence[nn.Parameter], masks: Sequence[torch.Tensor]) -> None:
         with torch.no_grad():
             for p, m in zip(params, masks):
-                p.to_local().mul_(self._local_slice(p, m))
+                zero_outside(p.to_local(), self._local_slice(p, m))
 
     def mask_optimizer_state(self, param: nn.Parameter, keep: torch.Tensor) -> None:
         if self.optimizer is None:
@@ -242,8 +242,7 @@ class FSDP2Engine(Engine):
         local_keep = self._local_slice(param, keep)
         for value in self.optimizer.state.get(param, {}).values():
             if torch.is_tensor(value) and value.shape == param.shape:
-                local = value.to_local() if hasattr(value, "to_local") else value
-                local.mul_(local_keep)
+                zero_outside(value.to_local() if hasattr(value, "to_local") else value, local_keep)
 
     @staticmethod
     def _local_slice(p: nn.Parameter, mask: torch.Tensor) -> torch.Tensor:
@@ -257,6 +256,15 @@ class FSDP2Engine(Engine):
         rows = -(-mask.shape[0] // p.device_mesh.size())
         start = rows * p.device_mesh.get_local_rank()
         return mask[start : start + local.shape[0]]
+
+
+def zero_outside(tensor: torch.Tensor, keep: torch.Tensor) -> None:
+    """tensor[~keep] = 0 in place, in one pass.
+
+    where() reads the bool mask as is; mul_ would first promote it to the tensor's dtype, about
+    twice as slow on CPU.
+    """
+    torch.where(keep, tensor, torch.zeros((), dtype=tensor.dtype, device=tensor.device), out=tensor)
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
