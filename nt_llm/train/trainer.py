@@ -1,0 +1,408 @@
+"""The training loop: Accelerate throughout, the DST hook around the optimizer step, exact resume.
+
+One process or many (DDP, DeepSpeed ZeRO-1/2/3): the launcher (``accelerate launch`` or ``torchrun``) decides;
+this code only asks the Accelerator. Shapes: a micro-batch is ``[data.batch_size, data.seq_len]`` per process,
+``optim.total_batch_size`` sequences make one optimizer step.
+"""
+
+import logging
+import math
+import os
+import shutil
+import signal
+import time
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import InitProcessGroupKwargs, set_seed
+from tqdm.auto import tqdm
+
+from nt_llm.data import build_tokenizer, build_train_batches, build_validation_set, vocab_size_of
+from nt_llm.evaluation import evaluate
+from nt_llm.modeling import NeuroTrailsConfig, NeuroTrailsForCausalLM
+from nt_llm.modeling.sizes import build_config
+from nt_llm.sparse import DynamicSparsity
+from nt_llm.train import checkpoint as ckpt
+from nt_llm.train.metrics import MetricsLog, resolve_trackers
+from nt_llm.train.recipe import Recipe, RecipeError, save_recipe
+from nt_llm.train.schedule import lr_at
+
+logger = logging.getLogger(__name__)
+
+# What must match between a checkpoint and the run resuming from it (beyond the model's shape).
+RESUME_MUST_MATCH = ("model", "sparsity", "data.source", "data.seq_len", "data.mode", "data.batch_size", "data.seed")
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    checkpoint: Path | None
+    step: int
+    metrics: dict[str, float]  # the final evaluation
+    interrupted: bool = False
+
+
+def train(recipe: Recipe, resume: str | None = None) -> TrainResult:
+    """Run (or resume) the recipe; returns where the final checkpoint is and the final metrics."""
+    return Trainer(recipe).run(resume)
+
+
+class Trainer:
+    def __init__(self, recipe: Recipe) -> None:
+        self.recipe = recipe
+        self.output_dir = Path(recipe.run.output_dir)
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        self.grad_accum = recipe.gradient_accumulation(world_size)
+        # On CPU accelerate must be told gloo, or it believes it runs alone while DeepSpeed runs several.
+        distributed_cpu = world_size > 1 and not torch.cuda.is_available()
+        handlers = [InitProcessGroupKwargs(backend="gloo")] if distributed_cpu else []
+        self.trackers = resolve_trackers(recipe.logging.trackers)
+        self.accelerator = Accelerator(
+            mixed_precision=recipe.optim.precision,
+            gradient_accumulation_steps=self.grad_accum,
+            log_with=self.trackers or None,
+            project_dir=str(self.output_dir),
+            kwargs_handlers=handlers,
+        )
+        if self.accelerator.num_processes != world_size:
+            raise RuntimeError(
+                f"the launcher set WORLD_SIZE={world_size} but accelerate runs {self.accelerator.num_processes} "
+                "process(es): on CPU launch with ACCELERATE_USE_CPU=1 and --multi_gpu, or with torchrun"
+            )
+        self.metrics = MetricsLog(self.accelerator, self.output_dir, self.trackers)
+        self._stop_requested = False
+
+    # ---- setup ---------------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        recipe, accelerator = self.recipe, self.accelerator
+        set_seed(recipe.run.seed)  # identical initial weights on every process
+        self.tokenizer = build_tokenizer(recipe.data)
+        self.model_config = model_config(recipe, self.tokenizer)
+        if recipe.data.seq_len > self.model_config.max_position_embeddings:
+            raise RecipeError(
+                f"data.seq_len ({recipe.data.seq_len}) exceeds the model's max_position_embeddings "
+                f"({self.model_config.max_position_embeddings})"
+            )
+        model = NeuroTrailsForCausalLM(self.model_config)
+        if recipe.model.activation_checkpointing:
+            model.activation_checkpointing_enable()
+        optimizer = torch.optim.AdamW(
+            parameter_groups(model, recipe.optim.weight_decay),
+            lr=recipe.optim.lr,
+            betas=recipe.optim.betas,
+            eps=recipe.optim.eps,
+        )
+        self._configure_deepspeed()
+        self.model, self.optimizer = accelerator.prepare(model, optimizer)
+        self.sparsity = None
+        if recipe.sparsity is not None:
+            self.sparsity = DynamicSparsity(self.model, recipe.sparsity, self.optimizer)
+            accelerator.register_for_checkpointing(self.sparsity)
+        rank, world = accelerator.process_index, accelerator.num_processes
+        self.train_batches = build_train_batches(recipe.data, self.tokenizer, rank, world)
+        self.validation = build_validation_set(recipe.data, self.tokenizer, rank, world)
+
+    def _configure_deepspeed(self) -> None:
+        """Fill what accelerate cannot infer without a DataLoader: the micro-batch size and clipping."""
+        plugin = self.accelerator.state.deepspeed_plugin
+        if plugin is None:
+            return
+        config = plugin.deepspeed_config
+        for key, value in (
+            ("train_micro_batch_size_per_gpu", self.recipe.data.batch_size),
+            ("gradient_accumulation_steps", self.grad_accum),
+            ("gradient_clipping", self.recipe.optim.grad_clip),
+        ):
+            if config.get(key, "auto") == "auto":
+                config[key] = value
+        config.pop("train_batch_size", None)  # derived by DeepSpeed from the two above and the world size
+
+    # ---- the loop ------------------------------------------------------------------------------
+
+    def run(self, resume: str | None) -> TrainResult:
+        accelerator, recipe = self.accelerator, self.recipe
+        if accelerator.is_main_process:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            save_recipe(recipe, self.output_dir / "recipe.yaml")
+            logger.info("resolved recipe:\n%s", (self.output_dir / "recipe.yaml").read_text())
+        self._build()
+        step, tokens = 0, 0
+        source = ckpt.resolve_resume(self.output_dir, resume) if resume else None
+        if source is not None:
+            step, tokens = self._load(source)
+        elif resume == "latest":
+            logger.info("no checkpoint under %s: starting from scratch", ckpt.checkpoints_dir(self.output_dir))
+        if self.trackers:
+            accelerator.init_trackers(recipe.run.name, config=_flat(recipe.to_dict()))
+
+        tokens_per_step = recipe.optim.total_batch_size * recipe.data.seq_len
+        last_eval: dict[str, float] = {}
+        saved_at = step if source is not None else None
+        previous_handlers = self._install_signal_handlers()
+        progress = tqdm(
+            total=recipe.optim.max_steps,
+            initial=step,
+            desc=recipe.run.name,
+            disable=not (accelerator.is_main_process and recipe.logging.progress_bar),
+        )
+        batches = iter(self.train_batches)
+        window_start, window_tokens = time.perf_counter(), 0
+        try:
+            while step < recipe.optim.max_steps:
+                losses, stop = self._train_step(batches, lr_at(step, recipe.optim))
+                step += 1
+                tokens += tokens_per_step
+                window_tokens += tokens_per_step
+                progress.update(1)
+                if not math.isfinite(losses[0]):
+                    raise NonFiniteLossError(
+                        f"loss is {losses[0]} at step {step}; stopping. The last good checkpoint is kept in "
+                        f"{ckpt.checkpoints_dir(self.output_dir)}"
+                    )
+                if step % recipe.logging.every == 0 or step == recipe.optim.max_steps:
+                    elapsed = time.perf_counter() - window_start
+                    values = self._train_metrics(step, tokens, losses, window_tokens / elapsed)
+                    self.metrics.log("train", step, values)
+                    progress.set_postfix(loss=f"{losses[0]:.3f}", tok_s=f"{values['tokens_per_s']:.0f}")
+                    window_start, window_tokens = time.perf_counter(), 0
+                if self.sparsity is not None and self.sparsity.last_update.step == step:
+                    self.metrics.log("dst", step, self._dst_metrics())
+                if step % recipe.eval.every == 0 or step == recipe.optim.max_steps:
+                    last_eval = self._evaluate(step, tokens)
+                if stop or step % recipe.checkpoint.every == 0 or step == recipe.optim.max_steps:
+                    self._save(step, tokens, last_eval)
+                    saved_at = step
+                if stop:
+                    logger.warning("stop requested: saved step %d, exiting", step)
+                    return TrainResult(self.output_dir, self._checkpoint_path(saved_at), step, last_eval, True)
+        finally:
+            progress.close()
+            self._restore_signal_handlers(previous_handlers)
+            if self.trackers:
+                accelerator.end_training()
+        if not last_eval:  # resumed at the end: evaluate what was loaded
+            last_eval = self._evaluate(step, tokens)
+        if accelerator.is_main_process:
+            logger.info("final evaluation at step %d:\n%s", step, perplexity_table(last_eval))
+        return TrainResult(self.output_dir, self._checkpoint_path(saved_at), step, last_eval)
+
+    def _train_step(self, batches, lr: float) -> tuple[list[float], bool]:
+        """One optimizer step over ``grad_accum`` micro-batches. Returns the global mean [loss, head losses...]
+        and whether any process asked to stop."""
+        accelerator, model, optimizer = self.accelerator, self.model, self.optimizer
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        heads = self.model_config.ensemble_size
+        totals = torch.zeros(1 + heads, device=accelerator.device)
+        for _ in range(self.grad_accum):
+            batch = {k: v.to(accelerator.device) for k, v in next(batches).items()}
+            with accelerator.accumulate(model):
+                out = model(**batch, use_cache=False)
+                accelerator.backward(out.loss)
+                if accelerator.sync_gradients:
+                    if self.sparsity is not None:
+                        self.sparsity.before_optimizer_step()
+                    if self.recipe.optim.grad_clip > 0:
+                        accelerator.clip_grad_norm_(model.parameters(), self.recipe.optim.grad_clip)
+                optimizer.step()
+                if accelerator.sync_gradients and self.sparsity is not None:
+                    self.sparsity.after_optimizer_step(optimizer.step_was_skipped)
+                optimizer.zero_grad(set_to_none=True)
+            totals += torch.cat([out.loss.detach().float()[None], out.head_losses.detach().float()]) / self.grad_accum
+        # One small collective per step: the logged loss is global and every process agrees on stopping.
+        stop = torch.tensor([float(self._stop_requested)], device=accelerator.device)
+        reduced = accelerator.reduce(torch.cat([totals, stop]), reduction="sum")
+        values = (reduced[:-1] / accelerator.num_processes).tolist()
+        return values, bool(reduced[-1].item() > 0)
+
+    def _train_metrics(self, step: int, tokens: int, losses: list[float], tokens_per_s: float) -> dict[str, Any]:
+        values: dict[str, Any] = {
+            "tokens": tokens,
+            "loss": losses[0],
+            "lr": lr_at(step - 1, self.recipe.optim),
+            "tokens_per_s": tokens_per_s,
+        }
+        values.update({f"head{h}_loss": v for h, v in enumerate(losses[1:])})
+        values["real_token_fraction"] = self.train_batches.stats()["real_token_fraction"]
+        return values
+
+    def _dst_metrics(self) -> dict[str, Any]:
+        last = self.sparsity.last_update
+        return {
+            "pruned": last.pruned,
+            "grown": last.grown,
+            "prune_rate": last.prune_rate,
+            "temperature": last.temperature,
+            **self.sparsity.stats(per_tensor=False),
+        }
+
+    def _evaluate(self, step: int, tokens: int) -> dict[str, float]:
+        batches = self.validation
+        if self.recipe.eval.max_batches is not None:
+            batches = islice(batches, self.recipe.eval.max_batches)
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.recipe.optim.precision)
+        metrics = evaluate(
+            self.model,
+            batches,
+            self.accelerator.device,
+            all_reduce_sum=lambda t: self.accelerator.reduce(t, reduction="sum"),
+            autocast_dtype=dtype,
+        )
+        if self.sparsity is not None:
+            metrics["density"] = self.sparsity.density
+        self.metrics.log("eval", step, {"tokens": tokens, **metrics})
+        return metrics
+
+    # ---- checkpoints ---------------------------------------------------------------------------
+
+    def _checkpoint_path(self, step: int | None) -> Path | None:
+        return None if step is None else ckpt.checkpoints_dir(self.output_dir) / f"step_{step}"
+
+    def _save(self, step: int, tokens: int, last_eval: dict[str, float]) -> None:
+        accelerator = self.accelerator
+        tmp = ckpt.temporary_dir(self.output_dir, step)
+        if accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(tmp / "state"))
+        torch.save(self.train_batches.state_dict(), tmp / f"data_rank{accelerator.process_index}.pt")
+        state_dict = accelerator.get_state_dict(self.model)  # a collective under ZeRO-3
+        if accelerator.is_main_process:
+            # A standalone Hugging Face folder beside the engine state: export and evaluation read only this.
+            accelerator.unwrap_model(self.model).save_pretrained(tmp / "model", state_dict=state_dict)
+            self.tokenizer.save_pretrained(tmp / "model")
+            save_recipe(self.recipe, tmp / "recipe.yaml")
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            meta = {
+                "step": step,
+                "tokens": tokens,
+                "world_size": accelerator.num_processes,
+                "recipe": self.recipe.to_dict(),
+                "eval": last_eval,
+                "density": self.sparsity.density if self.sparsity is not None else 1.0,
+            }
+            final = ckpt.finalize(tmp, meta)
+            ckpt.prune(self.output_dir, self.recipe.checkpoint.keep_last)
+            logger.info("saved checkpoint %s", final)
+        accelerator.wait_for_everyone()
+
+    def _load(self, source: Path) -> tuple[int, int]:
+        meta = ckpt.read_manifest(source)
+        check_compatible(meta, self.recipe, self.accelerator.num_processes)
+        self.accelerator.load_state(str(source / "state"))
+        data_state = source / f"data_rank{self.accelerator.process_index}.pt"
+        self.train_batches.load_state_dict(torch.load(data_state, weights_only=False))
+        logger.info("resumed from %s at step %d", source, meta["step"])
+        return meta["step"], meta["tokens"]
+
+    # ---- signals -------------------------------------------------------------------------------
+
+    def _install_signal_handlers(self) -> dict[int, Any]:
+        """SIGTERM / first Ctrl-C: finish the step, save, exit. A second Ctrl-C interrupts at once."""
+
+        def request_stop(signum: int, _frame: Any) -> None:
+            if self._stop_requested and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            logger.warning("signal %d: will save a checkpoint after this step and stop", signum)
+            self._stop_requested = True
+
+        previous = {}
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            try:
+                previous[signum] = signal.signal(signum, request_stop)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        return previous
+
+    @staticmethod
+    def _restore_signal_handlers(previous: dict[int, Any]) -> None:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def model_config(recipe: Recipe, tokenizer) -> NeuroTrailsConfig:
+    """The model's config: the recipe's size and method, vocabulary and special tokens from the tokenizer."""
+    m = recipe.model
+    try:
+        return build_config(
+            m.size,
+            m.method,
+            ensemble_size=m.ensemble_size,
+            head_layers=m.head_layers,
+            head_execution=m.head_execution,
+            loss_reduction=m.loss_reduction,
+            **{
+                **m.config_overrides,
+                "vocab_size": vocab_size_of(tokenizer),
+                "bos_token_id": tokenizer.bos_token_id,
+                "eos_token_id": tokenizer.eos_token_id,
+                "pad_token_id": tokenizer.pad_token_id,
+            },
+        )
+    except (ValueError, FileNotFoundError) as err:
+        raise RecipeError(f"model: {err}") from err
+
+
+def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on matrices only: norms' gains are not decayed."""
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def check_compatible(meta: dict[str, Any], recipe: Recipe, world_size: int) -> None:
+    """Refuse to resume a checkpoint written by a different model, sparsity, data stream or world size."""
+    if meta["world_size"] != world_size:
+        raise ckpt.CheckpointError(
+            f"checkpoint was written by {meta['world_size']} process(es), this run has {world_size}: the data "
+            "position is per process, so resume with the same number of processes"
+        )
+    saved, current = _flat(meta["recipe"]), _flat(recipe.to_dict())
+    differing = sorted(
+        key
+        for key in set(saved) | set(current)
+        if key.startswith(RESUME_MUST_MATCH) and key != "sparsity.total_steps" and saved.get(key) != current.get(key)
+    )
+    if differing:
+        raise ckpt.CheckpointError(
+            "checkpoint is incompatible with this recipe: "
+            + ", ".join(f"{k} ({saved.get(k)!r} there, {current.get(k)!r} here)" for k in differing)
+        )
+
+
+def perplexity_table(metrics: dict[str, float]) -> str:
+    rows = [("ensemble (averaged logits)", metrics["ensemble_loss"], metrics["ensemble_ppl"])]
+    head = 0
+    while f"head{head}_loss" in metrics:
+        rows.append((f"head {head}", metrics[f"head{head}_loss"], metrics[f"head{head}_ppl"]))
+        head += 1
+    lines = ["| model | loss | perplexity |", "| --- | --- | --- |"]
+    lines += [f"| {name} | {loss:.4f} | {ppl:.2f} |" for name, loss, ppl in rows]
+    extras = {k: metrics[k] for k in ("ensemble_gain", "disagreement", "pairwise_kl", "density") if k in metrics}
+    if extras:
+        lines.append("")
+        lines.append("  ".join(f"{k}={v:.4f}" for k, v in extras.items()))
+    return "\n".join(lines)
+
+
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists become strings (trackers want scalars)."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{name}."))
+        else:
+            out[name] = str(value) if isinstance(value, (list, tuple)) or value is None else value
+    return out
