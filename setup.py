@@ -19,6 +19,7 @@ setup(
         "datasets>=4.0",
         "safetensors>=0.4",
         "sentencepiece>=0.2",
+        "protobuf>=4.0",  # transformers converts SentencePiece tokenizers to fast ones through it
         "huggingface_hub>=1.0",
         "pyyaml>=6.0",
         "tqdm>=4.60",
