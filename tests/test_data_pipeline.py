@@ -16,6 +16,7 @@ from transformers import AutoTokenizer
 
 from nt_llm.data import (
     DataConfig,
+    PrefetchedBatches,
     RowBuilder,
     build_document_stream,
     build_tokenizer,
@@ -117,12 +118,13 @@ def test_same_seed_same_batches_other_seed_other_order(tmp_path) -> None:
 @pytest.mark.parametrize("mode", ["pack", "pad"])
 @pytest.mark.parametrize("k", [1, 7, 23])
 @pytest.mark.parametrize(("rank", "world_size"), [(0, 1), (1, 2), (2, 4)])
+@pytest.mark.parametrize("prefetch", [0, 3])
 def test_resume_after_k_batches_gives_the_same_next_batches(tmp_path, mode: str, k: int, rank: int,
-                                                            world_size: int) -> None:
+                                                            world_size: int, prefetch: int) -> None:
     # 3 files x 9 docs, buffer 5: k=23 is past the first epoch, so epochs, shard order and the drain all
-    # resume; world size 2 splits files, 4 strides over documents.
+    # resume; world size 2 splits files, 4 strides over documents; prefetching runs ahead of the consumer.
     corpus(tmp_path, n_files=3, docs_per_file=9)
-    cfg = files_config(tmp_path, mode=mode, shuffle_buffer=5, seq_len=16, batch_size=2)
+    cfg = files_config(tmp_path, mode=mode, shuffle_buffer=5, seq_len=16, batch_size=2, prefetch=prefetch)
     tok = tiny_tokenizer()
     run = build_train_batches(cfg, tok, rank, world_size)
     it = iter(run)
@@ -139,6 +141,28 @@ def test_resume_after_k_batches_gives_the_same_next_batches(tmp_path, mode: str,
         for key in e:
             assert torch.equal(e[key], g[key]), key
     assert resumed.stats() == run.stats()
+    assert run.stats()["batches"] == k + 12
+
+
+def test_prefetching_yields_the_plain_pipelines_batches_and_rewinds_on_close(tmp_path) -> None:
+    corpus(tmp_path, n_files=2, docs_per_file=8)
+    tok = tiny_tokenizer()
+    plain = list(islice(iter(build_train_batches(files_config(tmp_path, prefetch=0), tok)), 20))
+    ahead = build_train_batches(files_config(tmp_path, prefetch=4), tok)
+    assert isinstance(ahead, PrefetchedBatches)
+    first = list(islice(iter(ahead), 8))
+    ahead.close()  # the producer had made batches 9.. already: they must come again
+    rest = list(islice(iter(ahead), 12))
+    ahead.close()
+    assert all(torch.equal(a["input_ids"], b["input_ids"]) for a, b in zip(plain, first + rest, strict=True))
+    assert ahead.stats()["batches"] == 20
+
+
+def test_prefetching_reraises_pipeline_errors(tmp_path) -> None:
+    write_jsonl(tmp_path / "train-00.jsonl", make_docs(3), field="content")
+    batches = build_train_batches(files_config(tmp_path, prefetch=2), tiny_tokenizer())
+    with pytest.raises(KeyError, match="'text'"):
+        next(iter(batches))
 
 
 def test_resume_refuses_a_different_sharding(tmp_path) -> None:

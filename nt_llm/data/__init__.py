@@ -15,6 +15,7 @@ from transformers import PreTrainedTokenizerBase
 
 from .config import DataConfig
 from .pipeline import IGNORE_INDEX, RowBuilder, TrainBatches, collate, real_token_fraction
+from .prefetch import PrefetchedBatches
 from .sources import DocumentStream, open_split
 from .tokenizer import build_tokenizer, vocab_size_of
 from .validation import TokenMeanLoss, ValidationSet, count_predicted_tokens
@@ -30,10 +31,14 @@ def build_document_stream(cfg: DataConfig, split: str, rank: int = 0, world_size
 
 
 def build_train_batches(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase, rank: int = 0,
-                        world_size: int = 1) -> TrainBatches:
-    """Endless [batch_size, seq_len] training batches for this rank, disjoint from the other ranks'."""
+                        world_size: int = 1) -> TrainBatches | PrefetchedBatches:
+    """Endless [batch_size, seq_len] training batches for this rank, disjoint from the other ranks'.
+
+    Both return types iterate batches and have `state_dict()`, `load_state_dict()` and `stats()`.
+    """
     docs = build_document_stream(cfg, "train", rank, world_size)
-    return TrainBatches(RowBuilder(docs, tokenizer, cfg.seq_len, cfg.mode, cfg.tokenize_batch), cfg.batch_size)
+    batches = TrainBatches(RowBuilder(docs, tokenizer, cfg.seq_len, cfg.mode, cfg.tokenize_batch), cfg.batch_size)
+    return PrefetchedBatches(batches, cfg.prefetch) if cfg.prefetch else batches
 
 
 def build_validation_set(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase, rank: int = 0,
@@ -45,7 +50,7 @@ def build_validation_set(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase, ra
 
 
 __all__ = [
-    "IGNORE_INDEX", "DataConfig", "DocumentStream", "RowBuilder", "TokenMeanLoss", "TrainBatches",
+    "IGNORE_INDEX", "DataConfig", "DocumentStream", "PrefetchedBatches", "RowBuilder", "TokenMeanLoss", "TrainBatches",
     "ValidationSet", "build_document_stream", "build_tokenizer", "build_train_batches",
     "build_validation_set", "collate", "count_predicted_tokens", "open_split", "real_token_fraction",
     "vocab_size_of",

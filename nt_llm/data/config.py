@@ -45,6 +45,8 @@ class DataConfig:
     validation_batch_size: int | None = None
     # Documents tokenized per tokenizer call: the fast tokenizer parallelises within a call.
     tokenize_batch: int = 64
+    # Training batches made ahead in a background thread (0: none), so a fast GPU step never waits on them.
+    prefetch: int = 2
 
     def __post_init__(self) -> None:
         _one_of("source", self.source, SOURCES)
@@ -68,6 +70,8 @@ class DataConfig:
         _positive("batch_size", self.batch_size)
         _positive("validation_tokens", self.validation_tokens)
         _positive("tokenize_batch", self.tokenize_batch)
+        if not isinstance(self.prefetch, int) or self.prefetch < 0:
+            raise ValueError(f"DataConfig.prefetch must be an integer >= 0 (0 disables it), got {self.prefetch!r}")
         if self.validation_batch_size is not None:
             _positive("validation_batch_size", self.validation_batch_size)
         if self.shuffle_buffer < 0:

@@ -122,6 +122,12 @@ def real_token_fraction(batch: Batch) -> float:
     return batch["attention_mask"].float().mean().item()
 
 
+def batch_stats(batches: int, real_tokens: int, total_tokens: int, counters: dict[str, int]) -> dict[str, float]:
+    fraction = real_tokens / total_tokens if total_tokens else 0.0
+    return {"batches": batches, "tokens": total_tokens, "real_tokens": real_tokens,
+            "real_token_fraction": fraction, **counters}
+
+
 class TrainBatches:
     """Endless training batches for one rank, resumable exactly with `state_dict`/`load_state_dict`.
 
@@ -150,9 +156,7 @@ class TrainBatches:
 
     def stats(self) -> dict[str, float]:
         """Cumulative counts for logging: batches, tokens, real-token fraction, documents, skips."""
-        fraction = self.real_tokens / self.total_tokens if self.total_tokens else 0.0
-        return {"batches": self.batches, "tokens": self.total_tokens, "real_tokens": self.real_tokens,
-                "real_token_fraction": fraction, **self.rows.docs.counters.as_dict()}
+        return batch_stats(self.batches, self.real_tokens, self.total_tokens, self.rows.docs.counters.as_dict())
 
     def state_dict(self) -> dict[str, Any]:
         return {"rows": self.rows.state_dict(), "batches": self.batches, "real_tokens": self.real_tokens,
