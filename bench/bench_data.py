@@ -73,7 +73,7 @@ def main() -> None:
     rates = {}
     for mode in ("pack", "pad"):
         cfg = DataConfig(source="embedded", data_dir=args.data_dir, seq_len=args.seq_len, batch_size=args.batch_size,
-                         mode=mode, shuffle_buffer=args.shuffle_buffer)
+                         mode=mode, shuffle_buffer=args.shuffle_buffer, prefetch=0)  # the raw production rate
         tokenizer = build_tokenizer(cfg)
         rates[mode] = pipeline_rate(cfg, tokenizer, args.batches)
         r = rates[mode]

@@ -150,6 +150,7 @@ def test_prefetching_yields_the_plain_pipelines_batches_and_rewinds_on_close(tmp
     plain = list(islice(iter(build_train_batches(files_config(tmp_path, prefetch=0), tok)), 20))
     ahead = build_train_batches(files_config(tmp_path, prefetch=4), tok)
     assert isinstance(ahead, PrefetchedBatches)
+    assert ahead.batches.rows.tokenizer is not tok, "the producer thread must not share the caller's tokenizer"
     first = list(islice(iter(ahead), 8))
     ahead.close()  # the producer had made batches 9.. already: they must come again
     rest = list(islice(iter(ahead), 12))

@@ -11,6 +11,7 @@ training loop, not of the producer running ahead of it.
 
 from __future__ import annotations
 
+import copy
 import queue
 import threading
 from collections.abc import Iterator
@@ -27,6 +28,9 @@ class PrefetchedBatches:
     def __init__(self, batches: TrainBatches, depth: int = 2) -> None:
         if depth < 1:
             raise ValueError(f"prefetch depth must be >= 1, got {depth}")
+        # A transformers tokenizer call rewrites the backend's truncation/padding settings, so the main
+        # thread encoding anything meanwhile (an eval, a sample) would race with the producer: own a copy.
+        batches.rows.tokenizer = copy.deepcopy(batches.rows.tokenizer)
         self.batches = batches
         self.depth = depth
         self._state = batches.state_dict()
