@@ -43,6 +43,11 @@ def test_config_errors_name_the_field() -> None:
         DataConfig(shuffle_buffer=-1)
     with pytest.raises(ValueError, match="DataConfig.source"):
         DataConfig(source="pile")
+    with pytest.raises(ValueError, match="DataConfig.prefetch"):
+        DataConfig(prefetch=-1)
+    with pytest.raises(ValueError, match="DataConfig.file_format"):
+        DataConfig(file_format="csv")
+    assert DataConfig(source="files", train_files="a/*.jsonl", validation_files="b.jsonl").train_files == ["a/*.jsonl"]
 
 
 def test_packing_loses_no_token_and_joins_documents_with_eos(tmp_path) -> None:
