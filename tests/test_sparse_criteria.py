@@ -1,5 +1,6 @@
 """Prune/growth criteria, exact selection and schedules on constructed examples."""
 
+import logging
 import math
 
 import pytest
@@ -7,6 +8,7 @@ import torch
 
 from nt_llm.sparse.criteria import (
     gradient_scores,
+    kth_largest,
     magnitude_scores,
     random_mask,
     random_scores,
@@ -142,3 +144,20 @@ def test_schedules():
     assert interpolate("linear", 0.5, 0.1, 0.5) == pytest.approx(0.3)
     with pytest.raises(ValueError, match="schedule must be one of"):
         decay_factor("step", 0.1)
+
+
+@pytest.mark.parametrize("k", [1, 7, 300_000, 1_000_000, (1 << 20) + 4000])
+def test_kth_largest_is_exact_on_large_tensors(k):
+    # above the size where the sampled bracket is used, with ties and -inf entries
+    values = torch.randn((1 << 20) + 5000).round(decimals=2)
+    values[::5] = -math.inf
+    assert kth_largest(values, k) == torch.kthvalue(values, values.numel() - k + 1).values
+
+
+def test_kth_largest_falls_back_when_the_sample_misses(caplog):
+    # a strided sample sees only the zeros: its bracket excludes the answer
+    values = torch.zeros(1 << 21)
+    values[1::2] = torch.arange(1, (1 << 20) + 1, dtype=torch.float32)
+    caplog.set_level(logging.DEBUG, logger="nt_llm.sparse.criteria")
+    assert kth_largest(values, 10) == (1 << 20) - 9
+    assert "falling back" in caplog.text

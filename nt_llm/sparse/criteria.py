@@ -7,12 +7,16 @@ tensor never drifts from its target number of nonzeros, whatever the ties in the
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Callable
 
 import torch
 
 PRUNE_CRITERIA = ("magnitude", "soft_magnitude")
 GROWTH_CRITERIA = ("random", "gradient")
+
+logger = logging.getLogger(__name__)
 
 
 def magnitude_scores(weight: torch.Tensor, temperature: float, generator: torch.Generator) -> torch.Tensor:
@@ -74,12 +78,42 @@ def select_top(scores: torch.Tensor, candidates: torch.Tensor, k: int, n_candida
         return candidates.clone()
     lowest = torch.finfo(torch.float32).min
     ranked = torch.where(candidates, scores.float().clamp(min=lowest), float("-inf")).reshape(-1)
-    threshold = torch.kthvalue(ranked, ranked.numel() - k + 1).values
+    threshold = kth_largest(ranked, k)
     out = ranked > threshold
     missing = k - int(torch.count_nonzero(out))
     if missing > 0:
         out[(ranked == threshold).nonzero().squeeze(1)[:missing]] = True
     return out.view_as(candidates)
+
+
+# Below this size a plain kthvalue is as cheap as bracketing it from a sample.
+_SAMPLED_KTH_MIN_NUMEL = 1 << 20
+_SAMPLE_SIZE = 1 << 16
+
+
+def kth_largest(values: torch.Tensor, k: int) -> torch.Tensor:
+    """The k-th largest entry of a 1-D tensor, exactly.
+
+    For large tensors a strided sample brackets the answer, one counting pass checks the bracket
+    and kthvalue runs on the (small) band inside it: several times cheaper than kthvalue over the
+    whole tensor on CPU. If the bracket misses (unlucky sample), the whole tensor is used.
+    """
+    n = values.numel()
+    rank = n - k + 1  # position from the bottom, 1-based, as kthvalue counts
+    if n < _SAMPLED_KTH_MIN_NUMEL:
+        return torch.kthvalue(values, rank).values
+    sample = values[:: n // _SAMPLE_SIZE]
+    s = sample.numel()
+    q = rank / n
+    margin = 6.0 * math.sqrt(s * q * (1.0 - q)) + 8.0  # about 6 standard deviations of the sample rank
+    lo = torch.kthvalue(sample, max(1, math.floor(q * s - margin))).values
+    hi = torch.kthvalue(sample, min(s, math.ceil(q * s + margin))).values
+    below = int(torch.count_nonzero(values < lo))
+    band = values[(values >= lo) & (values <= hi)]
+    if below < rank <= below + band.numel():
+        return torch.kthvalue(band, rank - below).values
+    logger.debug("kth_largest: sampled bracket missed, falling back to a full kthvalue")
+    return torch.kthvalue(values, rank).values
 
 
 def random_mask(shape: torch.Size, n_active: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
@@ -116,5 +150,7 @@ def update_mask(
 
 
 def _gumbel(shape: torch.Size, generator: torch.Generator) -> torch.Tensor:
+    # -log(-log(u)); the clamp keeps it finite (an infinite key + log(0) = nan). In place, since
+    # this runs over every weight at an update.
     u = torch.rand(shape, generator=generator).clamp_(min=torch.finfo(torch.float32).tiny, max=1.0 - 1e-7)
-    return -(-u.log()).log()
+    return u.log_().neg_().log_().neg_()

@@ -134,6 +134,8 @@ class DynamicSparsity:
         self._post_step()
 
     def _pre_step(self) -> None:
+        # RigL needs the dense gradient, which exists only now, before it is masked and consumed.
+        self._grads = {}
         if self.is_update_step(self.step + 1) and self.config.growth == "gradient":
             self._grads = {n: self.engine.full_grad(p) for n, p in zip(self.names, self.params)}
         self.engine.mask_grads(self.params, list(self.masks.values()))

@@ -112,7 +112,8 @@ class DeepSpeedEngineAdapter(Engine):
             if boundary:
                 pre_step()
             out = real_step(*args, **kwargs)
-            if boundary:
+            # fp16 overflow skips the update: the weights did not move, so the step does not count
+            if boundary and engine.was_step_applied():
                 post_step()
             return out
 
