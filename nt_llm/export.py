@@ -1,0 +1,472 @@
+"""Export a training checkpoint as a standalone Hugging Face folder, and optionally push it to the Hub.
+
+    nt-export CHECKPOINT OUT [--heads 0,2 | --single-head H] [--max-position-embeddings N] [--license L]
+              [--max-shard-size 2GB] [--push-to-hub REPO_ID [--private] [--revision BRANCH]
+              [--commit-message MSG]] [--overwrite]
+
+CHECKPOINT is a ``step_<N>`` checkpoint, a run folder (its newest complete checkpoint) or a bare NeuroTrails
+model folder. Every engine (DDP, DeepSpeed ZeRO-1/2/3) leaves the gathered full weights in the checkpoint's
+``model/`` folder, so export reads only that, plus the DST masks to guarantee exact zeros.
+
+The output holds config.json with ``auto_map``, the configuration/modeling code, ``model.safetensors`` (sharded
+past ``--max-shard-size``), the tokenizer, generation_config.json and a model card. It is written to a temporary
+folder next to OUT and renamed into place, so OUT is either the previous folder or the complete new one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from huggingface_hub import CommitInfo
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
+from safetensors.torch import load_file
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+from nt_llm import hub
+from nt_llm.model_card import CardInfo, ParamCounts, build_model_card
+from nt_llm.modeling import NeuroTrailsConfig, NeuroTrailsForCausalLM, register_auto_classes
+from nt_llm.modeling.convert import head_to_llama
+from nt_llm.train import checkpoint as ckpt
+
+logger = logging.getLogger(__name__)
+
+MODEL_SUBDIR = "model"
+DST_STATE_GLOB = "state/custom_checkpoint_*.pkl"
+# NeuroTrailsConfig fields a plain LlamaConfig does not have (plus what save_pretrained writes itself).
+_NEUROTRAILS_ONLY = ("ensemble_size", "head_layers", "share_embeddings", "head_execution", "loss_reduction",
+                     "auto_map", "architectures", "model_type", "transformers_version")
+EXIT_BAD_INPUT, EXIT_PUSH_FAILED = 2, 3
+
+
+class ExportError(ValueError):
+    """The checkpoint or the options cannot be exported; the message names the problem."""
+
+
+@dataclass
+class ExportOptions:
+    """What to export. `heads` keeps k of the H heads (renumbered 0..k-1, in the given order); `single_head`
+    exports one head with the backbone as a plain LlamaForCausalLM. `max_position_embeddings` None means the
+    training context (the recipe's data.seq_len), or the folder's own value when there is no recipe."""
+
+    heads: tuple[int, ...] | None = None
+    single_head: int | None = None
+    max_position_embeddings: int | None = None
+    license: str = "apache-2.0"
+    max_shard_size: str = "5GB"
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        if self.heads is not None:
+            self.heads = tuple(self.heads)
+            if not self.heads:
+                raise ExportError("heads must name at least one head (e.g. --heads 0,2)")
+            if any(isinstance(h, bool) or not isinstance(h, int) or h < 0 for h in self.heads):
+                raise ExportError(f"heads must be head indices >= 0, got {list(self.heads)}")
+            if len(set(self.heads)) != len(self.heads):
+                raise ExportError(f"heads lists a head twice: {list(self.heads)}")
+        if self.single_head is not None:
+            if self.heads is not None:
+                raise ExportError("heads and single_head exclude each other: pick a subset or one head")
+            if isinstance(self.single_head, bool) or not isinstance(self.single_head, int) or self.single_head < 0:
+                raise ExportError(f"single_head must be a head index >= 0, got {self.single_head!r}")
+        if self.max_position_embeddings is not None and (
+                isinstance(self.max_position_embeddings, bool) or not isinstance(self.max_position_embeddings, int)
+                or self.max_position_embeddings < 1):
+            raise ExportError(f"max_position_embeddings must be an integer >= 1, got {self.max_position_embeddings!r}")
+        if not self.license.strip():
+            raise ExportError("license must be non-empty (a Hub license id such as apache-2.0)")
+        if not str(self.max_shard_size).strip():
+            raise ExportError("max_shard_size must be a size such as 5GB")
+
+
+@dataclass
+class PushOptions:
+    """Where `export` pushes after writing. The token is never an option: HF_TOKEN or the stored login."""
+
+    repo_id: str
+    private: bool = False
+    revision: str | None = None
+    commit_message: str | None = None  # None: "nt_llm: step N (export)"
+
+    def __post_init__(self) -> None:
+        try:
+            validate_repo_id(self.repo_id)
+        except HFValidationError as err:
+            raise ExportError(f"push_to_hub {self.repo_id!r} is not a Hub repo id: {err}") from err
+        if "/" not in self.repo_id:
+            raise ExportError(f"push_to_hub {self.repo_id!r} must be 'namespace/name' (user or organisation first)")
+        if self.revision is not None and not self.revision.strip():
+            raise ExportError("revision must be a branch name (leave it out for main)")
+        if self.commit_message is not None and not self.commit_message.strip():
+            raise ExportError("commit_message must not be empty")
+
+
+@dataclass
+class Source:
+    """A resolved CHECKPOINT: the model folder to read, and the checkpoint's manifest when there is one."""
+
+    model_dir: Path
+    checkpoint_dir: Path | None
+    manifest: dict[str, Any] | None
+
+    @property
+    def step(self) -> int | None:
+        return None if self.manifest is None else int(self.manifest["step"])
+
+
+@dataclass
+class ExportResult:
+    out: Path
+    kind: str  # "ensemble", "subset" or "single_head"
+    heads: tuple[int, ...]  # source heads in the export, in order
+    counts: ParamCounts
+    masked_nonzero: int  # weights the DST masks say are off but were not 0 (zeroed in the export)
+    step: int | None
+    commit: CommitInfo | None = field(default=None, repr=False)
+
+
+# ---- reading the checkpoint ------------------------------------------------------------------------------
+
+
+def resolve_source(path: Path | str) -> Source:
+    """A step_<N> checkpoint, a run folder (newest complete checkpoint) or a bare NeuroTrails model folder."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise ExportError(f"checkpoint {path} does not exist")
+    if not path.is_dir():
+        raise ExportError(f"checkpoint {path} is a file; expected a step_<N> checkpoint, a run or a model folder")
+    if (path / ckpt.MANIFEST).is_file() or path.name.startswith("step_"):
+        return _checkpoint_source(path)
+    if ckpt.checkpoints_dir(path).is_dir():
+        found = ckpt.complete_checkpoints(path)
+        if not found:
+            raise ExportError(f"run {path} has no complete checkpoint under {ckpt.checkpoints_dir(path)}")
+        logger.info("run %s: exporting its newest complete checkpoint %s", path, found[-1].name)
+        return _checkpoint_source(found[-1])
+    if (path / "config.json").is_file():
+        _require_neurotrails(path)
+        return Source(model_dir=path, checkpoint_dir=None, manifest=None)
+    raise ExportError(
+        f"{path} is not a NeuroTrails checkpoint: expected a step_<N> folder with {ckpt.MANIFEST}, a run folder "
+        "with checkpoints/, or a model folder with config.json")
+
+
+def _checkpoint_source(path: Path) -> Source:
+    try:
+        manifest = ckpt.read_manifest(path)
+    except ckpt.CheckpointError as err:
+        raise ExportError(str(err)) from err
+    model_dir = path / MODEL_SUBDIR
+    if not (model_dir / "config.json").is_file():
+        raise ExportError(f"checkpoint {path} has no {MODEL_SUBDIR}/config.json: it was written by an older trainer")
+    _require_neurotrails(model_dir)
+    return Source(model_dir=model_dir, checkpoint_dir=path, manifest=manifest)
+
+
+def _require_neurotrails(model_dir: Path) -> None:
+    try:
+        config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ExportError(f"{model_dir / 'config.json'} is not valid JSON: {err}") from err
+    model_type = config.get("model_type") if isinstance(config, dict) else None
+    if model_type != NeuroTrailsConfig.model_type:
+        raise ExportError(f"{model_dir} is not a NeuroTrails model (config.json model_type is {model_type!r}, "
+                          f"expected {NeuroTrailsConfig.model_type!r})")
+
+
+def load_state_dict(model_dir: Path) -> dict[str, torch.Tensor]:
+    """The weights of a model folder (single or sharded safetensors)."""
+    single = model_dir / "model.safetensors"
+    index = model_dir / "model.safetensors.index.json"
+    if single.is_file():
+        return load_file(single)
+    if index.is_file():
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        state: dict[str, torch.Tensor] = {}
+        for shard in sorted(set(weight_map.values())):
+            if not (model_dir / shard).is_file():
+                raise ExportError(f"{index} lists {shard}, which is missing")
+            state.update(load_file(model_dir / shard))
+        return state
+    raise ExportError(f"{model_dir} holds no model.safetensors (or sharded index)")
+
+
+def load_masks(checkpoint_dir: Path | None) -> dict[str, torch.Tensor]:
+    """The DST masks saved with the checkpoint's engine state ({} for a dense run or a bare folder)."""
+    if checkpoint_dir is None:
+        return {}
+    for path in sorted(checkpoint_dir.glob(DST_STATE_GLOB)):
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(state, dict) and isinstance(state.get("masks"), dict):
+            return {name: mask.bool() for name, mask in state["masks"].items()}
+    return {}
+
+
+def apply_masks(state: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> int:
+    """Zero every masked-out weight in place; returns how many of them were not already exactly 0."""
+    fixed = 0
+    for name, mask in masks.items():
+        if name not in state:
+            raise ExportError(f"the DST state masks {name!r}, which the model's weights do not have")
+        weight = state[name]
+        if weight.shape != mask.shape:
+            raise ExportError(f"DST mask {name!r} has shape {tuple(mask.shape)}, the weight {tuple(weight.shape)}")
+        stray = (weight != 0) & ~mask
+        fixed += int(stray.sum())
+        weight.masked_fill_(~mask, 0)
+    return fixed
+
+
+# ---- building the exported model -------------------------------------------------------------------------
+
+
+def select_heads(state: dict[str, torch.Tensor], config: NeuroTrailsConfig,
+                 heads: tuple[int, ...]) -> tuple[dict[str, torch.Tensor], NeuroTrailsConfig]:
+    """The state dict and config of a NeuroTrails model made of `heads` (renumbered 0..k-1) and the shared parts."""
+    _check_heads(heads, config.ensemble_size, "heads")
+    renumber = {f"heads.{old}.": f"heads.{new}." for new, old in enumerate(heads)}
+    selected: dict[str, torch.Tensor] = {}
+    for name, tensor in state.items():
+        if not name.startswith("heads."):
+            selected[name] = tensor
+            continue
+        prefix = ".".join(name.split(".")[:2]) + "."
+        if prefix in renumber:
+            selected[renumber[prefix] + name[len(prefix):]] = tensor
+    subset = NeuroTrailsConfig.from_dict({**config.to_dict(), "ensemble_size": len(heads)})
+    return selected, subset
+
+
+def llama_config(config: NeuroTrailsConfig) -> LlamaConfig:
+    """The LlamaConfig of one path through the model (backbone + one head)."""
+    fields = {k: v for k, v in config.to_dict().items() if k not in _NEUROTRAILS_ONLY}
+    return LlamaConfig(**fields)
+
+
+def count_params(state: dict[str, torch.Tensor], heads: tuple[int, ...]) -> ParamCounts:
+    """Totals and nonzeros, overall, for the parts outside the heads, and per head (keyed by source head)."""
+    per_head = {h: [0, 0] for h in heads}
+    shared = [0, 0]
+    for name, tensor in state.items():
+        numel, nonzero = tensor.numel(), int(torch.count_nonzero(tensor))
+        if name.startswith("heads."):
+            bucket = per_head[heads[int(name.split(".")[1])]]
+        else:
+            bucket = shared
+        bucket[0] += numel
+        bucket[1] += nonzero
+    total = shared[0] + sum(t for t, _ in per_head.values())
+    nonzero = shared[1] + sum(n for _, n in per_head.values())
+    return ParamCounts(total=total, nonzero=nonzero, shared=shared[0], shared_nonzero=shared[1],
+                       heads={h: (t, n) for h, (t, n) in per_head.items()})
+
+
+def _check_heads(heads: tuple[int, ...], ensemble_size: int, option: str) -> None:
+    bad = [h for h in heads if not 0 <= h < ensemble_size]
+    if bad:
+        raise ExportError(f"{option} {bad} out of range: the model has {ensemble_size} heads (0..{ensemble_size - 1})")
+
+
+def _build(model_class: type, config: Any, state: dict[str, torch.Tensor]) -> torch.nn.Module:
+    """A model holding exactly `state`, without spending time and memory on a random initialisation."""
+    with torch.device("meta"):
+        model = model_class(config)
+    model.load_state_dict(state, strict=True, assign=True)
+    return model
+
+
+# ---- writing ---------------------------------------------------------------------------------------------
+
+
+def export(checkpoint: Path | str, out: Path | str, options: ExportOptions | None = None,
+           push: PushOptions | None = None, token: str | None = None) -> ExportResult:
+    """Export `checkpoint` (see `resolve_source`) to the folder `out`; push it when `push` is given.
+
+    Raises ExportError for bad input (before anything is written), hub.HubPushError when offline (before
+    anything is written) or when the push fails (the export at `out` is then complete and kept).
+    """
+    options = options or ExportOptions()
+    out = Path(out).expanduser().resolve()
+    source = resolve_source(checkpoint)
+    if out.exists() and not options.overwrite:
+        raise ExportError(f"{out} exists; pass --overwrite (overwrite=True) to replace it")
+    if source.checkpoint_dir is not None and _inside(out, source.checkpoint_dir):
+        raise ExportError(f"{out} is inside the checkpoint {source.checkpoint_dir}; export somewhere else")
+    if push is not None and hub.hub_offline():
+        raise hub.HubPushError(f"HF_HUB_OFFLINE=1 is set: cannot push to {push.repo_id}; nothing was exported or "
+                               "changed. Unset HF_HUB_OFFLINE, or export without --push-to-hub")
+    register_auto_classes()
+    config = NeuroTrailsConfig.from_pretrained(source.model_dir)
+    if options.heads is not None:
+        _check_heads(options.heads, config.ensemble_size, "heads")
+    if options.single_head is not None:
+        _check_heads((options.single_head,), config.ensemble_size, "single_head")
+
+    state = load_state_dict(source.model_dir)
+    masked_nonzero = apply_masks(state, load_masks(source.checkpoint_dir))
+    if masked_nonzero:
+        logger.warning("%d weights outside the DST masks were not 0 in %s; exported as 0", masked_nonzero,
+                       source.model_dir)
+    context = _context(options, source, config)
+    # Exported models always run the batched heads: the loop reference has no KV cache, so no fast generate().
+    config.head_execution = "batched"
+    config.max_position_embeddings = context
+
+    if options.single_head is not None:
+        kind, heads = "single_head", (options.single_head,)
+        sub_state, sub_config = select_heads(state, config, heads)
+        counts = count_params(sub_state, heads)
+        model = _build(LlamaForCausalLM, llama_config(sub_config), head_to_llama(sub_state, sub_config, 0))
+    else:
+        heads = options.heads if options.heads is not None else tuple(range(config.ensemble_size))
+        kind = "ensemble" if heads == tuple(range(config.ensemble_size)) else "subset"
+        sub_state, sub_config = select_heads(state, config, heads)
+        counts = count_params(sub_state, heads)
+        model = _build(NeuroTrailsForCausalLM, sub_config, sub_state)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        model.save_pretrained(tmp, max_shard_size=options.max_shard_size)
+        _save_tokenizer(source.model_dir, tmp, context)
+        info = CardInfo(kind=kind, heads=heads, source_heads=config.ensemble_size, counts=counts,
+                        config=json.loads((tmp / "config.json").read_text(encoding="utf-8")),
+                        license=options.license, manifest=source.manifest, source=str(source.model_dir))
+        (tmp / "README.md").write_text(build_model_card(info), encoding="utf-8")
+        hub.check_model_folder(tmp)
+        _replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    logger.info("exported %s (%s, heads %s, %d of %d weights nonzero) to %s", source.model_dir, kind, list(heads),
+                counts.nonzero, counts.total, out)
+    result = ExportResult(out=out, kind=kind, heads=heads, counts=counts, masked_nonzero=masked_nonzero,
+                          step=source.step)
+    if push is not None:
+        message = push.commit_message or hub.step_commit_message(source.step or 0, "export")
+        result.commit = hub.push_folder(out, push.repo_id, private=push.private, revision=push.revision,
+                                        commit_message=message, token=token)
+    return result
+
+
+def push_checkpoint(checkpoint: Path | str, repo_id: str, *, private: bool = False, revision: str | None = None,
+                    note: str = "", token: str | None = None) -> CommitInfo:
+    """Export a training checkpoint to a temporary folder and push it with the message "nt_llm: step N (...)";
+    for pushes at checkpoint intervals during training (main process only)."""
+    push = PushOptions(repo_id=repo_id, private=private, revision=revision)
+    if hub.hub_offline():
+        raise hub.HubPushError(f"HF_HUB_OFFLINE=1 is set: not pushing {checkpoint} to {repo_id}; the checkpoint is "
+                               "untouched")
+    with tempfile.TemporaryDirectory(prefix="nt_export-") as workdir:
+        result = export(checkpoint, Path(workdir) / "model")
+        message = hub.step_commit_message(result.step or 0, note)
+        return hub.push_folder(result.out, push.repo_id, private=push.private, revision=push.revision,
+                               commit_message=message, token=token)
+
+
+def _context(options: ExportOptions, source: Source, config: NeuroTrailsConfig) -> int:
+    if options.max_position_embeddings is not None:
+        return options.max_position_embeddings
+    seq_len = (((source.manifest or {}).get("recipe") or {}).get("data") or {}).get("seq_len")
+    return int(seq_len) if seq_len else int(config.max_position_embeddings)
+
+
+def _save_tokenizer(model_dir: Path, out: Path, context: int) -> None:
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    except (OSError, ValueError) as err:
+        raise ExportError(f"{model_dir} has no loadable tokenizer: {err}") from err
+    # Tools that read the tokenizer's limit (lm-eval falls back to it) should see the trained context too.
+    tokenizer.model_max_length = context
+    tokenizer.save_pretrained(out)
+
+
+def _replace(tmp: Path, out: Path) -> None:
+    """Rename the finished `tmp` (a sibling of `out`) to `out`; an existing `out` is removed only once the new
+    one is in place."""
+    if not out.exists():
+        tmp.rename(out)
+        return
+    old = out.with_name(f".{out.name}.old-{os.getpid()}")
+    out.rename(old)
+    try:
+        tmp.rename(out)
+    except BaseException:
+        old.rename(out)
+        raise
+    if old.is_dir():
+        shutil.rmtree(old)
+    else:
+        old.unlink()
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder.resolve() or folder.resolve() in path.parents
+
+
+# ---- command line ----------------------------------------------------------------------------------------
+
+
+def _head_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"--heads wants comma-separated head indices like 0,2, got {text!r}") from err
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nt-export", description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint", type=Path, help="a step_<N> checkpoint, a run folder, or a NeuroTrails model")
+    parser.add_argument("out", type=Path, help="the folder to write (must not exist unless --overwrite)")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--heads", type=_head_list, help="keep these heads only (k of H), e.g. 0,2")
+    which.add_argument("--single-head", type=int, metavar="H", help="export head H alone as a plain LlamaForCausalLM")
+    parser.add_argument("--max-position-embeddings", type=int, metavar="N",
+                        help="context length in config.json (default: the training seq_len)")
+    parser.add_argument("--license", default="apache-2.0", help="license in the model card (default apache-2.0)")
+    parser.add_argument("--max-shard-size", default="5GB", help="safetensors shard size (default 5GB)")
+    parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    hub_args = parser.add_argument_group("Hugging Face Hub (token: HF_TOKEN or `hf auth login`)")
+    hub_args.add_argument("--push-to-hub", metavar="REPO_ID", help="push the export to this model repo")
+    hub_args.add_argument("--private", action="store_true", help="create the repo private")
+    hub_args.add_argument("--revision", metavar="BRANCH", help="push to this branch (created from main)")
+    hub_args.add_argument("--commit-message", metavar="MSG", help="default: 'nt_llm: step N (export)'")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.push_to_hub and (args.private or args.revision or args.commit_message):
+        parser.error("--private, --revision and --commit-message need --push-to-hub")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        options = ExportOptions(heads=args.heads, single_head=args.single_head,
+                                max_position_embeddings=args.max_position_embeddings, license=args.license,
+                                max_shard_size=args.max_shard_size, overwrite=args.overwrite)
+        push = (PushOptions(repo_id=args.push_to_hub, private=args.private, revision=args.revision,
+                            commit_message=args.commit_message) if args.push_to_hub else None)
+        result = export(args.checkpoint, args.out, options, push)
+    except (ExportError, hub.NotAModelFolderError) as err:
+        logger.error("%s", err)
+        return EXIT_BAD_INPUT
+    except hub.HubPushError as err:
+        logger.error("%s", err)
+        return EXIT_PUSH_FAILED
+    if result.commit is not None:
+        logger.info("pushed to %s", result.commit.commit_url)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
