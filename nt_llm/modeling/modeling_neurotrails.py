@@ -101,8 +101,11 @@ class NeuroTrailsForCausalLM(LlamaPreTrainedModel, GenerationMixin):
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         output_head_logits: bool = False,
+        return_logits: bool = True,
         **kwargs,
     ) -> NeuroTrailsCausalLMOutput:
+        """``return_logits=False`` skips the averaged logits (training needs only the loss): one ``[B, T, V]``
+        tensor and a pass over H of them fewer."""
         config = self.config
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
@@ -163,7 +166,7 @@ class NeuroTrailsForCausalLM(LlamaPreTrainedModel, GenerationMixin):
 
         return NeuroTrailsCausalLMOutput(
             loss=loss,
-            logits=torch.stack(head_logits).mean(dim=0) if len(head_logits) > 1 else head_logits[0],
+            logits=_mean(head_logits) if return_logits else None,
             cache=cache,
             head_logits=torch.stack(head_logits) if output_head_logits else None,
             head_losses=head_losses,
@@ -214,6 +217,11 @@ class NeuroTrailsForCausalLM(LlamaPreTrainedModel, GenerationMixin):
             else:
                 x = _batched_decoder_layer(layers, x, mask, position_embeddings, cache, **kwargs)
         return _batched_rms_norm(x, [head.norm for head in self.heads])
+
+
+def _mean(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """Mean of same-shaped tensors without stacking them (a stack would copy all H of them)."""
+    return sum(tensors[1:], tensors[0]) / len(tensors)
 
 
 def _keep_last(hidden: torch.Tensor, logits_to_keep: int | torch.Tensor) -> torch.Tensor:

@@ -2,7 +2,8 @@
 
 A recipe has the sections ``run``, ``model``, ``sparsity`` (optional), ``data``, ``optim``, ``eval``,
 ``checkpoint`` and ``logging``. ``data`` holds ``nt_llm.data.DataConfig`` fields and ``sparsity``
-``nt_llm.sparse.SparsityConfig`` fields; unknown keys anywhere are errors that name the key.
+``nt_llm.sparse.SparsityConfig`` fields; unknown keys anywhere are errors that name the key. A section may
+be a path to a YAML file of its own, relative to the recipe (``data: data/c4_paper.yaml``).
 """
 
 import dataclasses
@@ -174,6 +175,9 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     if not isinstance(raw, dict):
         raise RecipeError(f"recipe {path} must be a mapping of sections, got {type(raw).__name__}")
+    for name, value in raw.items():
+        if isinstance(value, str):  # a section kept in its own file, e.g. `data: data/c4_paper.yaml`
+            raw[name] = _load_section_file(path.parent / value, name)
     for override in overrides:
         _apply_override(raw, override)
     return recipe_from_dict(raw)
@@ -195,6 +199,15 @@ def recipe_from_dict(raw: dict[str, Any]) -> Recipe:
             values.setdefault("total_steps", (raw.get("optim") or {}).get("max_steps", OptimRecipe.max_steps))
         sections[name] = _build_section(name, cls, values)
     return Recipe(**sections)
+
+
+def _load_section_file(path: Path, name: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise RecipeError(f"recipe section {name!r} refers to {path}, which does not exist")
+    values = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if not isinstance(values, dict):
+        raise RecipeError(f"recipe section {name!r}: {path} must hold a mapping")
+    return values
 
 
 def save_recipe(recipe: Recipe, path: str | Path) -> None:

@@ -206,7 +206,7 @@ class Trainer:
         for _ in range(self.grad_accum):
             batch = {k: v.to(accelerator.device) for k, v in next(batches).items()}
             with accelerator.accumulate(model):
-                out = model(**batch, use_cache=False)
+                out = model(**batch, use_cache=False, return_logits=False)
                 accelerator.backward(out.loss)
                 if accelerator.sync_gradients:
                     if self.sparsity is not None:
@@ -236,14 +236,9 @@ class Trainer:
         return values
 
     def _dst_metrics(self) -> dict[str, Any]:
-        last = self.sparsity.last_update
-        return {
-            "pruned": last.pruned,
-            "grown": last.grown,
-            "prune_rate": last.prune_rate,
-            "temperature": last.temperature,
-            **self.sparsity.stats(per_tensor=False),
-        }
+        """Density, pruned/grown counts, prune rate, temperature, ever-active fraction, mask change."""
+        stats = self.sparsity.stats(per_tensor=False)
+        return {key.removeprefix("sparsity/"): value for key, value in stats.items()}
 
     def _evaluate(self, step: int, tokens: int) -> dict[str, float]:
         batches = self.validation

@@ -1,0 +1,206 @@
+"""Training end to end in one process: every method, exact resume, failure handling, recipe validation."""
+
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from accelerate.state import AcceleratorState, GradientState
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
+
+import nt_llm  # noqa: F401  (Auto classes)
+from nt_llm.modeling import NeuroTrailsForCausalLM
+from nt_llm.train import NonFiniteLossError, RecipeError, load_recipe, recipe_from_dict, train
+from nt_llm.train.checkpoint import CheckpointError, complete_checkpoints
+from nt_llm.train.metrics import read_metrics
+from train_support import tiny_recipe
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    """Each training builds its own Accelerator; accelerate keeps process-wide singletons between them."""
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+
+
+def events(run_dir: Path, kind: str) -> list[dict]:
+    return [e for e in read_metrics(run_dir / "metrics.jsonl") if e["event"] == kind]
+
+
+@pytest.mark.parametrize("method", ["neurotrails", "treenet", "dense", "full_ensemble"])
+def test_each_method_trains_evaluates_and_checkpoints(tmp_path: Path, method: str) -> None:
+    result = train(recipe_from_dict(tiny_recipe(tmp_path, method)))
+    run = tmp_path / "run"
+    heads = 1 if method == "dense" else 3
+
+    train_events = events(run, "train")
+    assert [e["step"] for e in train_events] == [1, 2, 3, 4, 5, 6]
+    assert train_events[-1]["loss"] < train_events[0]["loss"]
+    assert [e["step"] for e in events(run, "eval")] == [3, 6]
+    assert result.step == 6 and result.checkpoint == run / "checkpoints" / "step_6"
+    assert all(f"head{h}_ppl" in result.metrics for h in range(heads))
+    assert 1 < result.metrics["ensemble_ppl"] < 1000
+    assert [p.name for p in complete_checkpoints(run)] == ["step_3", "step_6"]
+
+    model = AutoModelForCausalLM.from_pretrained(result.checkpoint / "model")
+    assert isinstance(model, NeuroTrailsForCausalLM)
+    assert model.config.ensemble_size == heads
+    assert model.config.share_embeddings == (method != "full_ensemble")
+    assert (result.checkpoint / "model" / "tokenizer.json").is_file()
+
+
+def test_neurotrails_checkpoint_holds_exactly_the_target_nonzeros(tmp_path: Path) -> None:
+    result = train(recipe_from_dict(tiny_recipe(tmp_path)))
+    weights = load_file(result.checkpoint / "model" / "model.safetensors")
+    sparse = {k: v for k, v in weights.items() if k.startswith("heads.") and "proj" in k or "lm_head" in k}
+    dense = {k: v for k, v in weights.items() if k.startswith("backbone.") and "proj" in k}
+    nonzero = sum(int(v.count_nonzero()) for v in sparse.values())
+    total = sum(v.numel() for v in sparse.values())
+    assert abs(nonzero / total - 0.5) < 0.01
+    assert all(int(v.count_nonzero()) == v.numel() for v in dense.values())
+    dst_events = events(tmp_path / "run", "dst")
+    assert [e["step"] for e in dst_events] == [2, 4, 6]
+    assert all(e["pruned"] == e["grown"] for e in dst_events)
+    assert dst_events[0]["pruned"] > dst_events[1]["pruned"] > 0  # the prune rate decays (cosine, to 0 at the end)
+
+
+def test_resume_gives_the_same_losses_and_weights_as_not_stopping(tmp_path: Path) -> None:
+    straight = train(recipe_from_dict(tiny_recipe(tmp_path)))
+    # Resume a copy of the mid-run checkpoint in a new run folder: nothing carries over but the checkpoint.
+    resumed_dir = tmp_path / "resumed"
+    (resumed_dir / "checkpoints").mkdir(parents=True)
+    shutil.copytree(straight.output_dir / "checkpoints" / "step_3", resumed_dir / "checkpoints" / "step_3")
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    recipe = tiny_recipe(tmp_path, run={"output_dir": str(resumed_dir)})
+    resumed = train(recipe_from_dict(recipe), resume="latest")
+
+    def losses(run: Path) -> dict[int, float]:
+        return {e["step"]: e["loss"] for e in events(run, "train") if e["step"] > 3}
+
+    assert losses(resumed.output_dir) == losses(straight.output_dir)
+    assert sorted(losses(resumed.output_dir)) == [4, 5, 6]
+    assert resumed.metrics["ensemble_loss"] == straight.metrics["ensemble_loss"]
+    a = load_file(straight.checkpoint / "model" / "model.safetensors")
+    b = load_file(resumed.checkpoint / "model" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path, monkeypatch) -> None:
+    real_forward = NeuroTrailsForCausalLM.forward
+    calls = []
+
+    def poisoned(self, *args, **kwargs):
+        out = real_forward(self, *args, **kwargs)
+        if self.training:
+            calls.append(1)
+            if len(calls) > 7:  # optimizer step 4 (two micro-batches per step)
+                out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(NeuroTrailsForCausalLM, "forward", poisoned)
+    with pytest.raises(NonFiniteLossError, match="step 4"):
+        train(recipe_from_dict(tiny_recipe(tmp_path)))
+    kept = complete_checkpoints(tmp_path / "run")
+    assert [p.name for p in kept] == ["step_3"]
+    weights = load_file(kept[0] / "model" / "model.safetensors")
+    assert all(torch.isfinite(v).all() for v in weights.values())
+
+
+def test_torn_and_incompatible_checkpoints_are_refused(tmp_path: Path) -> None:
+    first = train(recipe_from_dict(tiny_recipe(tmp_path)))
+    torn = first.output_dir / "checkpoints" / "step_3"
+    (torn / "checkpoint.json").unlink()
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    with pytest.raises(CheckpointError, match="torn"):
+        train(recipe_from_dict(tiny_recipe(tmp_path)), resume=str(torn))
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    other = tiny_recipe(tmp_path, model={"ensemble_size": 2})
+    with pytest.raises(CheckpointError, match="model.ensemble_size"):
+        train(recipe_from_dict(other), resume=str(first.checkpoint))
+
+
+def test_sigterm_saves_a_checkpoint_and_exits(tmp_path: Path) -> None:
+    import yaml
+
+    recipe = tiny_recipe(tmp_path, optim={"max_steps": 400, "warmup_steps": 1}, checkpoint={"every": 1000})
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "pretrain.py"), "--recipe", str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    deadline = time.monotonic() + 180
+    while not (metrics.is_file() and metrics.read_text().count('"train"') >= 2):
+        assert proc.poll() is None, proc.stdout.read()[-3000:]
+        assert time.monotonic() < deadline, "training never started"
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=180)
+    assert proc.returncode == 130, output[-3000:]
+    saved = complete_checkpoints(tmp_path / "run")
+    assert len(saved) == 1
+    logged = max(e["step"] for e in events(tmp_path / "run", "train"))
+    assert saved[0].name == f"step_{logged}" and logged < 400
+
+
+@pytest.mark.parametrize(
+    "overrides,named",
+    [
+        (["optim.lrr=1"], "optim.lrr"),
+        (["optimizer.lr=1"], "optimizer"),
+        (["optim.lr=-1"], "optim.lr"),
+        (["data.seq_len=1"], "seq_len"),
+        (["sparsity.density=1.5"], "density"),
+        (["sparsity.total_steps=5"], "sparsity.total_steps"),
+        (["model.method=moe"], "model.method"),
+        (["sparsity=null"], "sparsity"),
+        (["optim.lr"], "section.key=value"),
+    ],
+)
+def test_bad_recipes_name_the_key(overrides: list[str], named: str) -> None:
+    with pytest.raises(RecipeError, match=named.replace(".", r"\.")):
+        load_recipe(REPO / "recipes" / "neurotrails_tiny.yaml", overrides)
+
+
+def test_impossible_model_and_batch_are_named_before_training(tmp_path: Path) -> None:
+    with pytest.raises(RecipeError, match="head_layers"):
+        train(recipe_from_dict(tiny_recipe(tmp_path, model={"head_layers": 3 + 1})))
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    with pytest.raises(RecipeError, match="total_batch_size"):
+        train(recipe_from_dict(tiny_recipe(tmp_path, optim={"total_batch_size": 6})))
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_every_shipped_recipe_is_valid() -> None:
+    recipes = sorted((REPO / "recipes").glob("*.yaml"))
+    assert {p.stem for p in recipes} >= {"neurotrails_tiny", "neurotrails_130m", "neurotrails_350m", "dense_130m",
+                                         "dense_350m", "treenet_130m", "treenet_350m", "full_ensemble_130m",
+                                         "full_ensemble_350m", "dense_tiny"}
+    for path in recipes:
+        load_recipe(path)
+
+
+def test_cli_reports_a_bad_key_and_exits_2(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(REPO / "pretrain.py"), "--recipe", str(REPO / "recipes" / "neurotrails_tiny.yaml"),
+         "optim.learning_rate=1"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2
+    assert "optim.learning_rate" in result.stderr
