@@ -31,7 +31,7 @@ HEADS, SEQ_LEN = 3, 16
 TOKEN = "hf_NeverLogMe0123456789"
 
 
-def tiny_recipe(tmp: Path, output_dir: Path, **data: object) -> dict:
+def tiny_recipe(tmp: Path, output_dir: Path, **data_overrides: object) -> dict:
     """3 heads of 2 blocks over 1 shared block, half the heads' weights masked, 4 steps, checkpoints at 2 and 4."""
     corpus(tmp, n_files=2, docs_per_file=40)
     size = tmp / "size.yaml"
@@ -43,8 +43,8 @@ def tiny_recipe(tmp: Path, output_dir: Path, **data: object) -> dict:
         "sparsity": {"density": 0.5, "update_frequency": 2},
         "data": dict(source="files", train_files=[str(tmp / "train-*.jsonl")],
                      validation_files=[str(tmp / "validation.jsonl")], tokenizer=tiny_tokenizer_dir(),
-                     seq_len=SEQ_LEN, batch_size=4, shuffle_buffer=8, validation_tokens=200, tokenize_batch=8,
-                     **data),
+                     seq_len=SEQ_LEN, batch_size=4, shuffle_buffer=8, validation_tokens=200, tokenize_batch=8)
+        | data_overrides,
         "optim": {"max_steps": 4, "warmup_steps": 1, "total_batch_size": 4},
         "eval": {"every": 2},
         "checkpoint": {"every": 2},
@@ -84,7 +84,7 @@ def _front_matter(readme: Path) -> dict:
 
 # ---- the exported folder stands alone -------------------------------------------------------------------
 
-_CHILD = """
+CHILD_LOADS_EXPORTS = """
 import importlib.abc, json, sys
 class _Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
@@ -133,7 +133,7 @@ def test_exports_load_without_nt_llm_and_match_the_training_model(step_dir: Path
                  "single": out.head_logits[1]}
     torch.save(reference, tmp_path / "ref.pt")
     env = {**os.environ, "HF_HOME": str(tmp_path / "hf_home"), "PYTHONPATH": ""}
-    child = subprocess.run([sys.executable, "-c", _CHILD, str(exported.out), str(subset.out), str(single.out),
+    child = subprocess.run([sys.executable, "-c", CHILD_LOADS_EXPORTS, str(exported.out), str(subset.out), str(single.out),
                             str(tmp_path / "ref.pt")], env=env, cwd=tmp_path, capture_output=True, text=True,
                            timeout=300)
     assert child.returncode == 0, child.stderr[-3000:]
