@@ -54,13 +54,22 @@ def _check_zeros(model: nn.Module, sparsity: DynamicSparsity) -> None:
 
 
 @pytest.mark.parametrize(
-    ("prune", "growth"),
-    [("magnitude", "gradient"), ("soft_magnitude", "gradient"), ("magnitude", "random"), ("soft_magnitude", "random")],
+    ("prune", "growth", "density"),
+    [
+        ("magnitude", "gradient", 0.4),
+        ("soft_magnitude", "gradient", 0.4),
+        ("magnitude", "random", 0.4),
+        ("soft_magnitude", "random", 0.4),
+        # few inactive positions: per-step masking goes through index lists
+        ("soft_magnitude", "gradient", 0.9),
+    ],
 )
-def test_invariants_hold_after_every_step_and_update(prune, growth):
+def test_invariants_hold_after_every_step_and_update(prune, growth, density):
     model = Stack()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
-    sparsity = DynamicSparsity(model, _config(prune=prune, growth=growth, distribution="erk"), opt)
+    config = _config(prune=prune, growth=growth, distribution="uniform" if density > 0.5 else "erk", density=density)
+    sparsity = DynamicSparsity(model, config, opt)
+    assert bool(sparsity.engine._inactive) == (density > 0.75)
     targets = dict(sparsity.targets)
     assert all(0 < t < sparsity.masks[n].numel() for n, t in targets.items())
     _check_zeros(model, sparsity)  # masks applied at construction

@@ -105,7 +105,7 @@ class DynamicSparsity:
         }
         self.engine.broadcast_masks(list(self.masks.values()))
         self.ever_active = {n: m.clone() for n, m in self.masks.items()}
-        self._count()
+        self._masks_changed()
         self._apply_all()
         self.engine.install(self._pre_step, self._post_step)
         logger.info(
@@ -220,7 +220,7 @@ class DynamicSparsity:
             self.masks[n] = new
             self.ever_active[n] |= new
         self.targets = targets
-        self._count()
+        self._masks_changed()
         self.engine.apply_masks(self.params, list(self.masks.values()))
         self.last_update = UpdateStats(self.step, pruned, grown, rate, temperature, self.density)
         logger.info(
@@ -244,10 +244,11 @@ class DynamicSparsity:
     def density(self) -> float:
         return sum(self.counts.values()) / self.numel
 
-    def _count(self) -> None:
-        """Cache active and ever-active counts (they change only when masks do)."""
+    def _masks_changed(self) -> None:
+        """Cache counts and the engine's per-step form of the masks (they change only at updates)."""
         self.counts = {n: int(torch.count_nonzero(m)) for n, m in self.masks.items()}
         self._ever_count = sum(int(torch.count_nonzero(m)) for m in self.ever_active.values())
+        self.engine.prepare_masks(self.params, list(self.masks.values()))
 
     def stats(self, per_tensor: bool = True) -> dict[str, float]:
         """Scalars for a tracker, keyed `sparsity/...` (cheap: counts are cached at mask changes)."""
@@ -305,5 +306,5 @@ class DynamicSparsity:
         self.last_update = UpdateStats(**state["last_update"])
         self._grads = {}
         self._state_pending = True
-        self._count()
+        self._masks_changed()
         self._apply_all()

@@ -25,10 +25,15 @@ class Engine:
 
     #: True when the engine runs the DST hooks itself around the real optimizer step.
     drives_hooks = False
+    #: Up to this fraction of inactive positions, gradients are zeroed through a list of those
+    #: positions: scattered writes to few elements beat a pass over every element and its mask
+    #: (about 3x at density 0.9 on CPU), and the list is no bigger than 2 bytes per element.
+    index_fraction = 0.25
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> None:
         self.module = unwrap_model(model)
         self.optimizer = unwrap_optimizer(optimizer) if optimizer is not None else None
+        self._inactive: dict[int, torch.Tensor] = {}  # id(param) -> flat indices of inactive positions
 
     @property
     def rank(self) -> int:
@@ -53,11 +58,25 @@ class Engine:
     def full_grad(self, param: nn.Parameter) -> torch.Tensor | None:
         return None if param.grad is None else param.grad.detach().clone()
 
+    def prepare_masks(self, params: Sequence[nn.Parameter], masks: Sequence[torch.Tensor]) -> None:
+        """Called whenever the masks change: precompute what the per-step masking uses."""
+        self._inactive = {}
+        for p, m in zip(params, masks):
+            n_inactive = m.numel() - int(torch.count_nonzero(m))
+            if n_inactive <= self.index_fraction * m.numel():
+                self._inactive[id(p)] = (~m).reshape(-1).nonzero().squeeze(1)
+
     def mask_grads(self, params: Sequence[nn.Parameter], masks: Sequence[torch.Tensor]) -> None:
         """Zero gradients at inactive positions so that optimizer state stays zero there."""
         for p, m in zip(params, masks):
-            if p.grad is not None:
-                zero_outside(p.grad, m)
+            grad = p.grad
+            if grad is None:
+                continue
+            inactive = self._inactive.get(id(p))
+            if inactive is not None and grad.is_contiguous():
+                grad.view(-1).index_fill_(0, inactive, 0.0)
+            else:
+                zero_outside(grad, m)
 
     def apply_masks(self, params: Sequence[nn.Parameter], masks: Sequence[torch.Tensor]) -> None:
         """Zero the weights at inactive positions, wherever the engine keeps weights."""
@@ -118,6 +137,9 @@ class DeepSpeedEngineAdapter(Engine):
             return out
 
         engine.step = step
+
+    def prepare_masks(self, params: Sequence[nn.Parameter], masks: Sequence[torch.Tensor]) -> None:
+        """Nothing: gradients are masked per local partition."""
 
     def full_weight(self, param: nn.Parameter) -> torch.Tensor:
         from deepspeed.utils import safe_get_full_fp32_param
@@ -220,6 +242,9 @@ class DeepSpeedEngineAdapter(Engine):
 
 class FSDP2Engine(Engine):
     """torch FSDP2 (`fully_shard`): parameters, grads and optimizer state are DTensors sharded on dim 0."""
+
+    def prepare_masks(self, params: Sequence[nn.Parameter], masks: Sequence[torch.Tensor]) -> None:
+        """Nothing: gradients are masked per local shard."""
 
     def full_weight(self, param: nn.Parameter) -> torch.Tensor:
         return param.detach().full_tensor()
