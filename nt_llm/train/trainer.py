@@ -61,21 +61,26 @@ class Trainer:
         self.output_dir = Path(recipe.run.output_dir)
         world_size = int(os.environ.get("WORLD_SIZE", "1"))
         self.grad_accum = recipe.gradient_accumulation(world_size)
-        # On CPU accelerate must be told gloo, or it believes it runs alone while DeepSpeed runs several.
+        # Several processes on CPU: accelerate must be told gloo (or it believes DeepSpeed runs alone) and, for
+        # DDP, cpu=True (or it leaves the model unwrapped and the processes never synchronise).
         distributed_cpu = world_size > 1 and not torch.cuda.is_available()
+        deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
         handlers = [InitProcessGroupKwargs(backend="gloo")] if distributed_cpu else []
         self.trackers = resolve_trackers(recipe.logging.trackers)
         self.accelerator = Accelerator(
+            cpu=distributed_cpu and not deepspeed,
             mixed_precision=recipe.optim.precision,
             gradient_accumulation_steps=self.grad_accum,
             log_with=self.trackers or None,
             project_dir=str(self.output_dir),
             kwargs_handlers=handlers,
         )
-        if self.accelerator.num_processes != world_size:
+        unsynchronised = world_size > 1 and self.accelerator.distributed_type.name == "NO"
+        if self.accelerator.num_processes != world_size or unsynchronised:
             raise RuntimeError(
                 f"the launcher set WORLD_SIZE={world_size} but accelerate runs {self.accelerator.num_processes} "
-                "process(es): on CPU launch with ACCELERATE_USE_CPU=1 and --multi_gpu, or with torchrun"
+                f"process(es) as {self.accelerator.distributed_type.name}: on CPU launch with torchrun, or "
+                "ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu"
             )
         self.metrics = MetricsLog(self.accelerator, self.output_dir, self.trackers)
         self._stop_requested = False
@@ -101,7 +106,11 @@ class Trainer:
             betas=recipe.optim.betas,
             eps=recipe.optim.eps,
         )
-        self._configure_deepspeed()
+        if self._configure_deepspeed() == 3:
+            # ZeRO-3 gathers a weight only when its own module runs; the batched heads read stacked weights
+            # directly, so under ZeRO-3 the heads run as the loop of transformers modules.
+            model.config.head_execution = "loop"
+            logger.info("DeepSpeed ZeRO-3: heads run with head_execution='loop'")
         self.model, self.optimizer = accelerator.prepare(model, optimizer)
         self.sparsity = None
         if recipe.sparsity is not None:
@@ -111,11 +120,12 @@ class Trainer:
         self.train_batches = build_train_batches(recipe.data, self.tokenizer, rank, world)
         self.validation = build_validation_set(recipe.data, self.tokenizer, rank, world)
 
-    def _configure_deepspeed(self) -> None:
-        """Fill what accelerate cannot infer without a DataLoader: the micro-batch size and clipping."""
+    def _configure_deepspeed(self) -> int | None:
+        """Fill what accelerate cannot infer without a DataLoader (micro-batch size, clipping); return the ZeRO
+        stage, or None without DeepSpeed."""
         plugin = self.accelerator.state.deepspeed_plugin
         if plugin is None:
-            return
+            return None
         config = plugin.deepspeed_config
         for key, value in (
             ("train_micro_batch_size_per_gpu", self.recipe.data.batch_size),
@@ -125,6 +135,11 @@ class Trainer:
             if config.get(key, "auto") == "auto":
                 config[key] = value
         config.pop("train_batch_size", None)  # derived by DeepSpeed from the two above and the world size
+        zero = config.setdefault("zero_optimization", {})
+        if int(zero.get("stage", 0)) == 3:
+            # Checkpoints carry a whole Hugging Face model folder: ZeRO-3 must gather the weights to write it.
+            zero["stage3_gather_16bit_weights_on_model_save"] = True
+        return int(zero.get("stage", 0))
 
     # ---- the loop ------------------------------------------------------------------------------
 
