@@ -22,6 +22,7 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -299,10 +300,7 @@ def export(checkpoint: Path | str, out: Path | str, options: ExportOptions | Non
     options = options or ExportOptions()
     out = Path(out).expanduser().resolve()
     source = resolve_source(checkpoint)
-    if out.exists() and not options.overwrite:
-        raise ExportError(f"{out} exists; pass --overwrite (overwrite=True) to replace it")
-    if source.checkpoint_dir is not None and _inside(out, source.checkpoint_dir):
-        raise ExportError(f"{out} is inside the checkpoint {source.checkpoint_dir}; export somewhere else")
+    _check_out(out, source, options.overwrite)
     if push is not None and hub.hub_offline():
         raise hub.HubPushError(f"HF_HUB_OFFLINE=1 is set: cannot push to {push.repo_id}; nothing was exported or "
                                "changed. Unset HF_HUB_OFFLINE, or export without --push-to-hub")
@@ -322,32 +320,11 @@ def export(checkpoint: Path | str, out: Path | str, options: ExportOptions | Non
     # Exported models always run the batched heads: the loop reference has no KV cache, so no fast generate().
     config.head_execution = "batched"
     config.max_position_embeddings = context
-
-    if options.single_head is not None:
-        kind, heads = "single_head", (options.single_head,)
-        sub_state, sub_config = select_heads(state, config, heads)
-        counts = count_params(sub_state, heads)
-        model = _build(LlamaForCausalLM, llama_config(sub_config), head_to_llama(sub_state, sub_config, 0))
-    else:
-        heads = options.heads if options.heads is not None else tuple(range(config.ensemble_size))
-        kind = "ensemble" if heads == tuple(range(config.ensemble_size)) else "subset"
-        sub_state, sub_config = select_heads(state, config, heads)
-        counts = count_params(sub_state, heads)
-        model = _build(NeuroTrailsForCausalLM, sub_config, sub_state)
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        model.save_pretrained(tmp, max_shard_size=options.max_shard_size)
-        _save_tokenizer(source.model_dir, tmp, context)
-        info = CardInfo(kind=kind, heads=heads, source_heads=config.ensemble_size, counts=counts,
-                        config=json.loads((tmp / "config.json").read_text(encoding="utf-8")),
-                        license=options.license, manifest=source.manifest, source=str(source.model_dir))
-        (tmp / "README.md").write_text(build_model_card(info), encoding="utf-8")
-        hub.check_model_folder(tmp)
-        _replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    kind, heads, counts, model = _export_model(state, config, options)
+    _write(out, model, source, context, options.max_shard_size,
+           lambda folder_config: CardInfo(kind=kind, heads=heads, source_heads=config.ensemble_size, counts=counts,
+                                          config=folder_config, license=options.license, manifest=source.manifest,
+                                          source=str(source.model_dir)))
     logger.info("exported %s (%s, heads %s, %d of %d weights nonzero) to %s", source.model_dir, kind, list(heads),
                 counts.nonzero, counts.total, out)
     result = ExportResult(out=out, kind=kind, heads=heads, counts=counts, masked_nonzero=masked_nonzero,
@@ -357,6 +334,46 @@ def export(checkpoint: Path | str, out: Path | str, options: ExportOptions | Non
         result.commit = hub.push_folder(out, push.repo_id, private=push.private, revision=push.revision,
                                         commit_message=message, token=token)
     return result
+
+
+def _export_model(state: dict[str, torch.Tensor], config: NeuroTrailsConfig,
+                  options: ExportOptions) -> tuple[str, tuple[int, ...], ParamCounts, torch.nn.Module]:
+    """(kind, source heads kept, their parameter counts, the model to save)."""
+    if options.single_head is not None:
+        heads = (options.single_head,)
+        sub_state, sub_config = select_heads(state, config, heads)
+        model = _build(LlamaForCausalLM, llama_config(sub_config), head_to_llama(sub_state, sub_config, 0))
+        return "single_head", heads, count_params(sub_state, heads), model
+    everything = tuple(range(config.ensemble_size))
+    heads = options.heads if options.heads is not None else everything
+    sub_state, sub_config = select_heads(state, config, heads)
+    model = _build(NeuroTrailsForCausalLM, sub_config, sub_state)
+    return "ensemble" if heads == everything else "subset", heads, count_params(sub_state, heads), model
+
+
+def _write(out: Path, model: torch.nn.Module, source: Source, context: int, max_shard_size: str,
+           card_info: Callable[[dict[str, Any]], CardInfo]) -> None:
+    """Weights, code, tokenizer and card into a temporary sibling of `out`, checked, then renamed to `out`."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        model.save_pretrained(tmp, max_shard_size=max_shard_size)
+        _save_tokenizer(source.model_dir, tmp, context)
+        info = card_info(json.loads((tmp / "config.json").read_text(encoding="utf-8")))
+        (tmp / "README.md").write_text(build_model_card(info), encoding="utf-8")
+        hub.check_model_folder(tmp)
+        _replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _check_out(out: Path, source: Source, overwrite: bool) -> None:
+    protected = source.checkpoint_dir or source.model_dir
+    if _inside(out, protected) or _inside(protected, out):
+        raise ExportError(f"{out} overlaps the checkpoint {protected.resolve()}: export somewhere else, replacing it "
+                          "would lose the checkpoint")
+    if out.exists() and not overwrite:
+        raise ExportError(f"{out} exists; pass --overwrite (overwrite=True) to replace it")
 
 
 def push_checkpoint(checkpoint: Path | str, repo_id: str, *, private: bool = False, revision: str | None = None,
@@ -411,7 +428,8 @@ def _replace(tmp: Path, out: Path) -> None:
 
 
 def _inside(path: Path, folder: Path) -> bool:
-    return path == folder.resolve() or folder.resolve() in path.parents
+    path, folder = path.resolve(), folder.resolve()
+    return path == folder or folder in path.parents
 
 
 # ---- command line ----------------------------------------------------------------------------------------

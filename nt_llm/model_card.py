@@ -146,9 +146,12 @@ def _summary(info: CardInfo) -> str:
     if info.kind == "single_head":
         return (intro + f"\n\nThis folder holds one path through the model, head {info.heads[0]} of "
                 f"{info.source_heads} with the shared backbone, as a plain `LlamaForCausalLM` "
-                f"({config.get('num_hidden_layers')} blocks): no custom code, no averaging.")
-    shape = (f"{config.get('num_hidden_layers', 0) - config.get('head_layers', 0)} shared blocks, "
-             f"{config.get('ensemble_size')} head(s) of {config.get('head_layers')} blocks")
+                f"({_plural(config.get('num_hidden_layers', 0), 'block')}, hidden size {config.get('hidden_size')}): "
+                "no custom code, no averaging.")
+    shared = config.get("num_hidden_layers", 0) - config.get("head_layers", 0)
+    shape = (f"{_plural(shared, 'shared block')}, {_plural(config.get('ensemble_size', 0), 'head')} of "
+             f"{_plural(config.get('head_layers', 0), 'block')}; hidden size {config.get('hidden_size')}, "
+             f"vocabulary {config.get('vocab_size')}")
     if info.kind == "subset":
         return (intro + f"\n\nThis export keeps heads {list(info.heads)} of the {info.source_heads} trained ones "
                 f"(renumbered 0..{len(info.heads) - 1}): {shape}. Its logits are the mean over these heads only.")
@@ -169,7 +172,7 @@ def _metrics_section(info: CardInfo, evaluation: dict[str, Any]) -> str:
     extras = {key: evaluation[key] for key in ("ensemble_gain", "disagreement", "pairwise_kl", "density")
               if _finite(evaluation.get(key))}
     if extras:
-        notes.append("Ensemble diagnostics at that evaluation: "
+        notes.append(f"Diagnostics of the {info.source_heads}-head ensemble at that evaluation: "
                      + ", ".join(f"{key} {value:.4f}" for key, value in extras.items()) + ".")
     if _finite(evaluation.get("val_tokens")):
         notes.append(f"Measured on {int(evaluation['val_tokens'])} validation tokens.")
@@ -215,8 +218,7 @@ def _training(info: CardInfo, recipe: dict[str, Any]) -> str:
     optim = recipe.get("optim") or {}
     size = Path(str(model.get("size", "?"))).stem
     lines = [
-        f"- method: {model.get('method', '?')}, size {size}, {info.source_heads} head(s) of "
-        f"{info.config.get('head_layers', model.get('head_layers'))} blocks",
+        f"- method: {model.get('method', '?')}, size {size}, {_plural(info.source_heads, 'head')}",
         f"- steps: {manifest.get('step')}, tokens: {manifest.get('tokens')}, processes: {manifest.get('world_size')}",
         f"- data: {_dataset_description(data)}, sequence length {data.get('seq_len')}, "
         f"{optim.get('total_batch_size')} sequences per step",
@@ -231,3 +233,7 @@ def _training(info: CardInfo, recipe: dict[str, Any]) -> str:
     else:
         lines.append("- dense training (no dynamic sparsity)")
     return "\n".join(lines) + "\n\nTrained with nt_llm."
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")

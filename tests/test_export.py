@@ -296,9 +296,14 @@ def test_clear_errors_for_bad_options(step_dir: Path, tmp_path: Path) -> None:
         nt_export.ExportOptions(max_position_embeddings=0)
     with pytest.raises(nt_export.ExportError, match="'namespace/name'"):
         nt_export.PushOptions(repo_id="no-namespace")
-    with pytest.raises(nt_export.ExportError, match="inside the checkpoint"):
-        nt_export.export(step_dir, step_dir / "export")
-    assert not (tmp_path / "o").exists()
+    for out in (step_dir / "export", step_dir, step_dir.parent.parent):
+        with pytest.raises(nt_export.ExportError, match="overlaps the checkpoint .*would lose the checkpoint"):
+            nt_export.export(step_dir, out, nt_export.ExportOptions(overwrite=True))
+    bare = save_tiny_neurotrails(tmp_path / "bare")
+    with pytest.raises(nt_export.ExportError, match="overlaps the checkpoint"):
+        nt_export.export(bare, bare, nt_export.ExportOptions(overwrite=True))
+    assert (bare / "model.safetensors").is_file() and (step_dir / "checkpoint.json").is_file()
+    assert not (tmp_path / "o").exists() and not (step_dir / "export").exists()
 
 
 def test_existing_out_is_kept_unless_overwrite(step_dir: Path, tmp_path: Path) -> None:
