@@ -120,8 +120,14 @@ def _perplexities(info: CardInfo, evaluation: dict[str, Any]) -> list[tuple[str,
     for head in info.heads:
         value = evaluation.get(f"head{head}_ppl")
         if _finite(value):
-            found.append((f"head {head}", value))
+            found.append((_head_label(info, head), value))
     return found
+
+
+def _head_label(info: CardInfo, head: int) -> str:
+    """Heads are named by their index in the trained model; a subset renumbers them, so say where each went."""
+    position = info.heads.index(head)
+    return f"head {head}" if position == head or info.kind == "single_head" else f"head {head} (head {position} here)"
 
 
 def _finite(value: Any) -> bool:
@@ -184,7 +190,7 @@ def _params_table(info: CardInfo) -> str:
     rows = [("total", c.total, c.nonzero)]
     if info.kind != "single_head":
         rows.append(("shared (backbone, embedding)", c.shared, c.shared_nonzero))
-        rows += [(f"head {h}", total, nonzero) for h, (total, nonzero) in sorted(c.heads.items())]
+        rows += [(_head_label(info, h), total, nonzero) for h, (total, nonzero) in sorted(c.heads.items())]
     else:
         rows.append(("of which shared with the other heads", c.shared, c.shared_nonzero))
     lines = ["| part | parameters | nonzero | density |", "| --- | ---: | ---: | ---: |"]

@@ -232,10 +232,13 @@ def test_model_card_metadata_metrics_and_counts(exported: nt_export.ExportResult
 
 
 def test_model_card_for_subsets_single_heads_and_c4(step_dir: Path, tmp_path: Path) -> None:
-    result = nt_export.export(step_dir, tmp_path / "subset", nt_export.ExportOptions(heads=(2,), license="mit"))
+    result = nt_export.export(step_dir, tmp_path / "subset", nt_export.ExportOptions(heads=(2, 1), license="mit"))
     meta = _front_matter(result.out / "README.md")
     names = [m["name"] for m in meta["model-index"][0]["results"][0]["metrics"]]
-    assert meta["license"] == "mit" and names == ["head 2"]  # the 3-head ensemble's ppl is not this model's
+    # The 3-head ensemble's perplexity is not this model's; heads keep their trained names and say where they went.
+    assert meta["license"] == "mit" and names == ["head 2 (head 0 here)", "head 1"]
+    total, nonzero = result.counts.heads[2]
+    assert f"| head 2 (head 0 here) | {total:,} | {nonzero:,} |" in (result.out / "README.md").read_text()
     manifest = json.loads((step_dir / "checkpoint.json").read_text())
     manifest["recipe"]["data"].update(source="c4", c4_path="allenai/c4", c4_name="en")
     counts = ParamCounts(total=10, nonzero=6, shared=4, shared_nonzero=4, heads={0: (6, 2)})
