@@ -17,8 +17,8 @@ import torch
 import yaml
 from huggingface_hub import constants
 from safetensors.torch import load_file, save_file
-from test_data_helpers import corpus, tiny_tokenizer_dir
 from test_zero_shot_support import save_tiny_llama, save_tiny_neurotrails
+from train_support import tiny_recipe
 
 from nt_llm import export as nt_export
 from nt_llm import hub
@@ -31,31 +31,13 @@ HEADS, SEQ_LEN = 3, 16
 TOKEN = "hf_NeverLogMe0123456789"
 
 
-def tiny_recipe(tmp: Path, output_dir: Path, **data_overrides: object) -> dict:
-    """3 heads of 2 blocks over 1 shared block, half the heads' weights masked, 4 steps, checkpoints at 2 and 4."""
-    corpus(tmp, n_files=2, docs_per_file=40)
-    size = tmp / "size.yaml"
-    size.write_text(yaml.safe_dump(dict(hidden_size=32, intermediate_size=64, num_attention_heads=4,
-                                        num_hidden_layers=3, max_position_embeddings=64)))
-    return {
-        "run": {"name": "nt-tiny", "output_dir": str(output_dir)},
-        "model": {"size": str(size), "method": "neurotrails", "ensemble_size": HEADS, "head_layers": 2},
-        "sparsity": {"density": 0.5, "update_frequency": 2},
-        "data": dict(source="files", train_files=[str(tmp / "train-*.jsonl")],
-                     validation_files=[str(tmp / "validation.jsonl")], tokenizer=tiny_tokenizer_dir(),
-                     seq_len=SEQ_LEN, batch_size=4, shuffle_buffer=8, validation_tokens=200, tokenize_batch=8)
-        | data_overrides,
-        "optim": {"max_steps": 4, "warmup_steps": 1, "total_batch_size": 4},
-        "eval": {"every": 2},
-        "checkpoint": {"every": 2},
-        "logging": {"progress_bar": False, "trackers": []},
-    }
-
-
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("export_run")
-    result = train(recipe_from_dict(tiny_recipe(tmp, tmp / "run")))
+    # 3 heads of 2 blocks over 1 shared block, half the heads' weights masked; checkpoints at steps 2 and 4.
+    recipe = tiny_recipe(tmp, optim={"max_steps": 4}, eval={"every": 2}, checkpoint={"every": 2})
+    assert recipe["data"]["seq_len"] == SEQ_LEN and recipe["model"]["ensemble_size"] == HEADS
+    result = train(recipe_from_dict(recipe))
     assert result.step == 4 and result.checkpoint == tmp / "run" / "checkpoints" / "step_4"
     return tmp / "run"
 
@@ -120,6 +102,16 @@ print("ok", type(model).__name__)
 """
 
 
+def check_loads_without_nt_llm(tmp_path: Path, folders: list[Path], reference: dict[str, torch.Tensor]) -> None:
+    """Run CHILD_LOADS_EXPORTS on [ensemble, subset, single head] folders against reference logits."""
+    torch.save(reference, tmp_path / "ref.pt")
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf_home"), "PYTHONPATH": ""}
+    child = subprocess.run([sys.executable, "-c", CHILD_LOADS_EXPORTS, *map(str, folders), str(tmp_path / "ref.pt")],
+                           env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert child.returncode == 0, child.stderr[-3000:]
+    assert "ok NeuroTrailsForCausalLM" in child.stdout
+
+
 def test_exports_load_without_nt_llm_and_match_the_training_model(step_dir: Path, exported: nt_export.ExportResult,
                                                                    tmp_path: Path) -> None:
     trained = NeuroTrailsForCausalLM.from_pretrained(step_dir / "model").eval()
@@ -131,13 +123,7 @@ def test_exports_load_without_nt_llm_and_match_the_training_model(step_dir: Path
     assert (subset.kind, subset.heads, single.kind, single.heads) == ("subset", (2, 0), "single_head", (1,))
     reference = {"ids": ids, "logits": out.logits, "subset": out.head_logits[[2, 0]].mean(0),
                  "single": out.head_logits[1]}
-    torch.save(reference, tmp_path / "ref.pt")
-    env = {**os.environ, "HF_HOME": str(tmp_path / "hf_home"), "PYTHONPATH": ""}
-    child = subprocess.run([sys.executable, "-c", CHILD_LOADS_EXPORTS, str(exported.out), str(subset.out), str(single.out),
-                            str(tmp_path / "ref.pt")], env=env, cwd=tmp_path, capture_output=True, text=True,
-                           timeout=300)
-    assert child.returncode == 0, child.stderr[-3000:]
-    assert "ok NeuroTrailsForCausalLM" in child.stdout
+    check_loads_without_nt_llm(tmp_path, [exported.out, subset.out, single.out], reference)
 
 
 def test_folder_layout_config_and_context(exported: nt_export.ExportResult, step_dir: Path) -> None:
@@ -228,7 +214,7 @@ def test_model_card_metadata_metrics_and_counts(exported: nt_export.ExportResult
         assert f"| head {head} | {total:,} | {nonzero:,} |" in text
     assert f"| shared (backbone, embedding) | {counts.shared:,} | {counts.shared_nonzero:,} |" in text
     assert "trust_remote_code=True" in text and f"Context length: {SEQ_LEN} tokens" in text
-    assert "- steps: 4, tokens: 256, processes: 1" in text and "density 0.5 (erk)" in text
+    assert f"- steps: 4, tokens: {manifest['tokens']}, processes: 1" in text and "density 0.5 (erk)" in text
 
 
 def test_model_card_for_subsets_single_heads_and_c4(step_dir: Path, tmp_path: Path) -> None:
