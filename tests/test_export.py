@@ -391,3 +391,36 @@ def test_failed_push_keeps_the_export(step_dir: Path, tmp_path: Path, fake_api: 
     with pytest.raises(hub.HubPushError, match="cannot reach the Hub"):
         nt_export.export(step_dir, tmp_path / "out", push=nt_export.PushOptions(repo_id="me/x"))
     hub.check_model_folder(tmp_path / "out")
+
+
+@pytest.mark.parametrize("method", ["full_ensemble", "dense"])
+def test_other_methods_export_subsets_and_single_heads(method: str, tmp_path: Path) -> None:
+    # A full ensemble has an embedding per head and no backbone; dense is one head over every block.
+    from test_zero_shot_support import tiny_tokenizer
+    from transformers import LlamaForCausalLM
+
+    from nt_llm.modeling.sizes import build_config
+
+    tokenizer = tiny_tokenizer()
+    size = tmp_path / "size.yaml"
+    size.write_text(yaml.safe_dump(dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)))
+    config = build_config(str(size), method, ensemble_size=2, vocab_size=len(tokenizer),
+                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                          pad_token_id=tokenizer.pad_token_id)
+    source = tmp_path / "source"
+    NeuroTrailsForCausalLM(config).save_pretrained(source)
+    tokenizer.save_pretrained(source)
+    model = NeuroTrailsForCausalLM.from_pretrained(source).eval()
+    last = config.ensemble_size - 1
+    ids = torch.randint(4, config.vocab_size, (2, 9))
+    with torch.no_grad():
+        out = model(ids, output_head_logits=True)
+        sub = nt_export.export(source, tmp_path / "sub", nt_export.ExportOptions(heads=(last,)))
+        got = NeuroTrailsForCausalLM.from_pretrained(sub.out).eval()(ids).logits
+        torch.testing.assert_close(got, out.head_logits[last], rtol=1e-5, atol=1e-5)
+        single = nt_export.export(source, tmp_path / "single", nt_export.ExportOptions(single_head=last))
+        llama = LlamaForCausalLM.from_pretrained(single.out).eval()
+        torch.testing.assert_close(llama(ids).logits, out.head_logits[last], rtol=1e-5, atol=1e-5)
+    shared = 0 if method == "full_ensemble" else config.vocab_size * config.hidden_size
+    assert sub.counts.shared == shared and sub.counts.total == sum(p.numel() for p in llama.parameters())
