@@ -13,8 +13,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 WORKER = Path(__file__).parent / "dist" / "sparse_worker.py"
+RESUME_WORKER = Path(__file__).parent / "dist" / "sparse_resume_worker.py"
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 
 
@@ -24,7 +26,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _run(engine: str, out: Path) -> dict:
+def _launch(worker: Path, engine: str, *args: str) -> None:
     env = dict(os.environ)
     env.pop("ACCELERATE_USE_CPU", None)
     if engine == "ddp":
@@ -32,10 +34,14 @@ def _run(engine: str, out: Path) -> dict:
         env["ACCELERATE_USE_CPU"] = "1"
     cmd = [
         str(TORCHRUN), "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
-        str(WORKER), engine, str(out),
+        str(worker), engine, *args,
     ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, f"{engine} worker failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    assert proc.returncode == 0, f"{worker.name} {engine} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+
+
+def _run(engine: str, out: Path) -> dict:
+    _launch(WORKER, engine, str(out))
     return json.loads((out / "summary.json").read_text())
 
 
@@ -88,3 +94,20 @@ def test_engines_agree_on_topology(summaries, tmp_path_factory):
     for engine in engines[1:]:
         assert results[engine]["updates"] == results["ddp"]["updates"], engine
         assert results[engine]["active"] == results["ddp"]["active"], engine
+
+
+# Two launches each (about 25-40 s): slow; tests/test_sparse_dst.py resumes in one process by default.
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ["ddp", "zero2", "zero3"])
+def test_save_load_continue_matches_straight_run(engine, tmp_path):
+    """accelerate save_state mid-run (DST registered), fresh processes load_state and continue."""
+    _launch(RESUME_WORKER, engine, str(tmp_path), "straight")
+    _launch(RESUME_WORKER, engine, str(tmp_path), "resume")
+    straight = torch.load(tmp_path / "straight.pt", weights_only=True)
+    resumed = torch.load(tmp_path / "resume.pt", weights_only=True)
+    assert straight["last_update"] == resumed["last_update"] == 8  # an update happened after the resume
+    assert straight["masks"].keys() == resumed["masks"].keys()
+    for name, mask in straight["masks"].items():
+        assert torch.equal(mask, resumed["masks"][name]), name
+    for name, weight in straight["weights"].items():
+        assert torch.equal(weight, resumed["weights"][name]), name

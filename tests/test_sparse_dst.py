@@ -160,6 +160,11 @@ def test_updates_follow_schedule_and_stop_step():
     assert sparsity.prune_rate(0) == pytest.approx(0.5)
     assert sparsity.prune_rate(5) == pytest.approx(0.3)  # half-way through the cosine
     assert sparsity.prune_rate(10) == pytest.approx(0.1)
+    assert sparsity.temperature(5) == 3.0  # constant unless final_temperature is set
+    warming = DynamicSparsity(Stack(), _config(total_steps=10, temperature=1.0, final_temperature=5.0))
+    assert [warming.temperature(s) for s in (0, 5, 10, 20)] == pytest.approx([1.0, 3.0, 5.0, 5.0])
+    decaying = DynamicSparsity(Stack(), _config(total_steps=10, density=0.5, final_density=0.1, density_schedule="linear"))
+    assert [decaying.target_density(s) for s in (0, 5, 10)] == pytest.approx([0.5, 0.3, 0.1])
 
 
 def test_gradient_accumulation_counts_only_real_optimizer_steps():
