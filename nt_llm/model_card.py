@@ -88,7 +88,7 @@ def _metadata(info: CardInfo, recipe: dict[str, Any], evaluation: dict[str, Any]
             "results": [{
                 "task": {"type": "text-generation", "name": "Causal language modeling"},
                 "dataset": {"type": datasets[0] if datasets else str(data.get("source", "unknown")),
-                            "name": f"{_dataset_description(data)} (validation)", "split": "validation"},
+                            "name": f"{_dataset_description(data)}, validation split", "split": "validation"},
                 "metrics": metrics,
             }],
         }]
