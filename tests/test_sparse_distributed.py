@@ -75,6 +75,8 @@ def _check_summary(summary: dict, engine: str) -> None:
         "zero3",
         pytest.param("zero1", marks=pytest.mark.slow),  # same code path as zero2
         pytest.param("zero3_persistent", marks=pytest.mark.slow),  # zero3 plus whole small weights
+        pytest.param("zero2_bf16", marks=pytest.mark.slow),  # bf16 keeps whole-tensor grad buffers
+        pytest.param("zero3_bf16", marks=pytest.mark.slow),
     ],
 )
 def test_two_process_invariants(engine, summaries, tmp_path_factory):
