@@ -104,6 +104,28 @@ def test_batched_heads_match_looped_heads_in_values_and_gradients(overrides: dic
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6, msg=lambda m: f"{name}: {m}")
 
 
+@pytest.mark.parametrize("chunk", [5, 64])
+def test_chunked_loss_matches_the_whole_logits_loss_and_gradients(chunk: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    from nt_llm.modeling import modeling_neurotrails
+
+    calls = []
+    real = modeling_neurotrails._summed_nll
+    monkeypatch.setattr(modeling_neurotrails, "_summed_nll", lambda *a: calls.append(1) or real(*a))
+    whole = tiny_model().train()
+    chunked = tiny_model(loss_chunk_size=chunk).train()
+    chunked.load_state_dict(whole.state_dict())
+    input_ids, attention_mask, labels = padded_batch()
+    expected = whole(input_ids, attention_mask=attention_mask, labels=labels, return_logits=False)
+    got = chunked(input_ids, attention_mask=attention_mask, labels=labels, return_logits=False)
+    assert got.logits is None
+    assert len(calls) == 3 * -(-input_ids.numel() // chunk)  # every head, every chunk of the 20 tokens
+    torch.testing.assert_close(got.head_losses, expected.head_losses)
+    expected.loss.backward()
+    got.loss.backward()
+    for p, q in zip(whole.parameters(), chunked.parameters()):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-6)
+
+
 def test_activation_checkpointing_leaves_gradients_unchanged(monkeypatch: pytest.MonkeyPatch) -> None:
     from nt_llm.modeling import modeling_neurotrails
 
@@ -213,6 +235,7 @@ def test_every_size_loads_and_builds_a_valid_config() -> None:
         ({"share_embeddings": False}, "share_embeddings"),
         ({"head_execution": "parallel"}, "head_execution"),
         ({"loss_reduction": "max"}, "loss_reduction"),
+        ({"loss_chunk_size": -1}, "loss_chunk_size"),
         ({"tie_word_embeddings": True}, "tie_word_embeddings"),
         ({"hidden_size": 30}, "hidden_size"),
         ({"num_key_value_heads": 3}, "num_key_value_heads"),

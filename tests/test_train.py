@@ -57,6 +57,14 @@ def test_each_method_trains_evaluates_and_checkpoints(tmp_path: Path, method: st
     assert (result.checkpoint / "model" / "tokenizer.json").is_file()
 
 
+def test_bf16_and_chunked_loss_train(tmp_path: Path) -> None:
+    recipe = tiny_recipe(tmp_path, optim={"precision": "bf16"}, model={"loss_chunk_size": 16})
+    result = train(recipe_from_dict(recipe))
+    losses = [e["loss"] for e in events(tmp_path / "run", "train")]
+    assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]
+    assert result.metrics["ensemble_ppl"] < 1000
+
+
 def test_neurotrails_checkpoint_holds_exactly_the_target_nonzeros(tmp_path: Path) -> None:
     result = train(recipe_from_dict(tiny_recipe(tmp_path)))
     weights = load_file(result.checkpoint / "model" / "model.safetensors")

@@ -32,6 +32,9 @@ class NeuroTrailsConfig(LlamaConfig):
         head_execution: ``"batched"`` runs the heads as one computation over stacked weights (the default,
             faster); ``"loop"`` runs each head's transformers modules in turn (the reference, no KV cache).
         loss_reduction: how the heads' causal-LM losses combine: ``"sum"`` (the paper) or ``"mean"``.
+        loss_chunk_size: when > 0, a forward with labels and ``return_logits=False`` (training) computes each
+            head's loss this many tokens at a time, recomputing the chunk's logits in backward, so that no
+            ``[B, T, vocab]`` logits are held. 0 computes whole logits.
     """
 
     model_type = "neurotrails"
@@ -41,6 +44,7 @@ class NeuroTrailsConfig(LlamaConfig):
     share_embeddings: bool = True
     head_execution: str = "batched"
     loss_reduction: str = "sum"
+    loss_chunk_size: int = 0
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
@@ -59,6 +63,7 @@ class NeuroTrailsConfig(LlamaConfig):
         _require_int("num_attention_heads", self.num_attention_heads, minimum=1)
         _require_int("ensemble_size", self.ensemble_size, minimum=1)
         _require_int("head_layers", self.head_layers, minimum=1)
+        _require_int("loss_chunk_size", self.loss_chunk_size, minimum=0)
         if self.hidden_size % self.num_attention_heads != 0:
             raise ValueError(
                 f"hidden_size ({self.hidden_size}) must be a multiple of num_attention_heads "

@@ -11,6 +11,7 @@ torch, transformers and files in its own folder.
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 from transformers import GenerationMixin
@@ -28,6 +29,8 @@ from transformers.models.llama.modeling_llama import (
 )
 
 from .configuration_neurotrails import NeuroTrailsConfig
+
+IGNORE_INDEX = -100
 
 
 @dataclass
@@ -151,17 +154,27 @@ class NeuroTrailsForCausalLM(LlamaPreTrainedModel, GenerationMixin):
         else:
             hidden = self._heads_loop(hidden, mask, position_ids, position_embeddings, **kwargs)
         hidden = _keep_last(hidden, logits_to_keep)  # [H, B, T', D]
-        # One LM head at a time: stacking [H, V, D] weights or [H, B, T, V] logits would copy the largest tensors.
-        head_logits = [head.lm_head(hidden[index]) for index, head in enumerate(self.heads)]
-
-        head_losses = loss = None
-        if labels is not None:
+        head_logits = head_losses = loss = None
+        if labels is not None and config.loss_chunk_size and not (return_logits or output_head_logits):
+            # Training without logits: [B, T, V] per head is never held, only one chunk of it at a time.
+            num_items = kwargs.get("num_items_in_batch")
             head_losses = torch.stack(
                 [
-                    self.loss_function(logits=logits, labels=labels, vocab_size=config.vocab_size, **kwargs)
-                    for logits in head_logits
+                    _chunked_causal_lm_loss(hidden[index], head.lm_head, labels, config.loss_chunk_size, num_items)
+                    for index, head in enumerate(self.heads)
                 ]
             )
+        else:
+            # One LM head at a time: stacking [H, V, D] weights or [H, B, T, V] logits would copy the largest tensors.
+            head_logits = [head.lm_head(hidden[index]) for index, head in enumerate(self.heads)]
+            if labels is not None:
+                head_losses = torch.stack(
+                    [
+                        self.loss_function(logits=logits, labels=labels, vocab_size=config.vocab_size, **kwargs)
+                        for logits in head_logits
+                    ]
+                )
+        if head_losses is not None:
             loss = head_losses.sum() if config.loss_reduction == "sum" else head_losses.mean()
 
         return NeuroTrailsCausalLMOutput(
@@ -217,6 +230,30 @@ class NeuroTrailsForCausalLM(LlamaPreTrainedModel, GenerationMixin):
             else:
                 x = _batched_decoder_layer(layers, x, mask, position_embeddings, cache, **kwargs)
         return _batched_rms_norm(x, [head.norm for head in self.heads])
+
+
+def _chunked_causal_lm_loss(
+    hidden: torch.Tensor,
+    lm_head: nn.Linear,
+    labels: torch.Tensor,
+    chunk_size: int,
+    num_items_in_batch: torch.Tensor | int | None,
+) -> torch.Tensor:
+    """transformers' causal-LM loss (shifted labels, -100 ignored, mean over predicted tokens or over
+    ``num_items_in_batch``) from ``hidden [B, T, D]``, ``chunk_size`` tokens at a time. Each chunk's logits are
+    recomputed in the backward pass instead of being kept: one LM-head forward more, ``[chunk, V]`` memory."""
+    target = F.pad(labels, (0, 1), value=IGNORE_INDEX)[:, 1:].reshape(-1)
+    hidden = hidden.reshape(-1, hidden.shape[-1])
+    total = hidden.new_zeros((), dtype=torch.float32)
+    for start in range(0, target.numel(), chunk_size):
+        part = slice(start, start + chunk_size)
+        total = total + checkpoint(_summed_nll, hidden[part], target[part], lm_head, use_reentrant=False)
+    count = num_items_in_batch if num_items_in_batch is not None else (target != IGNORE_INDEX).sum()
+    return total / count
+
+
+def _summed_nll(hidden: torch.Tensor, target: torch.Tensor, lm_head: nn.Linear) -> torch.Tensor:
+    return F.cross_entropy(lm_head(hidden).float(), target, ignore_index=IGNORE_INDEX, reduction="sum")
 
 
 def _mean(tensors: list[torch.Tensor]) -> torch.Tensor:

@@ -43,6 +43,7 @@ class ModelRecipe:
     head_layers: int | None = None  # None: two thirds of the blocks (the paper's split)
     head_execution: str = "batched"
     loss_reduction: str = "sum"
+    loss_chunk_size: int = 0  # > 0: the training loss in chunks of this many tokens, no [B, T, vocab] logits
     activation_checkpointing: bool = False
     config_overrides: dict[str, Any] = field(default_factory=dict)  # any other LlamaConfig field
 

@@ -352,6 +352,7 @@ def model_config(recipe: Recipe, tokenizer) -> NeuroTrailsConfig:
             head_layers=m.head_layers,
             head_execution=m.head_execution,
             loss_reduction=m.loss_reduction,
+            loss_chunk_size=m.loss_chunk_size,
             **{
                 **m.config_overrides,
                 "vocab_size": vocab_size_of(tokenizer),
