@@ -62,12 +62,19 @@ PRUNE_SCORES: dict[str, PruneScoreFn] = {"magnitude": magnitude_scores, "soft_ma
 GROWTH_SCORES: dict[str, GrowthScoreFn] = {"random": random_scores, "gradient": gradient_scores}
 
 
-def select_top(scores: torch.Tensor, candidates: torch.Tensor, k: int, n_candidates: int | None = None) -> torch.Tensor:
+def select_top(
+    scores: torch.Tensor,
+    candidates: torch.Tensor,
+    k: int,
+    n_candidates: int | None = None,
+    scratch: bool = False,
+) -> torch.Tensor:
     """Boolean mask of exactly k candidate positions with the highest scores.
 
     One k-th-value threshold over the whole tensor (O(n), no sort and no index gathering), then
     ties at the threshold are filled in index order up to k. Non-candidates rank below every
-    candidate, -inf candidate scores included, so they can never be picked.
+    candidate, -inf candidate scores included, so they can never be picked. `scratch=True` lets
+    it overwrite a float32 `scores` instead of copying it (one tensor less at update time).
     """
     n = int(torch.count_nonzero(candidates)) if n_candidates is None else n_candidates
     if not 0 <= k <= n:
@@ -77,7 +84,8 @@ def select_top(scores: torch.Tensor, candidates: torch.Tensor, k: int, n_candida
     if k == n:
         return candidates.clone()
     lowest = torch.finfo(torch.float32).min
-    ranked = torch.where(candidates, scores.float().clamp(min=lowest), float("-inf")).reshape(-1)
+    ranked = scores.clamp_(min=lowest) if scratch and scores.dtype == torch.float32 else scores.float().clamp(min=lowest)
+    ranked = ranked.masked_fill_(~candidates, float("-inf")).reshape(-1)
     threshold = kth_largest(ranked, k)
     out = ranked > threshold
     missing = k - int(torch.count_nonzero(out))
@@ -133,19 +141,18 @@ def update_mask(
     n_prune: int,
     n_target: int,
 ) -> torch.Tensor:
-    """One prune-then-grow step on one tensor: returns the new mask.
+    """One prune-then-grow step on one tensor: returns the new mask (the score tensors are consumed).
 
     Drops the n_prune active positions with the lowest keep score, then grows the highest-scoring
     inactive positions until exactly n_target are active. A just-pruned position may win the
-    growth too; it then simply stays active, so the counts returned are the real topology change
-    (old-only and new-only positions).
+    growth too; it then simply stays active (with its weight and optimizer state).
     """
-    n_active = int(mask.sum())
+    n_active = int(torch.count_nonzero(mask))
     n_keep = n_active - n_prune
     if n_keep < 0 or n_keep > n_target:
         raise ValueError(f"n_prune={n_prune} leaves {n_keep} of {n_active} active, outside [0, n_target={n_target}]")
-    kept = select_top(keep_scores, mask, n_keep)
-    grown = select_top(grow_scores, ~kept, n_target - n_keep)
+    kept = select_top(keep_scores, mask, n_keep, n_candidates=n_active, scratch=True)
+    grown = select_top(grow_scores, ~kept, n_target - n_keep, n_candidates=mask.numel() - n_keep, scratch=True)
     return kept | grown
 
 

@@ -248,7 +248,7 @@ class DynamicSparsity:
         """Cache counts and the engine's per-step form of the masks (they change only at updates)."""
         self.counts = {n: int(torch.count_nonzero(m)) for n, m in self.masks.items()}
         self._ever_count = sum(int(torch.count_nonzero(m)) for m in self.ever_active.values())
-        self.engine.prepare_masks(self.params, list(self.masks.values()))
+        self.engine.prepare_masks(self.params, list(self.masks.values()), [self.counts[n] for n in self.names])
 
     def stats(self, per_tensor: bool = True) -> dict[str, float]:
         """Scalars for a tracker, keyed `sparsity/...` (cheap: counts are cached at mask changes)."""

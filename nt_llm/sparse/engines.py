@@ -58,12 +58,13 @@ class Engine:
     def full_grad(self, param: nn.Parameter) -> torch.Tensor | None:
         return None if param.grad is None else param.grad.detach().clone()
 
-    def prepare_masks(self, params: Sequence[nn.Parameter], masks: Sequence[torch.Tensor]) -> None:
-        """Called whenever the masks change: precompute what the per-step masking uses."""
+    def prepare_masks(
+        self, params: Sequence[nn.Parameter], masks: Sequence[torch.Tensor], counts: Sequence[int]
+    ) -> None:
+        """Called whenever the masks change (with their active counts): precompute the per-step form."""
         self._inactive = {}
-        for p, m in zip(params, masks):
-            n_inactive = m.numel() - int(torch.count_nonzero(m))
-            if n_inactive <= self.index_fraction * m.numel():
+        for p, m, n_active in zip(params, masks, counts):
+            if m.numel() - n_active <= self.index_fraction * m.numel():
                 self._inactive[id(p)] = (~m).reshape(-1).nonzero().squeeze(1)
 
     def mask_grads(self, params: Sequence[nn.Parameter], masks: Sequence[torch.Tensor]) -> None:
@@ -138,7 +139,9 @@ class DeepSpeedEngineAdapter(Engine):
 
         engine.step = step
 
-    def prepare_masks(self, params: Sequence[nn.Parameter], masks: Sequence[torch.Tensor]) -> None:
+    def prepare_masks(
+        self, params: Sequence[nn.Parameter], masks: Sequence[torch.Tensor], counts: Sequence[int]
+    ) -> None:
         """Nothing: gradients are masked per local partition."""
 
     def full_weight(self, param: nn.Parameter) -> torch.Tensor:
@@ -243,7 +246,9 @@ class DeepSpeedEngineAdapter(Engine):
 class FSDP2Engine(Engine):
     """torch FSDP2 (`fully_shard`): parameters, grads and optimizer state are DTensors sharded on dim 0."""
 
-    def prepare_masks(self, params: Sequence[nn.Parameter], masks: Sequence[torch.Tensor]) -> None:
+    def prepare_masks(
+        self, params: Sequence[nn.Parameter], masks: Sequence[torch.Tensor], counts: Sequence[int]
+    ) -> None:
         """Nothing: gradients are masked per local shard."""
 
     def full_weight(self, param: nn.Parameter) -> torch.Tensor:
