@@ -8,12 +8,18 @@ Usage with accelerate (after `accelerator.prepare`)::
             loss = model(**batch).loss
             accelerator.backward(loss)          # DeepSpeed steps in here: the hooks run inside it
             if accelerator.sync_gradients:
-                sparsity.before_optimizer_step()  # captures dense grads at update steps, masks grads
+                sparsity.before_optimizer_step()  # dense grads kept at update steps; grads masked
+                accelerator.clip_grad_norm_(model.parameters(), 1.0)  # after: clips active grads only
                 optimizer.step()
-                sparsity.after_optimizer_step()   # re-masks weights, updates topology every N steps
+                sparsity.after_optimizer_step(optimizer.step_was_skipped)  # topology every N steps
             optimizer.zero_grad()
 
 Under DeepSpeed the two calls are no-ops: the engine's own `step` is wrapped to run them.
+
+Between updates the only per-step work is zeroing the gradients of inactive positions (a list of
+those positions when they are few): with their optimizer state zeroed at each update, SGD, Adam
+and AdamW then leave the pruned weights exactly 0. `mask_weights_every_step` adds a pass over
+the weights for optimizers that move zero-gradient weights.
 
 Resuming: construct DynamicSparsity first, then restore model, optimizer and `load_state_dict`
 (the order of `accelerator.register_for_checkpointing(sparsity)` + `accelerator.load_state`).
