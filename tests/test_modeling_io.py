@@ -12,17 +12,9 @@ from transformers import AutoConfig, AutoModelForCausalLM
 import nt_llm  # noqa: F401  (registers the Auto classes)
 from nt_llm.modeling import NeuroTrailsConfig, NeuroTrailsForCausalLM
 
-TINY = dict(
-    vocab_size=97,
-    hidden_size=32,
-    intermediate_size=64,
-    num_hidden_layers=3,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    max_position_embeddings=64,
-    ensemble_size=3,
-    head_layers=2,
-)
+from test_modeling import TINY as TINY_LLAMA
+
+TINY = {**TINY_LLAMA, "ensemble_size": 3, "head_layers": 2}
 
 # Makes `import nt_llm` fail in the child, as on a machine where only the exported folder exists.
 BLOCK_NT_LLM = textwrap.dedent(
