@@ -126,6 +126,15 @@ def test_chunked_loss_matches_the_whole_logits_loss_and_gradients(chunk: int, mo
         torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-6)
 
 
+def test_batched_heads_match_looped_heads_without_autograd() -> None:
+    batched, looped = tiny_model("batched"), tiny_model("loop")
+    looped.load_state_dict(batched.state_dict())
+    input_ids, attention_mask, _ = padded_batch()
+    with torch.no_grad():
+        outs = [m(input_ids, attention_mask=attention_mask, output_head_logits=True, use_cache=False) for m in (batched, looped)]
+    torch.testing.assert_close(outs[0].head_logits, outs[1].head_logits, rtol=1e-5, atol=1e-5)
+
+
 def test_activation_checkpointing_leaves_gradients_unchanged(monkeypatch: pytest.MonkeyPatch) -> None:
     from nt_llm.modeling import modeling_neurotrails
 

@@ -269,7 +269,14 @@ def _keep_last(hidden: torch.Tensor, logits_to_keep: int | torch.Tensor) -> torc
 
 
 def _batched_linear(x: torch.Tensor, linears: list[nn.Linear]) -> torch.Tensor:
-    """``x [H, B, T, in]`` through H linears at once: ``[H, B, T, out]``."""
+    """``x [H, B, T, in]`` through H linears at once: ``[H, B, T, out]``.
+
+    With autograd, one bmm over stacked weights: the stack copies the weights once per forward, which a
+    training batch amortises. Without it (inference, decoding token by token) a copy of every head weight per
+    token would dominate: each head's own matmul, outputs stacked, copies only activations.
+    """
+    if not torch.is_grad_enabled():
+        return torch.stack([F.linear(x[h], linear.weight, linear.bias) for h, linear in enumerate(linears)])
     heads, batch, seq, width = x.shape
     weight = torch.stack([linear.weight for linear in linears])  # [H, out, in]
     out = torch.bmm(x.reshape(heads, batch * seq, width), weight.transpose(1, 2))
