@@ -325,3 +325,18 @@ def test_neurotrails_model_default_patterns():
         assert not torch.equal(model(input_ids=ids).logits, ref)
         param[tuple(pos)] = 0.0
         assert torch.equal(model(input_ids=ids).logits, ref)
+
+
+def test_neurotrails_paper_recipe_also_sparsifies_backbone_and_embedding():
+    from nt_llm.modeling import NeuroTrailsConfig, NeuroTrailsForCausalLM
+    from nt_llm.sparse import NEUROTRAILS_ALL
+
+    config = NeuroTrailsConfig(
+        vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+        num_attention_heads=4, num_key_value_heads=4, ensemble_size=2, head_layers=2,
+    )
+    sparsity = DynamicSparsity(NeuroTrailsForCausalLM(config), SparsityConfig(density=0.5, include=NEUROTRAILS_ALL))
+    assert "embed_tokens.weight" in sparsity.names
+    assert sum(n.startswith("backbone.0.") for n in sparsity.names) == 7
+    assert len(sparsity.names) == 1 + 7 + 2 * (2 * 7 + 1)
+    assert not any("norm" in n for n in sparsity.names)
