@@ -75,7 +75,8 @@ class SparsityConfig:
         _in_range("prune_rate_floor", self.prune_rate_floor, 0.0, 1.0)
         if self.prune_rate_floor > self.prune_rate:
             raise ValueError(
-                f"SparsityConfig.prune_rate_floor ({self.prune_rate_floor}) must not exceed prune_rate ({self.prune_rate})"
+                f"SparsityConfig.prune_rate_floor ({self.prune_rate_floor}) must not exceed "
+                f"prune_rate ({self.prune_rate})"
             )
         if self.final_density is not None:
             _in_range("final_density", self.final_density, 0.0, 1.0, low_open=True)

@@ -39,13 +39,17 @@ def soft_magnitude_scores(weight: torch.Tensor, temperature: float, generator: t
     return temperature * weight.detach().abs().float().log() + noise
 
 
-def random_scores(grad: torch.Tensor | None, shape: torch.Size, device: torch.device, generator: torch.Generator) -> torch.Tensor:
+def random_scores(
+    grad: torch.Tensor | None, shape: torch.Size, device: torch.device, generator: torch.Generator
+) -> torch.Tensor:
     """SET: every inactive position is equally likely to grow."""
     del grad
     return torch.rand(shape, generator=generator).to(device)
 
 
-def gradient_scores(grad: torch.Tensor | None, shape: torch.Size, device: torch.device, generator: torch.Generator) -> torch.Tensor:
+def gradient_scores(
+    grad: torch.Tensor | None, shape: torch.Size, device: torch.device, generator: torch.Generator
+) -> torch.Tensor:
     """RigL: grow where the dense gradient is largest in magnitude."""
     del generator
     if grad is None:
@@ -84,7 +88,10 @@ def select_top(
     if k == n:
         return candidates.clone()
     lowest = torch.finfo(torch.float32).min
-    ranked = scores.clamp_(min=lowest) if scratch and scores.dtype == torch.float32 else scores.float().clamp(min=lowest)
+    if scratch and scores.dtype == torch.float32:
+        ranked = scores.clamp_(min=lowest)
+    else:
+        ranked = scores.float().clamp(min=lowest)
     ranked = ranked.masked_fill_(~candidates, float("-inf")).reshape(-1)
     threshold = kth_largest(ranked, k)
     out = ranked > threshold
