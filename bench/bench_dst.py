@@ -147,6 +147,9 @@ def main() -> None:
     print(f"  < 2 % from about  : {int(need)} tokens per optimizer step (forward/backward scaled linearly)")
     print(f"step-time difference: {100 * (statistics.median(hooked) - step_s) / step_s:+.2f} % (noisier)")
     print(f"mask update         : {update_s:.3f} s = {update_s / step_s:.2f} plain steps (target < 1)")
+    need = tokens * max(0.0, update_s - statistics.median(opt_steps)) / fb_s
+    print(f"  < 1 step from about: {int(need)} tokens per optimizer step; "
+          f"amortised over update_frequency=50: {update_s / 50 / step_s:.3f} steps per step")
     print(f"last update         : pruned {sparsity.last_update.pruned}, grown {sparsity.last_update.grown}")
 
 
