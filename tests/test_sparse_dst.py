@@ -340,3 +340,11 @@ def test_neurotrails_paper_recipe_also_sparsifies_backbone_and_embedding():
     assert sum(n.startswith("backbone.0.") for n in sparsity.names) == 7
     assert len(sparsity.names) == 1 + 7 + 2 * (2 * 7 + 1)
     assert not any("norm" in n for n in sparsity.names)
+
+
+def test_after_without_before_is_an_error():
+    model, opt, sparsity = _fresh(_config())
+    _loss(model, _batches(1)[0]).backward()
+    opt.step()
+    with pytest.raises(RuntimeError, match="without before_optimizer_step"):
+        sparsity.after_optimizer_step()

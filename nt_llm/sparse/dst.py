@@ -100,6 +100,7 @@ class DynamicSparsity:
         self.step = 0
         self.last_update = UpdateStats()
         self._grads: dict[str, torch.Tensor] = {}
+        self._armed = False  # before_optimizer_step ran since the last after_optimizer_step
         # Optimizers create their state lazily at the first step (DeepSpeed from unmasked
         # gradients): mask it once more after the next step.
         self._state_pending = True
@@ -128,11 +129,16 @@ class DynamicSparsity:
         """Call right before `optimizer.step()` on real (synchronised) steps; no-op under DeepSpeed."""
         if not self.engine.drives_hooks:
             self._pre_step()
+            self._armed = True
 
     def after_optimizer_step(self, step_was_skipped: bool = False) -> None:
         """Call right after `optimizer.step()` on real steps; pass accelerate's `optimizer.step_was_skipped`."""
         if self.engine.drives_hooks:
             return
+        if not self._armed:
+            # unmasked gradients would have let the step move pruned weights
+            raise RuntimeError("after_optimizer_step() without before_optimizer_step() before the optimizer step")
+        self._armed = False
         if step_was_skipped:
             # A skipped (overflowed) step changed nothing: drop captured grads, keep the count.
             self._grads = {}
