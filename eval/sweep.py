@@ -1,0 +1,61 @@
+"""Sweep NeuroTrails over head depth and density: the paper's "Goldilocks" analysis of prediction diversity
+against accuracy, with the same outputs as ``reproduce.py`` (results.md/json, loss.png, disagreement.png).
+
+Every grid point trains with the same data, token budget and seeds; a density of 1 is TreeNet at that depth.
+
+    python eval/sweep.py --head-layers 1,2,3 --density 0.5,0.9            # 9m, embedded corpus
+    python eval/sweep.py --size 20m --head-layers 2,4,6 --density 0.3,0.6,0.9 --steps 1000 --seeds 0,1
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from reproduce import RunSpec, add_common_arguments, parse_list, run_all
+
+log = logging.getLogger("sweep")
+
+
+def grid_specs(head_layers: list[int], densities: list[float], seeds: list[int]) -> list[RunSpec]:
+    """One run per (head depth, density, seed); density 1 means no sparsity (TreeNet)."""
+    for layers in head_layers:
+        if layers < 1:
+            raise ValueError(f"--head-layers must be >= 1, got {layers}")
+    for density in densities:
+        if not 0 < density <= 1:
+            raise ValueError(f"--density must be in (0, 1], got {density}")
+    return [
+        RunSpec(
+            label=f"h{layers}_d{density:g}",
+            method="neurotrails" if density < 1 else "treenet",
+            head_layers=layers,
+            density=density,
+            seed=seed,
+        )
+        for seed in seeds
+        for layers in head_layers
+        for density in densities
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_common_arguments(parser)
+    parser.add_argument("--head-layers", type=lambda t: parse_list(t, int), default=[1, 2, 3])
+    parser.add_argument("--density", type=lambda t: parse_list(t, float), default=[0.5, 0.9])
+    parser.set_defaults(out=parser.get_default("out").with_name("sweep"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        specs = grid_specs(args.head_layers, args.density, args.seeds)
+        run_all(specs, args, f"Head depth x density sweep at {args.size}: {args.steps} steps x {args.batch} x {args.seq_len}")
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
+        log.error("%s", err)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""eval/reproduce.py and eval/sweep.py end to end on a tiny local config (a few steps per run)."""
+
+import json
+import logging
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from train_support import TINY_SIZE, tiny_recipe
+
+EVAL_DIR = Path(__file__).resolve().parents[1] / "eval"
+sys.path.insert(0, str(EVAL_DIR))
+
+import reproduce  # noqa: E402  (eval/ is a folder of scripts, not a package)
+import sweep  # noqa: E402
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def tiny_flags(tmp_path: Path) -> list[str]:
+    """Flags that train each run for 4 steps on local shards with a 400-piece tokenizer, hidden 32."""
+    data = tiny_recipe(tmp_path)["data"]
+    data_file = tmp_path / "data.yaml"
+    data_file.write_text(yaml.safe_dump(data))
+    size_file = tmp_path / "tiny_size.yaml"
+    size_file.write_text(yaml.safe_dump({**TINY_SIZE, "num_hidden_layers": 3}))
+    return [
+        "--size", str(size_file), "--data", str(data_file), "--steps", "4", "--batch", "4", "--seq-len", "16",
+        "--eval-every", "2", "--validation-tokens", "256", "--threads", "1", "--out", str(tmp_path / "out"),
+    ]
+
+
+def check_outputs(out: Path, labels: list[str]) -> list[dict]:
+    assert (out / "loss.png").read_bytes()[:8] == PNG_MAGIC
+    assert (out / "disagreement.png").read_bytes()[:8] == PNG_MAGIC
+    table = (out / "results.md").read_text()
+    results = json.loads((out / "results.json").read_text())
+    rows = {row["label"]: row for row in results["rows"]}
+    assert list(rows) == labels
+    for label, row in rows.items():
+        assert f"| {label} |" in table
+        assert row["tokens"] == 4 * 4 * 16
+        # Four steps barely move a 400-piece model: its perplexity stays finite and near the vocabulary size.
+        assert 1 < row["ensemble_ppl"]["mean"] < 2000
+        assert all(1 < head["mean"] < 2000 for head in row["head_ppl"])
+        assert 0 < row["params_nonzero"] <= row["params_total"]
+        assert row["train_flops"] > 3 * row["inference_flops_per_token"] * row["tokens"] * 0.99
+        assert 0 <= row["disagreement"]["mean"] <= 1
+        curve = results["runs"][label][0]["curve"]
+        assert [point["tokens"] for point in curve] == [2 * 64, 4 * 64]
+        assert all(math.isfinite(point["val_loss"]) for point in curve)
+    return list(rows.values())
+
+
+def test_reproduce_writes_table_and_plots(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="reproduce")
+    assert reproduce.main(tiny_flags(tmp_path) + ["--methods", "dense,neurotrails", "--density", "0.5"]) == 0
+    rows = {row["label"]: row for row in check_outputs(tmp_path / "out", ["dense", "neurotrails"])}
+    dense, neurotrails = rows["dense"], rows["neurotrails"]
+    assert len(dense["head_ppl"]) == 1 and len(neurotrails["head_ppl"]) == 3
+    assert dense["disagreement"]["mean"] == 0
+    # Density 0.5 heads: clearly fewer nonzero weights than parameters (the dense model only lacks its pad row).
+    assert neurotrails["params_nonzero"] < 0.8 * neurotrails["params_total"]
+    assert dense["params_nonzero"] > 0.99 * dense["params_total"]
+    # A second call reuses the finished runs instead of retraining them.
+    caplog.clear()
+    assert reproduce.main(tiny_flags(tmp_path) + ["--methods", "dense"]) == 0
+    assert "dense_s0: finished earlier, reusing" in caplog.text
+
+
+@pytest.mark.slow
+def test_reproduce_trains_every_method(tmp_path):
+    assert reproduce.main(tiny_flags(tmp_path) + ["--density", "0.5"]) == 0
+    rows = {row["label"]: row for row in check_outputs(tmp_path / "out", list(reproduce.METHODS))}
+    dense, treenet, neurotrails, full = (rows[m] for m in reproduce.METHODS)
+    assert len(full["head_ppl"]) == 3
+    # Same shape; NeuroTrails at density 0.5 keeps fewer nonzero weights and so counts fewer FLOPs.
+    assert neurotrails["params_total"] == treenet["params_total"]
+    assert neurotrails["params_nonzero"] < 0.8 * treenet["params_nonzero"]
+    assert neurotrails["inference_flops_per_token"] < treenet["inference_flops_per_token"]
+    assert full["params_total"] > treenet["params_total"] > dense["params_total"]
+
+
+def test_sweep_writes_one_row_per_grid_point(tmp_path):
+    assert sweep.main(tiny_flags(tmp_path) + ["--head-layers", "1", "--density", "0.5"]) == 0
+    (row,) = check_outputs(tmp_path / "out", ["h1_d0.5"])
+    assert row["params_nonzero"] < 0.8 * row["params_total"]
+
+
+@pytest.mark.slow
+def test_sweep_grid(tmp_path):
+    flags = tiny_flags(tmp_path) + ["--head-layers", "1,2", "--density", "0.5,1"]
+    assert sweep.main(flags) == 0
+    rows = check_outputs(tmp_path / "out", ["h1_d0.5", "h1_d1", "h2_d0.5", "h2_d1"])
+    by_label = {row["label"]: row for row in rows}
+    assert by_label["h1_d1"]["params_nonzero"] == by_label["h1_d1"]["params_total"]
+    assert by_label["h2_d0.5"]["params_nonzero"] < by_label["h2_d1"]["params_nonzero"]
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--methods", "dense,moe"], "unknown ['moe']"),
+        (["--density", "1.5"], "--density must be in (0, 1]"),
+    ],
+)
+def test_reproduce_rejects_bad_input(tmp_path, caplog, flags, message):
+    assert reproduce.main(["--out", str(tmp_path / "out"), *flags]) == 2
+    assert message in caplog.text
+
+
+def test_sweep_rejects_bad_grid(tmp_path, caplog):
+    assert sweep.main(["--out", str(tmp_path / "out"), "--head-layers", "0"]) == 2
+    assert "--head-layers must be >= 1" in caplog.text
