@@ -27,7 +27,8 @@ from nt_llm.modeling.sizes import build_config
 log = logging.getLogger("bench_inference")
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
+    """Run the benchmark; returns per model its median latency and forward samples and FLOPs per token."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="130m")
     parser.add_argument("--ensemble-size", type=int, default=3)
@@ -99,6 +100,11 @@ def main(argv: list[str] | None = None) -> None:
             "  %-15s time ratio wall %.3f cpu %.3f   / FLOP ratio: wall %.3f cpu %.3f (1 = as fast as FLOPs allow)",
             what, wall, cpu, wall / flop_ratio, cpu / flop_ratio,
         )
+    return {
+        name: {"latency_wall": med_lat[name].wall, "latency_cpu": med_lat[name].cpu, "forward_wall": med_fwd[name].wall,
+               "forward_cpu": med_fwd[name].cpu, "flops_per_token": flops[name]}
+        for name in models
+    }
 
 
 if __name__ == "__main__":

@@ -69,7 +69,8 @@ def run_child(args: argparse.Namespace, batch: int, chunk: int) -> dict[str, flo
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> list[dict[str, float]]:
+    """Run the benchmark; returns one row per batch size (bytes and seconds) as printed."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="9m")
     parser.add_argument("--method", default="neurotrails")
@@ -85,11 +86,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.child:
         print(json.dumps(child(args)))  # the parent reads this line
-        return
+        return []
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.chunk < 1:
         parser.error("--chunk must be >= 1 (the chunked configuration to compare)")
     batches = [int(b) for b in args.batches.split(",") if b]
+    rows: list[dict[str, float]] = []
     log.info(
         "size=%s method=%s H=%d vocab=%d seq=%d device=%s torch=%s threads=%d (one fresh process per row)",
         args.size, args.method, args.ensemble_size, args.vocab, args.seq, args.device, torch.__version__, args.threads,
@@ -107,7 +109,10 @@ def main(argv: list[str] | None = None) -> None:
             batch, logits / MiB, step_full / MiB, step_chunk / MiB, (step_full - step_chunk) / MiB,
             logits / step_full if step_full > 0 else float("nan"), full["seconds"], chunked["seconds"],
         )
+        rows.append({"batch": batch, "logits": logits, "step_full": step_full, "step_chunked": step_chunk,
+                     "seconds_full": full["seconds"], "seconds_chunked": chunked["seconds"]})
     log.info("step MiB = peak after forward + backward - peak after building the model (includes parameter grads)")
+    return rows
 
 
 if __name__ == "__main__":

@@ -94,7 +94,8 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, n: int = 4096, repeats
     return 2 * n**3 * repeats / sample.wall
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> list[dict[str, float | str]]:
+    """Run the benchmark; returns one row per (phase, model) as printed."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="130m")
     parser.add_argument("--ensemble-size", type=int, default=3)
@@ -128,6 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     header = f"{'method':<14} {'wall s/step':>11} {'cpu s/step':>10} {'tokens/s':>9} {'FLOP ratio':>10} {'wall/ideal':>10} {'cpu/ideal':>9}"
     log.info("%s%s", header, "   MFU" if peak else "")
+    rows: list[dict[str, float | str]] = []
     for method in methods:
         config = build_config(args.size, method, ensemble_size=args.ensemble_size, head_layers=args.head_layers)
         flop_ratio = training_flops_per_token(config, args.seq) / dense_flops
@@ -150,8 +152,11 @@ def main(argv: list[str] | None = None) -> None:
                 "%-14s %11.3f %10.3f %9.0f %10.2f %10.3f %9.3f%s",
                 name, s.wall, s.cpu, tokens / s.wall, ratio, s.wall / (dense.wall * ratio), s.cpu / (dense.cpu * ratio), mfu,
             )
+            rows.append({"phase": method, "model": name, "wall": s.wall, "cpu": s.cpu, "flop_ratio": ratio,
+                         "wall_vs_ideal": s.wall / (dense.wall * ratio), "cpu_vs_ideal": s.cpu / (dense.cpu * ratio)})
         del steps  # free this phase's models and optimizer state before the next
     log.info("wall/ideal = step time / (dense step time of the same phase x FLOP ratio); <= 1.05 is the target")
+    return rows
 
 
 if __name__ == "__main__":

@@ -256,7 +256,10 @@ def plot_curves(results: dict[str, list[dict[str, Any]]], out: Path) -> None:
         ax.set_xlabel("training tokens")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.lines:
+            ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, "no run with several heads", ha="center", transform=ax.transAxes)
         fig.tight_layout()
         fig.savefig(out / filename, dpi=120)
         plt.close(fig)

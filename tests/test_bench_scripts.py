@@ -1,0 +1,72 @@
+"""The benchmark scripts run end to end on a tiny config and report consistent numbers (no timing targets)."""
+
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from nt_llm.flops import training_flops_per_token
+from nt_llm.modeling.sizes import build_config
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+
+import bench_inference  # noqa: E402  (bench/ is a folder of scripts, not a package)
+import bench_memory  # noqa: E402
+import bench_train  # noqa: E402
+
+SIZE = {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 4, "num_hidden_layers": 3,
+        "vocab_size": 256, "max_position_embeddings": 64}
+
+
+@pytest.fixture
+def size_file(tmp_path: Path) -> str:
+    path = tmp_path / "size.yaml"
+    path.write_text(yaml.safe_dump(SIZE))
+    return str(path)
+
+
+def test_bench_train_reports_every_method_against_its_flop_ideal(size_file):
+    rows = bench_train.main(["--size", size_file, "--batch", "2", "--seq", "16", "--steps", "2", "--threads", "1"])
+    assert [(r["phase"], r["model"]) for r in rows] == [
+        (phase, model) for phase in bench_train.METHODS for model in ("dense", phase)
+    ]
+    dense_flops = training_flops_per_token(build_config(size_file, "dense"), 16)
+    for row in rows:
+        assert row["wall"] > 0 and row["cpu"] >= 0
+        if row["model"] == "dense":
+            assert row["flop_ratio"] == 1 and row["wall_vs_ideal"] == 1
+        else:
+            config = build_config(size_file, row["model"], ensemble_size=3)
+            assert row["flop_ratio"] == pytest.approx(training_flops_per_token(config, 16) / dense_flops)
+            assert row["flop_ratio"] > 1 and math.isfinite(row["wall_vs_ideal"]) and row["wall_vs_ideal"] > 0
+
+
+def test_bench_train_rejects_an_unknown_method(size_file):
+    with pytest.raises(SystemExit):
+        bench_train.main(["--size", size_file, "--methods", "dense_moe"])
+
+
+def test_bench_inference_reports_all_three_models(size_file):
+    result = bench_inference.main(
+        ["--size", size_file, "--prompt", "4", "--new-tokens", "3", "--batch", "2", "--seq", "16", "--trials", "1",
+         "--threads", "1"]
+    )
+    assert set(result) == {"dense", "neurotrails", "full_ensemble"}
+    assert all(r["latency_wall"] > 0 and r["forward_wall"] > 0 for r in result.values())
+    # A shared backbone does less work per token than three whole models, a single model less than either.
+    flops = {name: r["flops_per_token"] for name, r in result.items()}
+    assert flops["dense"] < flops["neurotrails"] < flops["full_ensemble"]
+
+
+def test_bench_memory_shows_what_the_chunked_loss_saves(tmp_path):
+    # Logits dominate this shape: 3 heads x 8 x 64 tokens x 32000 x 4 bytes = 196 MiB, chunks of 64 tokens 8 MiB.
+    size = tmp_path / "size.yaml"
+    size.write_text(yaml.safe_dump({**SIZE, "vocab_size": 32000}))
+    (row,) = bench_memory.main(
+        ["--size", str(size), "--batches", "8", "--seq", "64", "--chunk", "64", "--threads", "1", "--device", "cpu"]
+    )
+    assert row["logits"] == 3 * 8 * 64 * 32000 * 4
+    assert row["step_full"] > row["logits"]  # the logits (and their gradient) are inside the full step's peak
+    assert row["step_full"] - row["step_chunked"] > 0.5 * row["logits"]
