@@ -119,12 +119,9 @@ def main() -> None:
         forward_backward(batches[i % len(batches)])
         sync(device)
         t0 = time.perf_counter()
-        # what the hook does at an update step: capture the dense grads, then prune and regrow
-        sparsity._grads = {n: sparsity.engine.full_grad(p) for n, p in zip(sparsity.names, sparsity.params)}
-        sparsity.update_topology()
+        sparsity.update_topology()  # what the hook does before every N-th step, grads in place
         sync(device)
         updates.append(time.perf_counter() - t0)
-        sparsity._grads = {}
         optimizer.zero_grad(set_to_none=True)
 
     step_s = statistics.median(plain)

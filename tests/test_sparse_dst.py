@@ -76,9 +76,9 @@ def test_invariants_hold_after_every_step_and_update(prune, growth, density):
     updates = 0
     for ids in _batches(30):
         _loss(model, ids).backward()
+        before = {n: m.clone() for n, m in sparsity.masks.items()}
         sparsity.before_optimizer_step()
         opt.step()
-        before = {n: m.clone() for n, m in sparsity.masks.items()}
         sparsity.after_optimizer_step()
         opt.zero_grad()
         _check_zeros(model, sparsity)
@@ -98,23 +98,32 @@ def test_grown_weights_start_at_zero_with_clean_optimizer_state():
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     sparsity = DynamicSparsity(model, _config(update_frequency=4, prune="magnitude", growth="gradient"), opt)
     params = dict(model.named_parameters())
-    for i, ids in enumerate(_batches(4)):
+    batches = _batches(4)
+    for ids in batches[:3]:
         _loss(model, ids).backward()
         sparsity.before_optimizer_step()
         opt.step()
-        old = {n: m.clone() for n, m in sparsity.masks.items()}
         sparsity.after_optimizer_step()
         opt.zero_grad()
-    assert sparsity.step == 4 and sparsity.last_update.grown > 0
+    _loss(model, batches[3]).backward()
+    old = {n: m.clone() for n, m in sparsity.masks.items()}
+    sparsity.before_optimizer_step()  # the update happens here, before step 4
+    assert sparsity.last_update.step == 4 and sparsity.last_update.grown > 0
     for n, new in sparsity.masks.items():
         grown, kept = new & ~old[n], new & old[n]
         state = opt.state[params[n]]
         assert torch.count_nonzero(params[n][grown]) == 0
+        assert torch.count_nonzero(params[n].grad[~new]) == 0
+        assert torch.count_nonzero(params[n].grad[grown]) > 0  # so step 4 trains the grown weights
         for key in ("exp_avg", "exp_avg_sq"):
             assert torch.count_nonzero(state[key][grown]) == 0
             assert torch.count_nonzero(state[key][~new]) == 0
             assert torch.count_nonzero(state[key][kept]) > 0  # kept weights keep their moments
         assert torch.count_nonzero(params[n][kept]) > 0
+    opt.step()
+    sparsity.after_optimizer_step()
+    assert sparsity.step == 4
+    _check_zeros(model, sparsity)
 
 
 class DriftingSGD(torch.optim.SGD):

@@ -8,10 +8,10 @@ Usage with accelerate (after `accelerator.prepare`)::
             loss = model(**batch).loss
             accelerator.backward(loss)          # DeepSpeed steps in here: the hooks run inside it
             if accelerator.sync_gradients:
-                sparsity.before_optimizer_step()  # dense grads kept at update steps; grads masked
+                sparsity.before_optimizer_step()  # topology update every N steps; grads masked
                 accelerator.clip_grad_norm_(model.parameters(), 1.0)  # after: clips active grads only
                 optimizer.step()
-                sparsity.after_optimizer_step(optimizer.step_was_skipped)  # topology every N steps
+                sparsity.after_optimizer_step(optimizer.step_was_skipped)  # counts the step
             optimizer.zero_grad()
 
 Under DeepSpeed the two calls are no-ops: the engine's own `step` is wrapped to run them.
@@ -99,7 +99,6 @@ class DynamicSparsity:
         self.generator = torch.Generator().manual_seed(config.seed)
         self.step = 0
         self.last_update = UpdateStats()
-        self._grads: dict[str, torch.Tensor] = {}
         self._armed = False  # before_optimizer_step ran since the last after_optimizer_step
         # Optimizers create their state lazily at the first step (DeepSpeed from unmasked
         # gradients): mask it once more after the next step.
@@ -140,16 +139,17 @@ class DynamicSparsity:
             raise RuntimeError("after_optimizer_step() without before_optimizer_step() before the optimizer step")
         self._armed = False
         if step_was_skipped:
-            # A skipped (overflowed) step changed nothing: drop captured grads, keep the count.
-            self._grads = {}
-            return
+            return  # an overflowed step moved nothing and does not count
         self._post_step()
 
     def _pre_step(self) -> None:
-        # RigL needs the dense gradient, which exists only now, before it is masked and consumed.
-        self._grads = {}
-        if self.is_update_step(self.step + 1) and self.config.growth == "gradient":
-            self._grads = {n: self.engine.full_grad(p) for n, p in zip(self.names, self.params)}
+        # The topology changes right before optimizer step N, 2N, ...: RigL's dense gradient exists
+        # only now (DeepSpeed frees it in the step), and the step then trains the new topology,
+        # grown weights starting from 0 with zeroed optimizer state. A step that was skipped
+        # (fp16 overflow) is retried with the same step number: do not update twice.
+        upcoming = self.step + 1
+        if self.is_update_step(upcoming) and self.last_update.step != upcoming:
+            self.update_topology(upcoming)
         self.engine.mask_grads(self.params, list(self.masks.values()))
 
     def _post_step(self) -> None:
@@ -160,14 +160,11 @@ class DynamicSparsity:
             for n, p in zip(self.names, self.params):
                 self.engine.mask_optimizer_state(p, self.masks[n])
             self._state_pending = False
-        if self.is_update_step(self.step):
-            self.update_topology()
-        self._grads = {}
 
     # ---- schedules -----------------------------------------------------------------------------
 
     def is_update_step(self, step: int) -> bool:
-        """Topology changes after optimizer steps N, 2N, ... up to the stop step."""
+        """Topology changes right before optimizer steps N, 2N, ... up to the stop step."""
         return step > 0 and step % self.config.update_frequency == 0 and step <= self.config.last_update_step
 
     def _progress(self, step: int) -> float:
@@ -197,12 +194,17 @@ class DynamicSparsity:
     # ---- topology update -----------------------------------------------------------------------
 
     @torch.no_grad()
-    def update_topology(self) -> UpdateStats:
-        """Prune and regrow every sparse tensor now (normally called by the hook every N steps)."""
+    def update_topology(self, step: int | None = None) -> UpdateStats:
+        """Prune and regrow every sparse tensor now, with the schedules at `step` (default: the next step).
+
+        The hook calls it before optimizer steps N, 2N, ..., after backward: gradient growth reads
+        the dense gradients then.
+        """
         c = self.config
-        rate = self.prune_rate(self.step)
-        temperature = self.temperature(self.step)
-        density = self.target_density(self.step)
+        step = self.step + 1 if step is None else step
+        rate = self.prune_rate(step)
+        temperature = self.temperature(step)
+        density = self.target_density(step)
         targets = self._targets(density)
         prune_score = PRUNE_SCORES[c.prune]
         grow_score = GROWTH_SCORES[c.growth]
@@ -217,7 +219,8 @@ class DynamicSparsity:
             n_prune = int(rate * n_active) + max(0, n_active - n_target)
             weight = self.engine.full_weight(p)  # collective under DeepSpeed: same order on every rank
             keep = prune_score(weight, temperature, self.generator)
-            grow = grow_score(self._grads.get(n), mask.shape, mask.device, self.generator)
+            grad = self.engine.full_grad(p) if c.growth == "gradient" else None  # collective too
+            grow = grow_score(grad, mask.shape, mask.device, self.generator)
             new_masks[n] = update_mask(mask, keep, grow, min(n_prune, n_active), n_target)
         self.engine.broadcast_masks(list(new_masks.values()))
 
@@ -234,10 +237,10 @@ class DynamicSparsity:
         self.targets = targets
         self._masks_changed()
         self.engine.apply_masks(self.params, list(self.masks.values()))
-        self.last_update = UpdateStats(self.step, pruned, grown, rate, temperature, self.density)
+        self.last_update = UpdateStats(step, pruned, grown, rate, temperature, self.density)
         logger.info(
             "DST step %d: pruned %d, grown %d (prune rate %.4f, T %.3g, density %.4f)",
-            self.step, pruned, grown, rate, temperature, self.density,
+            step, pruned, grown, rate, temperature, self.density,
         )
         return self.last_update
 
@@ -316,7 +319,6 @@ class DynamicSparsity:
         self.step = int(state["step"])
         self.generator.set_state(state["generator"])
         self.last_update = UpdateStats(**state["last_update"])
-        self._grads = {}
         self._state_pending = True
         self._masks_changed()
         self._apply_all()

@@ -193,11 +193,28 @@ class DeepSpeedEngineAdapter(Engine):
                     safe_set_local_optimizer_state(param, torch.where(local, state, 0.0), key)
                 return
             mapping = getattr(param, "_hp_mapping", None)
-            if mapping is None or mapping.optim_fragment is None:  # no fragment here, or no state yet
+            if mapping is None:  # this rank holds no fragment of the parameter
                 return
             local = self._zero12_local_slice(param, keep)
-            for key in mapping.get_optim_state_keys():
-                zero_outside(mapping.get_optim_state_fragment(key), local)
+            for state in self._zero12_state_fragments(mapping):
+                zero_outside(state, local)
+
+    def _zero12_state_fragments(self, mapping) -> list[torch.Tensor]:
+        # Read the optimizer's own state: the per-parameter views DeepSpeed keeps in the mapping
+        # are not re-linked after a checkpoint load, and writes through them would be lost.
+        opt = self._ds_optimizer
+        partitions = getattr(opt, "single_partition_of_fp32_groups", None)
+        if partitions is None:
+            partitions = getattr(opt, "fp32_groups_flat_partition", None)  # BF16_Optimizer
+        if partitions is None:
+            raise NotImplementedError(f"DST cannot find the fp32 partitions of {type(opt).__name__}")
+        flat = partitions[mapping.param_group_index]
+        address = mapping.get_hp_fragment_address()
+        return [
+            value.narrow(0, address.start, address.numel)
+            for value in opt.optimizer.state.get(flat, {}).values()
+            if torch.is_tensor(value) and value.shape == flat.shape
+        ]
 
     def _apply_mask_zero12(self, p: nn.Parameter, mask: torch.Tensor) -> None:
         # The module weight is whole and replicated; the fp32 master holds this rank's fragment.
