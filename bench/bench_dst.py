@@ -26,7 +26,7 @@ from nt_llm.modeling.sizes import build_config
 from nt_llm.sparse import DynamicSparsity, SparsityConfig
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", default="130m", help="model size from recipes/models")
     p.add_argument("--ensemble-size", type=int, default=3)
@@ -39,7 +39,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--prune", default="soft_magnitude")
     p.add_argument("--growth", default="gradient")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    return p.parse_args()
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    return p.parse_args(argv)
 
 
 def sync(device: torch.device) -> None:
@@ -47,8 +48,11 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def main() -> None:
-    args = parse_args()
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    """Runs the benchmark, prints it and returns its numbers (seconds and ratios)."""
+    args = parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     torch.manual_seed(0)
     config = build_config(args.size, "neurotrails", ensemble_size=args.ensemble_size, head_layers=args.head_layers)
@@ -148,6 +152,18 @@ def main() -> None:
     print(f"  < 1 step from about: {int(need)} tokens per optimizer step; "
           f"amortised over update_frequency=50: {update_s / 50 / step_s:.3f} steps per step")
     print(f"last update         : pruned {sparsity.last_update.pruned}, grown {sparsity.last_update.grown}")
+    return {
+        "step": step_s,
+        "optimizer_step": statistics.median(opt_steps),
+        "hooked_step": statistics.median(hooked),
+        "hook": hook_s,
+        "hook_ratio": hook_s / step_s,
+        "update": update_s,
+        "update_ratio": update_s / step_s,
+        "density": sparsity.density,
+        "pruned": float(sparsity.last_update.pruned),
+        "grown": float(sparsity.last_update.grown),
+    }
 
 
 if __name__ == "__main__":
