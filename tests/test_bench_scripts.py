@@ -1,5 +1,6 @@
 """The benchmark scripts run end to end on a tiny config and report consistent numbers (no timing targets)."""
 
+import argparse
 import math
 import sys
 from pathlib import Path
@@ -60,6 +61,17 @@ def test_bench_inference_reports_all_three_models(size_file):
     assert flops["dense"] < flops["neurotrails"] < flops["full_ensemble"]
 
 
+def test_bench_memory_child_runs_the_chunked_step_in_process(size_file):
+    # The fast form of the slow test below: the per-configuration step, without a fresh process (so no peak).
+    args = argparse.Namespace(size=size_file, method="neurotrails", ensemble_size=2, vocab=512, seq=16, batch=2,
+                              chunk=8, threads=1, device="cpu")
+    result = bench_memory.child(args)
+    assert result["heads"] == 2
+    assert result["peak"] >= result["built"] > 0
+    assert result["seconds"] > 0
+
+
+@pytest.mark.slow  # two fresh processes: about a minute on a loaded 2-core machine
 def test_bench_memory_shows_what_the_chunked_loss_saves(tmp_path):
     # Logits dominate this shape: 3 heads x 8 x 64 tokens x 32000 x 4 bytes = 196 MiB, chunks of 64 tokens 8 MiB.
     size = tmp_path / "size.yaml"
