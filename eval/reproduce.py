@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -125,15 +126,20 @@ def build_recipe(spec: RunSpec, args: argparse.Namespace, run_dir: Path) -> dict
 
 
 def train_run(spec: RunSpec, args: argparse.Namespace) -> Path:
-    """Train one run in a fresh process (the accelerate state is per process); returns its folder."""
+    """Train one run in a fresh process (the accelerate state is per process); returns its folder. A run that
+    finished earlier with the same recipe is reused; anything else in its folder is replaced."""
     run_dir = args.out / "runs" / spec.name
-    done = run_dir / "metrics.jsonl"
-    if done.is_file() and not args.rerun and _final_checkpoint(run_dir) is not None:
+    recipe_path = run_dir.parent / f"{spec.name}.yaml"
+    recipe_text = yaml.safe_dump(build_recipe(spec, args, run_dir), sort_keys=False)
+    final = _final_checkpoint(run_dir)
+    same_recipe = recipe_path.is_file() and recipe_path.read_text(encoding="utf-8") == recipe_text
+    if not args.rerun and same_recipe and final is not None and final.parent.name == f"step_{args.steps}":
         log.info("%s: finished earlier, reusing %s", spec.name, run_dir)
         return run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
-    recipe_path = run_dir.parent / f"{spec.name}.yaml"
-    recipe_path.write_text(yaml.safe_dump(build_recipe(spec, args, run_dir), sort_keys=False), encoding="utf-8")
+    if run_dir.exists():
+        shutil.rmtree(run_dir)  # a partial run or another recipe: its metrics.jsonl would be appended to
+    run_dir.mkdir(parents=True)
+    recipe_path.write_text(recipe_text, encoding="utf-8")
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
     command = [sys.executable, str(REPO / "pretrain.py"), "--recipe", str(recipe_path)]
     log.info("%s: %s", spec.name, " ".join(command))

@@ -69,6 +69,15 @@ def test_reproduce_writes_table_and_plots(tmp_path, caplog):
     caplog.clear()
     assert reproduce.main(tiny_flags(tmp_path) + ["--methods", "dense"]) == 0
     assert "dense_s0: finished earlier, reusing" in caplog.text
+    # Another budget is another run: retrained from scratch, not appended to the old metrics.
+    caplog.clear()
+    flags = tiny_flags(tmp_path)
+    flags[flags.index("--steps") + 1] = "2"
+    assert reproduce.main(flags + ["--methods", "dense"]) == 0
+    assert "reusing" not in caplog.text
+    (row,) = json.loads((tmp_path / "out" / "results.json").read_text())["rows"]
+    assert row["tokens"] == 2 * 4 * 16
+    assert [p["tokens"] for p in json.loads((tmp_path / "out" / "results.json").read_text())["runs"]["dense"][0]["curve"]] == [2 * 64]
 
 
 @pytest.mark.slow
