@@ -10,7 +10,7 @@ NT_TASKS ?= out/nt_tasks
 ZS_TASKS ?= boolq,arc_easy,piqa,hellaswag,openbookqa,winogrande
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: install test test-all demo data bench eval-tasks zero-shot clean
+.PHONY: install test test-all demo data bench bench-dst eval-tasks zero-shot clean
 
 $(VENV)/.installed: setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -55,6 +55,9 @@ zero-shot: install  ## make zero-shot MODEL=DIR [OFFLINE=1] [LIMIT=N] [ZS_TASKS=
 
 bench: install
 	$(PY) bench/bench_heads.py --size 60m --head-layers 5 --batch 8 --seq 256 --steps 3 --threads 1
+
+bench-dst: install
+	$(PY) bench/bench_dst.py --steps 3 --updates 1
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
