@@ -8,7 +8,8 @@ budget and seed, then the script writes into ``--out``:
 FLOPs follow ``nt_llm.flops`` (linear layers counted by their nonzero weights, so sparsity counts, plus
 attention over the training context).
 
-    python eval/reproduce.py                                  # 9m, embedded corpus, one seed (~25 min CPU)
+    python eval/reproduce.py      # 9m, embedded corpus, one seed, 50 steps x 8 x 128 tokens per method (on the
+                                  # shared 2-core CPU at load 5-7: dense 2 min, TreeNet 14, NeuroTrails 33 wall)
     python eval/reproduce.py --size 20m --steps 2000 --seeds 0,1,2 --out out/repro_20m
     python eval/reproduce.py --data recipes/data/c4_paper.yaml --size 350m ...   # the paper's C4 recipe
 """
