@@ -34,7 +34,7 @@ test-all: data
 # The main job on the embedded default: train NeuroTrails and the dense baseline (tiny size, CPU), compare
 # their perplexities, export the NeuroTrails model as a standalone folder and run a zero-shot task on it.
 # Rerunning resumes (finished runs only re-evaluate).
-DEMO_ZS_LIMIT ?= 200
+DEMO_ZS_LIMIT ?= 100
 demo: data
 	$(PY) pretrain.py --recipe recipes/neurotrails_tiny.yaml --resume latest logging.progress_bar=false
 	$(PY) pretrain.py --recipe recipes/dense_tiny.yaml --resume latest logging.progress_bar=false

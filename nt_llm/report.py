@@ -34,9 +34,14 @@ def comparison_table(runs: list[Path]) -> str:
         head_ppl = ", ".join(f"{e[k]:.2f}" for k in heads)
         lines.append(
             f"| {run.name} | {e['step']} | {e['tokens']} | {e['ensemble_ppl']:.2f} | {head_ppl} | "
-            f"{e['ensemble_gain']:.4f} | {e.get('disagreement', float('nan')):.4f} | {e.get('density', 1.0):.3f} |"
+            f"{e['ensemble_gain']:.4f} | {_optional(e.get('disagreement'))} | {e.get('density', 1.0):.3f} |"
         )
     return "\n".join(lines)
+
+
+def _optional(value: float | None) -> str:
+    """A single model has no head disagreement: a dash, not NaN."""
+    return "-" if value is None else f"{value:.4f}"
 
 
 def main(argv: list[str] | None = None) -> int:
