@@ -10,7 +10,7 @@ NT_TASKS ?= out/nt_tasks
 ZS_TASKS ?= boolq,arc_easy,piqa,hellaswag,openbookqa,winogrande
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: install test test-all demo data bench bench-dst eval-tasks zero-shot clean
+.PHONY: install test test-all demo data bench bench-dst reproduce eval-tasks zero-shot clean
 
 $(VENV)/.installed: setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -53,8 +53,18 @@ zero-shot: install  ## make zero-shot MODEL=DIR [OFFLINE=1] [LIMIT=N] [ZS_TASKS=
 	$(PY) eval/zero_shot.py --model $(MODEL) --tasks $(ZS_TASKS) --tasks-dir $(NT_TASKS) \
 		$(if $(OFFLINE),--offline) $(if $(LIMIT),--limit $(LIMIT)) $(ZS_ARGS)
 
-bench: install
+# Every benchmark, each printing ratios measured in its own run.
+bench: data
+	$(PY) bench/bench_train.py --threads 1
+	$(PY) bench/bench_inference.py --threads 1
+	$(PY) bench/bench_memory.py --threads 1
 	$(PY) bench/bench_heads.py --size 60m --head-layers 5 --batch 8 --seq 256 --steps 3 --threads 1
+	$(PY) bench/bench_dst.py
+	$(PY) bench/bench_data.py --seq-len 256 --batch-size 8 --batches 200 --steps 2
+
+# The four methods at a small size on the embedded corpus, same budget: table and plots in out/reproduce.
+reproduce: data
+	$(PY) eval/reproduce.py --out out/reproduce
 
 bench-dst: install
 	$(PY) bench/bench_dst.py --steps 3 --updates 1
