@@ -15,6 +15,7 @@ Targets (the issue's): hook overhead < 2 % of a step, one update < 1 step.
 from __future__ import annotations
 
 import argparse
+import logging
 import statistics
 import time
 
@@ -24,6 +25,8 @@ from tqdm import tqdm
 from nt_llm.modeling import NeuroTrailsForCausalLM
 from nt_llm.modeling.sizes import build_config
 from nt_llm.sparse import DynamicSparsity, SparsityConfig
+
+log = logging.getLogger("bench_dst")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -49,8 +52,9 @@ def sync(device: torch.device) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
-    """Runs the benchmark, prints it and returns its numbers (seconds and ratios)."""
+    """Runs the benchmark, logs it and returns its numbers (seconds and ratios)."""
     args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -131,27 +135,27 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     step_s = statistics.median(plain)
     hook_s = statistics.median(hooks)
     update_s = statistics.median(updates)
-    print(f"device={device} size={args.size} H={args.ensemble_size} head_layers={args.head_layers} "
+    log.info(f"device={device} size={args.size} H={args.ensemble_size} head_layers={args.head_layers} "
           f"batch={args.batch}x{args.seq_len} threads={torch.get_num_threads()}")
-    print(f"params: {n_total / 1e6:.1f}M, sparse: {n_sparse / 1e6:.1f}M in {len(sparsity.names)} tensors, "
+    log.info(f"params: {n_total / 1e6:.1f}M, sparse: {n_sparse / 1e6:.1f}M in {len(sparsity.names)} tensors, "
           f"density {sparsity.density:.4f}")
     tokens = args.batch * args.seq_len
-    print(f"plain step          : {step_s:.3f} s (median of {len(plain)}; {tokens} tokens per optimizer step)")
-    print(f"  of which AdamW    : {statistics.median(opt_steps):.3f} s")
-    print(f"hooked step         : {statistics.median(hooked):.3f} s")
-    print(f"hook overhead       : {hook_s * 1e3:.1f} ms = {100 * hook_s / step_s:.2f} % of a plain step (target < 2 %), "
+    log.info(f"plain step          : {step_s:.3f} s (median of {len(plain)}; {tokens} tokens per optimizer step)")
+    log.info(f"  of which AdamW    : {statistics.median(opt_steps):.3f} s")
+    log.info(f"hooked step         : {statistics.median(hooked):.3f} s")
+    log.info(f"hook overhead       : {hook_s * 1e3:.1f} ms = {100 * hook_s / step_s:.2f} % of a plain step (target < 2 %), "
           f"{100 * hook_s / statistics.median(opt_steps):.1f} % of AdamW's step")
     # The hook and AdamW cost the same per optimizer step whatever the batch; forward/backward
     # grow with the tokens: the batch at which the hook falls under 2 %, on this machine.
     fb_s = step_s - statistics.median(opt_steps)
     need = tokens * max(0.0, hook_s / 0.02 - statistics.median(opt_steps)) / fb_s
-    print(f"  < 2 % from about  : {int(need)} tokens per optimizer step (forward/backward scaled linearly)")
-    print(f"step-time difference: {100 * (statistics.median(hooked) - step_s) / step_s:+.2f} % (noisier)")
-    print(f"mask update         : {update_s:.3f} s = {update_s / step_s:.2f} plain steps (target < 1)")
+    log.info(f"  < 2 % from about  : {int(need)} tokens per optimizer step (forward/backward scaled linearly)")
+    log.info(f"step-time difference: {100 * (statistics.median(hooked) - step_s) / step_s:+.2f} % (noisier)")
+    log.info(f"mask update         : {update_s:.3f} s = {update_s / step_s:.2f} plain steps (target < 1)")
     need = tokens * max(0.0, update_s - statistics.median(opt_steps)) / fb_s
-    print(f"  < 1 step from about: {int(need)} tokens per optimizer step; "
+    log.info(f"  < 1 step from about: {int(need)} tokens per optimizer step; "
           f"amortised over update_frequency=50: {update_s / 50 / step_s:.3f} steps per step")
-    print(f"last update         : pruned {sparsity.last_update.pruned}, grown {sparsity.last_update.grown}")
+    log.info(f"last update         : pruned {sparsity.last_update.pruned}, grown {sparsity.last_update.grown}")
     return {
         "step": step_s,
         "optimizer_step": statistics.median(opt_steps),
