@@ -15,7 +15,6 @@ from unittest import mock
 import pytest
 import torch
 import yaml
-from huggingface_hub import constants
 from safetensors.torch import load_file, save_file
 from test_zero_shot_support import save_tiny_llama, save_tiny_neurotrails
 from train_support import tiny_recipe
@@ -319,21 +318,6 @@ def test_cli(step_dir: Path, tmp_path: Path) -> None:
 
 
 # ---- Hub -------------------------------------------------------------------------------------------------
-
-@pytest.fixture
-def online(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Undo the test-wide HF_HUB_OFFLINE=1 for this test only (the client is mocked)."""
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-
-
-@pytest.fixture
-def fake_api(monkeypatch: pytest.MonkeyPatch) -> mock.MagicMock:
-    api_class = mock.MagicMock(name="HfApi")
-    api_class.return_value.upload_folder.return_value = mock.Mock(commit_url="https://hub.example/commit/1")
-    monkeypatch.setattr(hub, "HfApi", api_class)
-    return api_class
-
 
 @pytest.mark.usefixtures("online")
 def test_push_to_hub_after_export(step_dir: Path, tmp_path: Path, fake_api: mock.MagicMock,

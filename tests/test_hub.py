@@ -34,21 +34,6 @@ def nt_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_tiny_neurotrails(tmp_path_factory.mktemp("nt_export"))
 
 
-@pytest.fixture
-def online(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Undo the test-wide HF_HUB_OFFLINE=1 for this test only (the client is still mocked or local)."""
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-
-
-@pytest.fixture
-def fake_api(monkeypatch: pytest.MonkeyPatch) -> mock.MagicMock:
-    api_class = mock.MagicMock(name="HfApi")
-    api_class.return_value.upload_folder.return_value = mock.Mock(commit_url="https://hub.example/commit/1")
-    monkeypatch.setattr(hub, "HfApi", api_class)
-    return api_class
-
-
 @pytest.mark.usefixtures("online")
 def test_push_creates_repo_branch_and_uploads(nt_folder: Path, fake_api: mock.MagicMock,
                                               caplog: pytest.LogCaptureFixture) -> None:
