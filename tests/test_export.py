@@ -25,6 +25,7 @@ from nt_llm.model_card import CardInfo, ParamCounts, build_model_card
 from nt_llm.modeling import NeuroTrailsForCausalLM
 from nt_llm.train import train
 from nt_llm.train.recipe import recipe_from_dict
+from no_nt_llm import BLOCK_NT_LLM
 
 HEADS, SEQ_LEN = 3, 16
 TOKEN = "hf_NeverLogMe0123456789"
@@ -65,14 +66,8 @@ def _front_matter(readme: Path) -> dict:
 
 # ---- the exported folder stands alone -------------------------------------------------------------------
 
-CHILD_LOADS_EXPORTS = """
-import importlib.abc, json, sys
-class _Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name == "nt_llm" or name.startswith("nt_llm."):
-            raise ImportError("nt_llm is not available in this process")
-        return None
-sys.meta_path.insert(0, _Block())
+CHILD_LOADS_EXPORTS = BLOCK_NT_LLM + """
+import json
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 ensemble, subset, single, ref_path = sys.argv[1:5]

@@ -20,6 +20,7 @@ from huggingface_hub import constants
 from test_zero_shot_support import save_tiny_llama, save_tiny_neurotrails
 
 from nt_llm import hub
+from no_nt_llm import BLOCK_NT_LLM
 
 TOKEN = "hf_NeverLogMe0123456789"
 
@@ -65,14 +66,7 @@ def test_push_to_main_creates_no_branch(nt_folder: Path, fake_api: mock.MagicMoc
     assert api.upload_folder.call_args.kwargs["revision"] is None
 
 
-_LOAD_WITHOUT_NT_LLM = """
-import importlib.abc, sys
-class _Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name == "nt_llm" or name.startswith("nt_llm."):
-            raise ImportError("nt_llm is not available in this process")
-        return None
-sys.meta_path.insert(0, _Block())
+_LOAD_WITHOUT_NT_LLM = BLOCK_NT_LLM + """
 import torch
 from transformers import AutoModelForCausalLM
 folder, ids_path, logits_path = sys.argv[1:4]

@@ -3,7 +3,6 @@
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import torch
@@ -12,22 +11,10 @@ from transformers import AutoConfig, AutoModelForCausalLM
 import nt_llm  # noqa: F401  (registers the Auto classes)
 from nt_llm.modeling import NeuroTrailsConfig, NeuroTrailsForCausalLM
 
+from no_nt_llm import BLOCK_NT_LLM
 from test_modeling import TINY as TINY_LLAMA
 
 TINY = {**TINY_LLAMA, "ensemble_size": 3, "head_layers": 2}
-
-# Makes `import nt_llm` fail in the child, as on a machine where only the exported folder exists.
-BLOCK_NT_LLM = textwrap.dedent(
-    """
-    import sys
-    class _Block:
-        def find_spec(self, name, path=None, target=None):
-            if name == "nt_llm" or name.startswith("nt_llm."):
-                raise ImportError("nt_llm is blocked in this test")
-            return None
-    sys.meta_path.insert(0, _Block())
-    """
-)
 
 
 def saved_model(tmp_path: Path) -> tuple[Path, torch.Tensor, torch.Tensor]:
