@@ -53,7 +53,7 @@ class NeuroTrailsHead(nn.Module):
         self.embed_tokens = (
             None
             if config.share_embeddings
-            else nn.Embedding(config.vocab_size, config.hidden_size, config.pad_token_id)
+            else nn.Embedding(config.vocab_size, config.hidden_size)
         )
         # Every head's block j writes the same cache slot (heads are folded into it: _update_folded_cache).
         first = config.num_shared_layers
@@ -71,8 +71,11 @@ class NeuroTrailsForCausalLM(LlamaPreTrainedModel, GenerationMixin):
 
     def __init__(self, config: NeuroTrailsConfig):
         super().__init__(config)
+        # No padding_idx (LLaMA's is the pad id): the pad id is usually the EOS id, and a padding row is zero and
+        # never trained, while in packed training EOS marks every document boundary. Padding needs no frozen row:
+        # labels mask it and the attention mask hides it. The same holds for the heads' own embeddings.
         self.embed_tokens = (
-            nn.Embedding(config.vocab_size, config.hidden_size, config.pad_token_id)
+            nn.Embedding(config.vocab_size, config.hidden_size)
             if config.share_embeddings
             else None
         )
