@@ -9,8 +9,10 @@ model folder. Every engine (DDP, DeepSpeed ZeRO-1/2/3) leaves the gathered full 
 ``model/`` folder, so export reads only that, plus the DST masks to guarantee exact zeros.
 
 The output holds config.json with ``auto_map``, the configuration/modeling code, ``model.safetensors`` (sharded
-past ``--max-shard-size``), the tokenizer, generation_config.json and a model card. It is written to a temporary
-folder next to OUT and renamed into place, so OUT is either the previous folder or the complete new one.
+past ``--max-shard-size``), the tokenizer, generation_config.json, a model card and the run's training record
+(``nt_llm_training.json``: steps, evaluation, recipe, no machine paths), which a later export of the folder reads. It
+is written to a temporary folder next to OUT, given ordinary permissions (0755 / 0644 under a 022 umask) and
+renamed into place, so OUT is either the previous folder or the complete new one.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from safetensors.torch import load_file
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from nt_llm import hub
-from nt_llm.model_card import CardInfo, ParamCounts, build_model_card
+from nt_llm.model_card import TRAINING_RECORD_FORMAT, CardInfo, ParamCounts, build_model_card, training_record
 from nt_llm.modeling import NeuroTrailsConfig, NeuroTrailsForCausalLM, register_auto_classes
 from nt_llm.modeling.convert import head_to_llama
 from nt_llm.train import checkpoint as ckpt
@@ -44,6 +46,9 @@ logger = logging.getLogger(__name__)
 
 MODEL_SUBDIR = "model"
 DST_STATE_GLOB = "state/custom_checkpoint_*.pkl"
+TRAINING_RECORD = "nt_llm_training.json"
+# What from_pretrained records about this machine's load; saved, a Hub user's tokenizer would inherit it.
+_TOKENIZER_LOAD_FLAGS = ("is_local", "local_files_only")
 # NeuroTrailsConfig fields a plain LlamaConfig does not have (plus what save_pretrained writes itself).
 _NEUROTRAILS_ONLY = ("ensemble_size", "head_layers", "share_embeddings", "head_execution", "loss_reduction",
                      "auto_map", "architectures", "model_type", "transformers_version")
@@ -121,16 +126,27 @@ class Source:
     checkpoint_dir: Path | None
     manifest: dict[str, Any] | None
 
-    @property
-    def step(self) -> int | None:
-        return None if self.manifest is None else int(self.manifest["step"])
+
+@dataclass
+class Lineage:
+    """The trained run behind a source: the run's index of each of the source's heads, the run's head count, and
+    its `training_record` (None when unknown). A checkpoint is its own run; an export carries its lineage on in
+    TRAINING_RECORD, so a re-export keeps the run's head names and metrics."""
+
+    heads: tuple[int, ...]
+    source_heads: int
+    training: dict[str, Any] | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format_version": TRAINING_RECORD_FORMAT, "heads": list(self.heads), "source_heads": self.source_heads,
+                "training": self.training}
 
 
 @dataclass
 class ExportResult:
     out: Path
-    kind: str  # "ensemble", "subset" or "single_head"
-    heads: tuple[int, ...]  # source heads in the export, in order
+    kind: str  # "ensemble", "subset" or "single_head" of the trained run
+    heads: tuple[int, ...]  # the trained run's heads in the export, in order (also when re-exporting an export)
     counts: ParamCounts
     masked_nonzero: int  # weights the DST masks say are off but were not 0 (zeroed in the export)
     step: int | None
@@ -201,6 +217,36 @@ def load_state_dict(model_dir: Path) -> dict[str, torch.Tensor]:
             state.update(load_file(model_dir / shard))
         return state
     raise ExportError(f"{model_dir} holds no model.safetensors (or sharded index)")
+
+
+def load_lineage(source: Source, ensemble_size: int) -> Lineage:
+    """The run behind `source` (a model with `ensemble_size` heads): its checkpoint's manifest, the record an
+    earlier export left in the folder, or, for a bare folder, the folder itself with nothing known."""
+    if source.manifest is not None:
+        return Lineage(tuple(range(ensemble_size)), ensemble_size, training_record(source.manifest))
+    path = source.model_dir / TRAINING_RECORD
+    if not path.is_file():
+        return Lineage(tuple(range(ensemble_size)), ensemble_size, None)
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ExportError(f"{path} is not valid JSON: {err}") from err
+    if not isinstance(record, dict):
+        raise ExportError(f"{path} must hold a JSON object, got {type(record).__name__}")
+    heads, total, training = record.get("heads"), record.get("source_heads"), record.get("training")
+    if not _is_index(total) or total < 1:
+        raise ExportError(f"{path}: source_heads must be the trained model's head count, got {total!r}")
+    if (not isinstance(heads, list) or len(heads) != ensemble_size or len(set(heads)) != len(heads)
+            or not all(_is_index(h) and h < total for h in heads)):
+        raise ExportError(f"{path}: heads must list {ensemble_size} distinct head indices below source_heads={total} "
+                          f"(one per head of the folder), got {heads!r}")
+    if training is not None and not isinstance(training, dict):
+        raise ExportError(f"{path}: training must be an object or null, got {type(training).__name__}")
+    return Lineage(tuple(heads), total, training)
+
+
+def _is_index(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def load_masks(checkpoint_dir: Path | None) -> dict[str, torch.Tensor]:
@@ -311,6 +357,7 @@ def export(checkpoint: Path | str, out: Path | str, options: ExportOptions | Non
     if options.single_head is not None:
         _check_heads((options.single_head,), config.ensemble_size, "single_head")
 
+    lineage = load_lineage(source, config.ensemble_size)
     state = load_state_dict(source.model_dir)
     masked_nonzero = apply_masks(state, load_masks(source.checkpoint_dir))
     if masked_nonzero:
@@ -320,51 +367,75 @@ def export(checkpoint: Path | str, out: Path | str, options: ExportOptions | Non
     # Exported models always run the batched heads: the loop reference has no KV cache, so no fast generate().
     config.head_execution = "batched"
     config.max_position_embeddings = context
-    kind, heads, counts, model = _export_model(state, config, options)
-    _write(out, model, source, context, options.max_shard_size,
-           lambda folder_config: CardInfo(kind=kind, heads=heads, source_heads=config.ensemble_size, counts=counts,
-                                          config=folder_config, license=options.license, manifest=source.manifest,
-                                          source=str(source.model_dir)))
+    kept, kept_state, model = _export_model(state, config, options)
+    heads = tuple(lineage.heads[h] for h in kept)  # named as in the trained run
+    if options.single_head is not None:
+        kind = "single_head"
+    else:
+        kind = "ensemble" if heads == tuple(range(lineage.source_heads)) else "subset"
+    counts = count_params(kept_state, heads)
+    carried = Lineage(heads, lineage.source_heads, lineage.training)  # what a re-export of `out` will read
+    _write(out, model, source, context, options.max_shard_size, carried,
+           lambda folder_config: CardInfo(kind=kind, heads=heads, source_heads=lineage.source_heads, counts=counts,
+                                          config=folder_config, license=options.license, training=lineage.training))
     logger.info("exported %s (%s, heads %s, %d of %d weights nonzero) to %s", source.model_dir, kind, list(heads),
                 counts.nonzero, counts.total, out)
+    step = (lineage.training or {}).get("step")
     result = ExportResult(out=out, kind=kind, heads=heads, counts=counts, masked_nonzero=masked_nonzero,
-                          step=source.step)
+                          step=int(step) if step is not None else None)
     if push is not None:
-        message = push.commit_message or hub.step_commit_message(source.step or 0, "export")
+        message = push.commit_message or hub.step_commit_message(result.step or 0, "export")
         result.commit = hub.push_folder(out, push.repo_id, private=push.private, revision=push.revision,
                                         commit_message=message, token=token)
     return result
 
 
 def _export_model(state: dict[str, torch.Tensor], config: NeuroTrailsConfig,
-                  options: ExportOptions) -> tuple[str, tuple[int, ...], ParamCounts, torch.nn.Module]:
-    """(kind, source heads kept, their parameter counts, the model to save)."""
+                  options: ExportOptions) -> tuple[tuple[int, ...], dict[str, torch.Tensor], torch.nn.Module]:
+    """(the source's heads kept, the state dict of what is kept, the model to save)."""
     if options.single_head is not None:
         heads = (options.single_head,)
         sub_state, sub_config = select_heads(state, config, heads)
-        model = _build(LlamaForCausalLM, llama_config(sub_config), head_to_llama(sub_state, sub_config, 0))
-        return "single_head", heads, count_params(sub_state, heads), model
-    everything = tuple(range(config.ensemble_size))
-    heads = options.heads if options.heads is not None else everything
+        return heads, sub_state, _build(LlamaForCausalLM, llama_config(sub_config),
+                                        head_to_llama(sub_state, sub_config, 0))
+    heads = options.heads if options.heads is not None else tuple(range(config.ensemble_size))
     sub_state, sub_config = select_heads(state, config, heads)
-    model = _build(NeuroTrailsForCausalLM, sub_config, sub_state)
-    return "ensemble" if heads == everything else "subset", heads, count_params(sub_state, heads), model
+    return heads, sub_state, _build(NeuroTrailsForCausalLM, sub_config, sub_state)
 
 
-def _write(out: Path, model: torch.nn.Module, source: Source, context: int, max_shard_size: str,
+def _write(out: Path, model: torch.nn.Module, source: Source, context: int, max_shard_size: str, lineage: Lineage,
            card_info: Callable[[dict[str, Any]], CardInfo]) -> None:
-    """Weights, code, tokenizer and card into a temporary sibling of `out`, checked, then renamed to `out`."""
+    """Weights, code, tokenizer, card and training record into a temporary sibling of `out`, checked, given
+    ordinary permissions, then renamed to `out`."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         model.save_pretrained(tmp, max_shard_size=max_shard_size)
         _save_tokenizer(source.model_dir, tmp, context)
+        (tmp / TRAINING_RECORD).write_text(json.dumps(lineage.to_json(), indent=2) + "\n", encoding="utf-8")
         info = card_info(json.loads((tmp / "config.json").read_text(encoding="utf-8")))
         (tmp / "README.md").write_text(build_model_card(info), encoding="utf-8")
         hub.check_model_folder(tmp)
+        _ordinary_permissions(tmp)
         _replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _ordinary_permissions(folder: Path) -> None:
+    """The modes mkdir and open would have given (0755 / 0644 under a 022 umask) instead of mkdtemp's 0700 and the
+    0600 of files written through temporary files: other users and containers must be able to read an export."""
+    mask = _umask()
+    for path in [folder, *folder.rglob("*")]:
+        if not path.is_symlink():
+            path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)
+
+
+def _umask() -> int:
+    # os.umask is the only portable way to read it, and it sets as it reads: the old value goes straight back.
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
 
 
 def _check_out(out: Path, source: Source, overwrite: bool) -> None:
@@ -405,6 +476,8 @@ def _save_tokenizer(model_dir: Path, out: Path, context: int) -> None:
         raise ExportError(f"{model_dir} has no loadable tokenizer: {err}") from err
     # Tools that read the tokenizer's limit (lm-eval falls back to it) should see the trained context too.
     tokenizer.model_max_length = context
+    for flag in _TOKENIZER_LOAD_FLAGS:
+        tokenizer.init_kwargs.pop(flag, None)
     tokenizer.save_pretrained(out)
 
 

