@@ -4,9 +4,17 @@ A recipe has the sections ``run``, ``model``, ``sparsity`` (optional), ``data``,
 ``checkpoint`` and ``logging``. ``data`` holds ``nt_llm.data.DataConfig`` fields and ``sparsity``
 ``nt_llm.sparse.SparsityConfig`` fields; unknown keys anywhere are errors that name the key. A section may
 be a path to a YAML file of its own, relative to the recipe (``data: data/c4_paper.yaml``).
+
+Values are read as users type them: ``1e-3`` is a number (YAML 1.1 would read a string), and every value is
+converted to its field's type (``1e3`` for an integer field is 1000, ``true`` for a boolean); a value that does
+not convert, or a non-finite number, is an error that names the key, the value and the expected type.
 """
 
 import dataclasses
+import math
+import re
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -182,7 +190,7 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     path = Path(path)
     if not path.is_file():
         raise RecipeError(f"recipe file {path} does not exist")
-    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    raw = _read_yaml(path) or {}
     if not isinstance(raw, dict):
         raise RecipeError(f"recipe {path} must be a mapping of sections, got {type(raw).__name__}")
     for name, value in raw.items():
@@ -199,25 +207,61 @@ def recipe_from_dict(raw: dict[str, Any]) -> Recipe:
         raise RecipeError(f"unknown recipe section(s) {unknown}; sections are {list(SECTIONS)}")
     sections: dict[str, Any] = {}
     for name, cls in SECTIONS.items():
-        values = raw.get(name)
-        if name == "sparsity" and values is None:
-            sections[name] = None
-            continue
-        values = dict(values or {})
         if name == "sparsity":
+            continue  # after optim, from which it takes total_steps
+        sections[name] = _build_section(name, cls, raw.get(name) or {})
+    values = raw.get("sparsity")
+    if values is None:
+        sections["sparsity"] = None
+    else:
+        values = dict(values) if isinstance(values, dict) else values
+        if isinstance(values, dict):
             # Derived, not chosen: the topology schedule spans the whole run.
-            values.setdefault("total_steps", (raw.get("optim") or {}).get("max_steps", OptimRecipe.max_steps))
-        sections[name] = _build_section(name, cls, values)
+            values.setdefault("total_steps", sections["optim"].max_steps)
+        sections["sparsity"] = _build_section("sparsity", SparsityConfig, values)
     return Recipe(**sections)
 
 
 def _load_section_file(path: Path, name: str) -> dict[str, Any]:
     if not path.is_file():
         raise RecipeError(f"recipe section {name!r} refers to {path}, which does not exist")
-    values = yaml.safe_load(path.read_text(encoding="utf-8"))
+    values = _read_yaml(path)
     if not isinstance(values, dict):
         raise RecipeError(f"recipe section {name!r}: {path} must hold a mapping")
     return values
+
+
+class _RecipeLoader(yaml.SafeLoader):
+    """PyYAML's safe YAML 1.1, except that exponent notation without a dot or without an exponent sign
+    (``1e-3``, ``1e9``, ``2.5e4``) is a number, as in YAML 1.2 and as users type it (YAML 1.1 reads a string)."""
+
+
+_RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        return _parse_yaml(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise RecipeError(f"{path} is not UTF-8 text: {err}") from err
+    except yaml.YAMLError as err:
+        raise RecipeError(f"{path} is not valid YAML{_yaml_error_text(err)}") from err
+
+
+def _parse_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_RecipeLoader)  # noqa: S506 (a SafeLoader subclass)
+
+
+def _yaml_error_text(err: yaml.YAMLError) -> str:
+    """`` at line L, column C: problem`` (1-based, as editors count) from a PyYAML error."""
+    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    problem = getattr(err, "problem", None) or str(err)
+    return f"{where}: {problem}"
 
 
 def save_recipe(recipe: Recipe, path: str | Path) -> None:
@@ -231,12 +275,25 @@ def _build_section(name: str, cls: type, values: dict[str, Any]) -> Any:
     unknown = sorted(set(values) - known)
     if unknown:
         raise RecipeError(f"unknown key(s) {[f'{name}.{k}' for k in unknown]}; {name} keys are {sorted(known)}")
+    hints = typing.get_type_hints(cls)
+    typed = {key: _typed(f"{name}.{key}", value, hints[key]) for key, value in values.items()}
     try:
-        return cls(**values)
+        return cls(**typed)
     except RecipeError:
         raise
     except (TypeError, ValueError) as err:
         raise RecipeError(f"recipe section {name!r}: {err}") from err
+
+
+@dataclass(frozen=True)
+class _Override:
+    """A value from the command line, kept as typed until its field's type is known: a string field takes the
+    text itself (``run.name=2024``, ``checkpoint.hub_revision=yes``), any other field its YAML reading."""
+
+    text: str
+
+    def parsed(self) -> Any:
+        return _parse_yaml(self.text) if self.text.strip() else None
 
 
 def _apply_override(raw: dict[str, Any], override: str) -> None:
@@ -246,6 +303,10 @@ def _apply_override(raw: dict[str, Any], override: str) -> None:
         raise RecipeError(f"override {override!r} must look like section.key=value")
     if parts[0] not in SECTIONS:
         raise RecipeError(f"override {override!r}: unknown section {parts[0]!r}; sections are {list(SECTIONS)}")
+    try:
+        _Override(text).parsed()
+    except yaml.YAMLError as err:
+        raise RecipeError(f"override {override!r}: the value is not valid YAML{_yaml_error_text(err)}") from err
     node = raw
     for part in parts[:-1]:
         child = node.get(part)
@@ -254,7 +315,116 @@ def _apply_override(raw: dict[str, Any], override: str) -> None:
         if not isinstance(child, dict):
             raise RecipeError(f"override {override!r}: {part!r} is not a section")
         node = child
-    node[parts[-1]] = yaml.safe_load(text) if text.strip() else None
+    node[parts[-1]] = _Override(text)
+
+
+def _typed(key: str, value: Any, hint: Any) -> Any:
+    """``value`` converted to the field type ``hint``; a RecipeError naming the key, value and type if it cannot."""
+    members = _union_members(hint)
+    optional = type(None) in members
+    if isinstance(value, _Override):
+        parsed = value.parsed()
+        keep_text = str in members and not isinstance(parsed, str) and not (parsed is None and optional)
+        value = value.text.strip() if keep_text else parsed
+    if value is None and optional:
+        return None
+    kinds = [m for m in members if m is not type(None)]
+    if len(kinds) != 1:  # Any, or a union no recipe field has: the dataclass judges the plain value
+        return _untyped(value)
+    kind = kinds[0]
+    if kind in _SCALARS:
+        return _SCALARS[kind](key, value, optional)
+    origin = typing.get_origin(kind)
+    if origin in (list, tuple):
+        return _typed_sequence(key, value, origin, typing.get_args(kind))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise _type_error(key, value, "a mapping", optional)
+        return {k: _untyped(v) for k, v in value.items()}
+    return _untyped(value)
+
+
+def _union_members(hint: Any) -> tuple[Any, ...]:
+    return typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+
+
+def _typed_sequence(key: str, value: Any, origin: type, args: tuple[Any, ...]) -> Any:
+    if isinstance(value, str) and str in args:
+        return value  # one pattern for a list of patterns: the dataclass wraps it
+    if not isinstance(value, (list, tuple)):
+        raise _type_error(key, value, "a list", False)
+    if origin is list or (len(args) == 2 and args[1] is Ellipsis):
+        element_types = [args[0]] * len(value)
+    else:
+        if len(value) != len(args):
+            raise _type_error(key, value, f"a list of {len(args)} values", False)
+        element_types = list(args)
+    return origin(_typed(f"{key}[{i}]", v, t) for i, (v, t) in enumerate(zip(value, element_types)))
+
+
+def _untyped(value: Any) -> Any:
+    """A value for a field of any type (``model.config_overrides``): overrides read as YAML, recursively."""
+    if isinstance(value, _Override):
+        return value.parsed()
+    if isinstance(value, dict):
+        return {k: _untyped(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_untyped(v) for v in value]
+    return value
+
+
+def _type_error(key: str, value: Any, expected: str, optional: bool) -> RecipeError:
+    return RecipeError(f"{key}: expected {expected}{' or null' if optional else ''}, got {value!r}")
+
+
+def _to_bool(key: str, value: Any, optional: bool) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _BOOL_WORDS:
+        return _BOOL_WORDS[value.strip().lower()]
+    raise _type_error(key, value, "true or false", optional)
+
+
+def _to_int(key: str, value: Any, optional: bool) -> int:
+    number = value
+    if isinstance(value, str):
+        number = _number_from_text(value)
+    if isinstance(number, int) and not isinstance(number, bool):
+        return number
+    if isinstance(number, float) and math.isfinite(number) and number.is_integer():
+        return int(number)  # 1e3 or 1000.0 for a step count
+    raise _type_error(key, value, "an integer", optional)
+
+
+def _to_float(key: str, value: Any, optional: bool) -> float:
+    number = _number_from_text(value) if isinstance(value, str) else value
+    if isinstance(number, (int, float)) and not isinstance(number, bool):
+        if not math.isfinite(number):
+            raise _type_error(key, value, "a finite number", optional)
+        return float(number)
+    raise _type_error(key, value, "a number", optional)
+
+
+def _to_str(key: str, value: Any, optional: bool) -> str:
+    if isinstance(value, str):
+        return value
+    raise _type_error(key, value, "a string (quote it in YAML)", optional)
+
+
+def _number_from_text(text: str) -> int | float | str:
+    """``"1000"`` -> 1000, ``"1e-3"`` -> 0.001 (a quoted number in a file); anything else stays text."""
+    for parse in (int, float):
+        try:
+            return parse(text.strip())
+        except ValueError:
+            pass
+    return text
+
+
+_BOOL_WORDS = {"true": True, "false": False, "yes": True, "no": False, "on": True, "off": False}
+_SCALARS = {bool: _to_bool, int: _to_int, float: _to_float, str: _to_str}
 
 
 def _plain(value: Any) -> Any:
