@@ -213,6 +213,20 @@ def test_empty_corpus_is_an_error(tmp_path) -> None:
         next(iter(build_train_batches(cfg, tiny_tokenizer())))
 
 
+def test_empty_files_are_named(tmp_path) -> None:
+    (tmp_path / "train-00.jsonl").write_bytes(b"")
+    cfg = files_config(tmp_path)
+    with pytest.raises(ValueError, match=rf"DataConfig\.train_files: {tmp_path / 'train-00.jsonl'} is empty"):
+        build_train_batches(cfg, tiny_tokenizer())
+    (tmp_path / "train-01.txt").write_bytes(b"")
+    cfg = files_config(tmp_path, train_files=[str(tmp_path / "train-*")], file_format="text")
+    with pytest.raises(ValueError, match=r"DataConfig\.train_files: the 2 files .*train-00\.jsonl.* are all empty"):
+        build_train_batches(cfg, tiny_tokenizer())
+    write_jsonl(tmp_path / "train-02.jsonl", make_docs(3))  # an empty shard among others is read as no documents
+    cfg = files_config(tmp_path, train_files=[str(tmp_path / "train-*.jsonl")], shuffle_buffer=0)
+    assert len(_one_epoch(cfg)) == 3
+
+
 def test_missing_text_field_names_it_and_the_columns(tmp_path) -> None:
     write_jsonl(tmp_path / "train-00.jsonl", make_docs(3), field="content")
     cfg = files_config(tmp_path)

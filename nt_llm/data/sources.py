@@ -76,17 +76,22 @@ def open_split(cfg: DataConfig, split: str) -> tuple[datasets.IterableDataset, s
                 f"the embedded corpus has no {split} files in {root}; prepare it with "
                 f"`python -m nt_llm.data.prepare --out {cfg.data_dir}` (or `make data`)"
             )
-        return _open_files(files, "json", cfg), "text"
+        return _open_files(files, "json", cfg, f"the embedded corpus ({split})"), "text"
     patterns = cfg.train_files if split == "train" else cfg.validation_files
     files = resolve_files(patterns, f"DataConfig.{split}_files")
     formats = {cfg.file_format or infer_file_format(f) for f in files}
     if len(formats) != 1:
         raise ValueError(f"DataConfig.{split}_files mixes file formats {sorted(formats)}; use one format per split")
     file_format = formats.pop()
-    return _open_files(files, file_format, cfg), ("text" if file_format == "text" else cfg.text_field)
+    dataset = _open_files(files, file_format, cfg, f"DataConfig.{split}_files")
+    return dataset, ("text" if file_format == "text" else cfg.text_field)
 
 
-def _open_files(files: list[str], file_format: str, cfg: DataConfig) -> datasets.IterableDataset:
+def _open_files(files: list[str], file_format: str, cfg: DataConfig, what: str) -> datasets.IterableDataset:
+    if all(Path(f).stat().st_size == 0 for f in files):
+        # Else the json builder, which reads a first record to learn the columns, stops with a bare StopIteration.
+        verb = "is" if len(files) == 1 else "are all"
+        raise ValueError(f"{what}: {_named(files)} {verb} empty (0 bytes); there is nothing to read")
     kwargs: dict[str, Any] = {}
     if file_format == "json":
         # The json builder only decodes (and so only honours encoding_errors) when the encoding is not
@@ -96,6 +101,13 @@ def _open_files(files: list[str], file_format: str, cfg: DataConfig) -> datasets
     elif file_format == "text":
         kwargs = {"encoding_errors": "replace", "sample_by": cfg.text_sample_by}
     return datasets.load_dataset(file_format, data_files=files, split="train", streaming=True, **kwargs)
+
+
+def _named(files: list[str]) -> str:
+    """``a.jsonl`` or ``the 5 files a.jsonl, b.jsonl, c.jsonl, ...``, for error messages."""
+    if len(files) == 1:
+        return files[0]
+    return f"the {len(files)} files " + ", ".join(files[:3]) + (", ..." if len(files) > 3 else "")
 
 
 @dataclass
