@@ -205,13 +205,25 @@ def test_bad_recipes_name_the_key(overrides: list[str], named: str) -> None:
 
 
 def test_impossible_model_and_batch_are_named_before_training(tmp_path: Path) -> None:
-    with pytest.raises(RecipeError, match="head_layers"):
+    with pytest.raises(RecipeError, match=r"model\.head_layers \(4\) must be at most the 3 layers"):
         train(recipe_from_dict(tiny_recipe(tmp_path, model={"head_layers": 3 + 1})))
     AcceleratorState._reset_state(reset_partial_state=True)
     GradientState._reset_state()
     with pytest.raises(RecipeError, match="total_batch_size"):
         train(recipe_from_dict(tiny_recipe(tmp_path, optim={"total_batch_size": 6})))
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("method", ["neurotrails", "treenet"])
+def test_heads_as_deep_as_the_size_share_only_the_embedding(tmp_path: Path, method: str) -> None:
+    """The deepest point of the paper's head-depth sweep: no shared block, the embedding still shared."""
+    recipe = tiny_recipe(tmp_path, method, model={"head_layers": 3}, optim={"max_steps": 2}, eval={"every": 2},
+                         checkpoint={"every": 2})
+    result = train(recipe_from_dict(recipe))
+    model = AutoModelForCausalLM.from_pretrained(result.checkpoint / "model")
+    assert model.config.num_shared_layers == 0 and len(model.backbone) == 0
+    assert model.config.share_embeddings and model.config.head_layers == model.config.num_hidden_layers == 3
+    assert result.metrics["ensemble_ppl"] < 1000
 
 
 def test_every_shipped_recipe_is_valid() -> None:

@@ -1,14 +1,25 @@
-"""Where metrics go: ``metrics.jsonl`` in the run folder (one JSON object per event) and accelerate's trackers."""
+"""Where metrics and logs go: ``metrics.jsonl`` in the run folder (one JSON object per event), accelerate's
+trackers, and ``train.log`` (every log record of the run, appended, with timestamps)."""
 
 import importlib.util
 import json
 import logging
+import sys
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 from accelerate import Accelerator
 
 logger = logging.getLogger(__name__)
+
+LOG_FILE = "train.log"
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# ``logger.info(..., extra=TERMINAL)``: an INFO record that belongs on a quiet terminal too (the final table).
+TERMINAL = {"terminal": True}
+# Libraries whose loggers do not propagate to the root logger, and the least level each keeps on a quiet
+# terminal: DeepSpeed prints its INFO and its "Setting accelerator to CPU" warning on stdout by itself.
+_OWN_HANDLER_LOGGERS = {"DeepSpeed": logging.ERROR, "transformers": logging.NOTSET, "datasets": logging.NOTSET}
 
 
 def resolve_trackers(requested: list[str]) -> list[str]:
@@ -46,3 +57,135 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     """All events of a ``metrics.jsonl``."""
     with open(path, encoding="utf-8") as handle:
         return [json.loads(line) for line in handle if line.strip()]
+
+
+class RunLog:
+    """The run's log file and, while a progress bar shows, a quiet terminal; a context manager around a run.
+
+    Every record reaching the root logger (and the libraries' own loggers that do not propagate: DeepSpeed,
+    transformers, datasets) goes to ``train.log``, at the levels the logging configuration lets through
+    (``pretrain.py``: INFO). Records are held in memory until ``open`` names the file, so that a start refused
+    before its checks pass writes nothing into the run folder. With ``quiet_terminal`` the terminal handlers keep
+    warnings, errors and ``extra=TERMINAL`` records only, DeepSpeed's stdout only errors, and transformers' save
+    progress bars are off; without it the terminal shows what it always did.
+    """
+
+    def __init__(self, quiet_terminal: bool, write_file: bool = True) -> None:
+        self.quiet_terminal = quiet_terminal
+        self.handler = _HeldFileHandler() if write_file else None
+        self._undo: list[Any] = []
+
+    def __enter__(self) -> "RunLog":
+        root = logging.getLogger()
+        if not root.handlers:
+            # logging.lastResort prints warnings only while no handler exists; ours would silence it.
+            self._add_handler(root, _level_handler(logging.WARNING))
+        if self.quiet_terminal:
+            quiet = _QuietTerminal()
+            for handler in root.handlers:
+                if _is_terminal(handler):
+                    handler.addFilter(quiet)
+                    self._undo.append(lambda h=handler: h.removeFilter(quiet))
+            self._quiet_progress_bars()
+        if self.handler is not None:
+            self._add_handler(root, self.handler)
+        for name, terminal_level in _OWN_HANDLER_LOGGERS.items():
+            library = logging.getLogger(name)  # DeepSpeed configures this same logger when it is imported
+            if name == "DeepSpeed":
+                # Its records never propagate and its handler is made at import, possibly mid-run: a filter on
+                # the logger itself sees them all, copies them to the file and keeps errors on stdout.
+                tee = _Tee(self.handler, terminal_level if self.quiet_terminal else logging.NOTSET)
+                library.addFilter(tee)
+                self._undo.append(lambda lg=library, f=tee: lg.removeFilter(f))
+            elif not library.propagate and self.handler is not None:
+                self._add_handler(library, self.handler)
+        return self
+
+    def open(self, path: Path) -> None:
+        """From now on append to ``path``, starting with the records held so far."""
+        if self.handler is not None:
+            self.handler.open(path)
+
+    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if exc is not None and self.handler is not None:
+            # The file says how the run ended; the terminal hears it from whoever catches the exception.
+            self.handler.handle(logger.makeRecord(logger.name, logging.ERROR, __file__, 0, "run stopped: %s: %s",
+                                                  (exc_type.__name__, exc), None))
+        while self._undo:
+            self._undo.pop()()
+        if self.handler is not None:
+            self.handler.close()
+
+    def _add_handler(self, target: logging.Logger, handler: logging.Handler) -> None:
+        target.addHandler(handler)
+        self._undo.append(lambda: target.removeHandler(handler))
+
+    def _quiet_progress_bars(self) -> None:
+        from transformers.utils import logging as hf_logging
+
+        if hf_logging.is_progress_bar_enabled():
+            hf_logging.disable_progress_bar()
+            self._undo.append(hf_logging.enable_progress_bar)
+
+
+class _HeldFileHandler(logging.Handler):
+    """Holds records until ``open``; then appends them, and every later one, to the file."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(logging.Formatter(LOG_FORMAT))
+        self._held: list[logging.LogRecord] = []
+        self._file: logging.FileHandler | None = None
+
+    def open(self, path: Path) -> None:
+        self._file = logging.FileHandler(path, mode="a", encoding="utf-8")
+        self._file.setFormatter(self.formatter)
+        for record in self._held:
+            self._file.handle(record)
+        self._held.clear()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._file is None:
+            self._held.append(record)
+        else:
+            self._file.emit(record)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+        self._held.clear()
+        super().close()
+
+
+class _QuietTerminal(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or getattr(record, "terminal", False)
+
+
+class _Tee(logging.Filter):
+    """A logger filter that copies each record to the run log and lets it on to the logger's own handlers only
+    from ``terminal_level`` up."""
+
+    def __init__(self, handler: logging.Handler | None, terminal_level: int) -> None:
+        super().__init__()
+        self.handler = handler
+        self.terminal_level = terminal_level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.handler is not None:
+            self.handler.handle(record)
+        return record.levelno >= self.terminal_level
+
+
+def _is_terminal(handler: logging.Handler) -> bool:
+    stream = getattr(handler, "stream", None)
+    terminal_streams = (sys.stderr, sys.stdout, sys.__stderr__, sys.__stdout__)
+    return isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler) and any(
+        stream is s for s in terminal_streams
+    )
+
+
+def _level_handler(level: int) -> logging.Handler:
+    handler = logging.StreamHandler()
+    handler.setLevel(level)
+    return handler

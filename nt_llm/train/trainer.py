@@ -24,11 +24,11 @@ from tqdm.auto import tqdm
 from nt_llm.data import build_tokenizer, build_train_batches, build_validation_set, vocab_size_of
 from nt_llm.evaluation import evaluate
 from nt_llm.modeling import NeuroTrailsConfig, NeuroTrailsForCausalLM
-from nt_llm.modeling.sizes import build_config
+from nt_llm.modeling.sizes import build_config, load_size
 from nt_llm.sparse import DynamicSparsity
 from nt_llm.train import checkpoint as ckpt
-from nt_llm.train.metrics import MetricsLog, resolve_trackers
-from nt_llm.train.recipe import Recipe, RecipeError, save_recipe
+from nt_llm.train.metrics import LOG_FILE, TERMINAL, MetricsLog, RunLog, resolve_trackers
+from nt_llm.train.recipe import ModelRecipe, Recipe, RecipeError, save_recipe
 from nt_llm.train.schedule import lr_at
 
 logger = logging.getLogger(__name__)
@@ -50,9 +50,13 @@ class TrainResult:
     interrupted: bool = False
 
 
-def train(recipe: Recipe, resume: str | None = None) -> TrainResult:
-    """Run (or resume) the recipe; returns where the final checkpoint is and the final metrics."""
-    return Trainer(recipe).run(resume)
+def train(recipe: Recipe, resume: str | None = None, restart: bool = False) -> TrainResult:
+    """Run (or resume) the recipe; returns where the final checkpoint is and the final metrics.
+
+    ``resume``: ``"latest"`` or a checkpoint folder. A run folder that holds a previous run is refused without
+    ``resume``, unless ``restart``, which moves that run aside (``<folder>.previous-<date>-<time>``) first.
+    """
+    return Trainer(recipe).run(resume, restart=restart)
 
 
 class Trainer:
@@ -90,7 +94,10 @@ class Trainer:
     def _build(self) -> None:
         recipe, accelerator = self.recipe, self.accelerator
         set_seed(recipe.run.seed)  # identical initial weights on every process
-        self.tokenizer = build_tokenizer(recipe.data)
+        try:
+            self.tokenizer = build_tokenizer(recipe.data)
+        except (OSError, ValueError) as err:  # no such folder or Hub id, no EOS: the recipe names a bad tokenizer
+            raise RecipeError(f"data.tokenizer: {err}") from err
         self.model_config = model_config(recipe, self.tokenizer)
         if recipe.data.seq_len > self.model_config.max_position_embeddings:
             raise RecipeError(
@@ -117,8 +124,11 @@ class Trainer:
             self.sparsity = DynamicSparsity(self.model, recipe.sparsity, self.optimizer)
             accelerator.register_for_checkpointing(self.sparsity)
         rank, world = accelerator.process_index, accelerator.num_processes
-        self.train_batches = build_train_batches(recipe.data, self.tokenizer, rank, world)
-        self.validation = build_validation_set(recipe.data, self.tokenizer, rank, world)
+        try:
+            self.train_batches = build_train_batches(recipe.data, self.tokenizer, rank, world)
+            self.validation = build_validation_set(recipe.data, self.tokenizer, rank, world)
+        except (OSError, ValueError, KeyError) as err:  # files missing, empty or unreadable, a column absent
+            raise RecipeError(f"data: {err.args[0] if isinstance(err, KeyError) else err}") from err
 
     def _configure_deepspeed(self) -> int | None:
         """Fill what accelerate cannot infer without a DataLoader (micro-batch size, clipping); return the ZeRO
@@ -143,32 +153,49 @@ class Trainer:
 
     # ---- the loop ------------------------------------------------------------------------------
 
-    def run(self, resume: str | None) -> TrainResult:
-        accelerator, recipe = self.accelerator, self.recipe
+    def run(self, resume: str | None, restart: bool = False) -> TrainResult:
+        """Check the run folder and the resume, build, and only then write into the folder and train."""
+        main = self.accelerator.is_main_process
+        with RunLog(quiet_terminal=self.recipe.logging.progress_bar, write_file=main) as log:
+            source = ckpt.plan_start(self.output_dir, resume, restart)
+            self._build()
+            meta = None
+            if source is not None:
+                meta = ckpt.read_manifest(source)
+                check_compatible(meta, self.recipe, self.accelerator.num_processes)
+            self._prepare_folder(restart, log)
+            step, tokens = 0, 0
+            if source is not None:
+                step, tokens = self._load(source, meta)
+            elif resume == "latest":
+                logger.info("no checkpoint under %s: starting from scratch", ckpt.checkpoints_dir(self.output_dir))
+            show_bar = main and self.recipe.logging.progress_bar
+            return self._loop(step, tokens, resumed=source is not None, progress_bar=show_bar)
+
+    def _prepare_folder(self, restart: bool, log: RunLog) -> None:
+        """The first write into the run folder: everything that could refuse the start has been checked."""
+        accelerator = self.accelerator
+        accelerator.wait_for_everyone()  # every process has checked the folder before it changes
         if accelerator.is_main_process:
+            if restart and ckpt.previous_run(self.output_dir):
+                moved = ckpt.set_aside(self.output_dir)
+                logger.warning("--restart: the previous run in %s was moved to %s", self.output_dir, moved)
             self.output_dir.mkdir(parents=True, exist_ok=True)
-            save_recipe(recipe, self.output_dir / "recipe.yaml")
+            log.open(self.output_dir / LOG_FILE)
+            save_recipe(self.recipe, self.output_dir / "recipe.yaml")
             logger.info("resolved recipe:\n%s", (self.output_dir / "recipe.yaml").read_text())
-        self._build()
-        step, tokens = 0, 0
-        source = ckpt.resolve_resume(self.output_dir, resume) if resume else None
-        if source is not None:
-            step, tokens = self._load(source)
-        elif resume == "latest":
-            logger.info("no checkpoint under %s: starting from scratch", ckpt.checkpoints_dir(self.output_dir))
+        accelerator.wait_for_everyone()
+
+    def _loop(self, step: int, tokens: int, resumed: bool, progress_bar: bool) -> TrainResult:
+        accelerator, recipe = self.accelerator, self.recipe
         if self.trackers:
             accelerator.init_trackers(recipe.run.name, config=_flat(recipe.to_dict()))
 
         tokens_per_step = recipe.optim.total_batch_size * recipe.data.seq_len
         last_eval: dict[str, float] = {}
-        saved_at = step if source is not None else None
+        saved_at = step if resumed else None
         previous_handlers = self._install_signal_handlers()
-        progress = tqdm(
-            total=recipe.optim.max_steps,
-            initial=step,
-            desc=recipe.run.name,
-            disable=not (accelerator.is_main_process and recipe.logging.progress_bar),
-        )
+        progress = tqdm(total=recipe.optim.max_steps, initial=step, desc=recipe.run.name, disable=not progress_bar)
         batches = iter(self.train_batches)
         window_start, window_tokens = time.perf_counter(), 0
         try:
@@ -207,7 +234,7 @@ class Trainer:
         if not last_eval:  # resumed at the end: evaluate what was loaded
             last_eval = self._evaluate(step, tokens)
         if accelerator.is_main_process:
-            logger.info("final evaluation at step %d:\n%s", step, perplexity_table(last_eval))
+            logger.info("final evaluation at step %d:\n%s", step, perplexity_table(last_eval), extra=TERMINAL)
         return TrainResult(self.output_dir, self._checkpoint_path(saved_at), step, last_eval)
 
     def _train_step(self, batches, lr: float) -> tuple[list[float], bool]:
@@ -219,7 +246,7 @@ class Trainer:
         heads = self.model_config.ensemble_size
         totals = torch.zeros(1 + heads, device=accelerator.device)
         for _ in range(self.grad_accum):
-            batch = {k: v.to(accelerator.device) for k, v in next(batches).items()}
+            batch = {k: v.to(accelerator.device) for k, v in self._next_batch(batches).items()}
             with accelerator.accumulate(model):
                 out = model(**batch, use_cache=False, return_logits=False)
                 accelerator.backward(out.loss)
@@ -238,6 +265,14 @@ class Trainer:
         reduced = accelerator.reduce(torch.cat([totals, stop]), reduction="sum")
         values = (reduced[:-1] / accelerator.num_processes).tolist()
         return values, bool(reduced[-1].item() > 0)
+
+    def _next_batch(self, batches) -> dict[str, torch.Tensor]:
+        try:
+            return next(batches)
+        except (ValueError, KeyError) as err:  # found only when read: no usable document, no text column
+            data = self.recipe.data
+            where = f" (data.train_files: {data.train_files})" if data.source == "files" else ""
+            raise RecipeError(f"data{where}: {err.args[0] if isinstance(err, KeyError) else err}") from err
 
     def _train_metrics(self, step: int, tokens: int, losses: list[float], tokens_per_s: float) -> dict[str, Any]:
         values: dict[str, Any] = {
@@ -322,9 +357,8 @@ class Trainer:
             logger.warning("checkpoint %s is saved locally, but the push to %s failed: %s",
                            checkpoint, options.push_to_hub, err)
 
-    def _load(self, source: Path) -> tuple[int, int]:
-        meta = ckpt.read_manifest(source)
-        check_compatible(meta, self.recipe, self.accelerator.num_processes)
+    def _load(self, source: Path, meta: dict[str, Any]) -> tuple[int, int]:
+        """Engine, sparsity and data state from a checkpoint whose manifest ``meta`` was checked."""
         self.accelerator.load_state(str(source / "state"))
         data_state = source / f"data_rank{self.accelerator.process_index}.pt"
         self.train_batches.load_state_dict(torch.load(data_state, weights_only=False))
@@ -360,6 +394,7 @@ def model_config(recipe: Recipe, tokenizer) -> NeuroTrailsConfig:
     """The model's config: the recipe's size and method, vocabulary and special tokens from the tokenizer."""
     m = recipe.model
     try:
+        _check_head_layers(m)
         return build_config(
             m.size,
             m.method,
@@ -376,8 +411,23 @@ def model_config(recipe: Recipe, tokenizer) -> NeuroTrailsConfig:
                 "pad_token_id": tokenizer.pad_token_id,
             },
         )
+    except RecipeError:
+        raise
     except (ValueError, FileNotFoundError) as err:
         raise RecipeError(f"model: {err}") from err
+
+
+def _check_head_layers(m: ModelRecipe) -> None:
+    """``model.head_layers`` up to the size's layers: equal shares only the embedding (a point of the paper's
+    head-depth sweep); more is impossible. Named here, where the recipe key is known."""
+    if m.head_layers is None or m.method not in ("treenet", "neurotrails"):
+        return  # dense and full_ensemble take the whole depth
+    layers = {**load_size(m.size), **m.config_overrides}.get("num_hidden_layers")
+    if isinstance(layers, int) and m.head_layers > layers:
+        raise RecipeError(
+            f"model.head_layers ({m.head_layers}) must be at most the {layers} layers of size {m.size!r} "
+            f"(equal to it, the heads share only the embedding)"
+        )
 
 
 def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
