@@ -1,16 +1,18 @@
-"""Small-scale reproduction of the paper's comparison: single dense model, TreeNet, NeuroTrails, full ensemble.
+"""The paper's comparison at CPU scale: single dense model, TreeNet, NeuroTrails and the full ensemble.
 
-Each method trains in its own process (``pretrain.py``, as a user would run it) with the same data, token
-budget and seed, then the script writes into ``--out``:
-- ``results.md`` / ``results.json``: validation perplexity (ensemble and per head), parameters (total and
-  nonzero), training FLOPs, inference FLOPs per token, head disagreement (mean and spread over seeds);
-- ``loss.png``: validation loss over training tokens; ``disagreement.png``: head disagreement over tokens.
-FLOPs follow ``nt_llm.flops`` (linear layers counted by their nonzero weights, so sparsity counts, plus
-attention over the training context).
+Every method trains in its own process (``pretrain.py``, as a user would run it) with the same token budget,
+learning rate and data order (the data order follows the seed, so seed s is the same stream for every
+method), for several seeds. With ``--lr auto`` the learning rate is picked first by a short sweep of the dense
+baseline and then used for every method. Writes into ``--out``:
+- ``results.md`` / ``results.json``: ensemble perplexity (mean ± std over seeds), per-head perplexity, the
+  paired per-seed difference to the dense model and to the full ensemble with 95% intervals, parameters
+  (total and nonzero), training FLOPs, inference FLOPs per token, disagreement, KL, ensemble gain, wall time;
+- ``loss.png``: validation loss over training tokens, mean over seeds with a ±1 std band;
+  ``diversity.png``: disagreement, KL and ensemble gain over training.
+Runs that finished with the same recipe are reused, so an interrupted study resumes where it stopped.
 
-    python eval/reproduce.py      # 9m, embedded corpus, one seed, 50 steps x 8 x 128 tokens per method (on the
-                                  # shared 2-core CPU at load 5-7: dense 2 min, TreeNet 14, NeuroTrails 33 wall)
-    python eval/reproduce.py --size 20m --steps 2000 --seeds 0,1,2 --out out/repro_20m
+    python eval/reproduce.py                       # cpu-4m, 4k tokenizer, 3 seeds, lr picked by a dense sweep
+    python eval/reproduce.py --size cpu-2m --steps 200 --seeds 0 --jobs 2
     python eval/reproduce.py --data recipes/data/c4_paper.yaml --size 350m ...   # the paper's C4 recipe
 """
 
@@ -25,7 +27,9 @@ import shutil
 import statistics
 import subprocess
 import sys
-from dataclasses import dataclass
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,18 +37,21 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 METHODS = ("dense", "treenet", "neurotrails", "full_ensemble")
+# Relative cost of one step, to start the longest runs first when several run at once.
+METHOD_COST = {"dense": 1.0, "treenet": 2.5, "neurotrails": 2.6, "full_ensemble": 3.0}
 log = logging.getLogger("reproduce")
 
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One training run: a method with its head split and density, and a seed."""
+    """One training run: a method with its head split and density, a seed, and recipe overrides."""
 
     label: str  # the row of the table this run contributes to (runs differing only in seed share it)
     method: str
     head_layers: int | None
     density: float  # 1.0 for methods without sparsity
     seed: int
+    overrides: tuple[tuple[str, Any], ...] = field(default=())  # ("sparsity.distribution", "uniform"), ...
 
     @property
     def name(self) -> str:
@@ -63,34 +70,54 @@ def parse_list(text: str, kind: type) -> list:
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags shared with ``sweep.py``: size, budget, data, output."""
-    parser.add_argument("--size", default="9m", help="a name in recipes/models or a YAML of LlamaConfig fields")
+    """Flags shared with ``sweep.py`` and ``ablate.py``: size, budget, data, sparsity, output."""
+    parser.add_argument("--size", default="cpu-4m", help="a name in recipes/models or a YAML of LlamaConfig fields")
     parser.add_argument("--ensemble-size", type=int, default=3)
-    parser.add_argument("--seeds", type=lambda t: parse_list(t, int), default=[0])
-    parser.add_argument("--steps", type=int, default=50, help="optimizer steps (same for every method)")
+    parser.add_argument("--seeds", type=lambda t: parse_list(t, int), default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, default=300, help="optimizer steps (same for every method)")
     parser.add_argument("--batch", type=int, default=8, help="sequences per optimizer step")
-    parser.add_argument("--seq-len", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--eval-every", type=int, default=10)
+    parser.add_argument("--seq-len", type=int, default=256)
+    parser.add_argument("--lr", default="auto", help="a learning rate, or 'auto': the best of a short dense sweep")
+    parser.add_argument("--lr-candidates", type=lambda t: parse_list(t, float), default=[1e-3, 2e-3, 4e-3, 8e-3])
+    parser.add_argument("--lr-sweep-steps", type=int, default=None, help="steps of each sweep run (default: steps/2)")
+    parser.add_argument("--grad-clip", type=float, default=0.0, help="0: none, as in the paper's training script")
+    parser.add_argument("--precision", default="bf16", choices=("no", "bf16"), help="mixed precision of training")
+    parser.add_argument("--update-frequency", type=int, default=None, help="DST update every N steps (steps/12)")
+    parser.add_argument("--eval-every", type=int, default=None, help="steps between evaluations (steps/5)")
     parser.add_argument("--eval-batches", type=int, default=None, help="cap on validation batches per evaluation")
-    parser.add_argument("--validation-tokens", type=int, default=8192)
+    parser.add_argument("--validation-tokens", type=int, default=49152)
     parser.add_argument(
         "--data",
         type=Path,
-        default=REPO / "recipes" / "data" / "embedded.yaml",
+        default=REPO / "recipes" / "data" / "embedded_4k.yaml",
         help="a YAML of data-section fields (recipes/data/*.yaml); seq_len, batch and validation_tokens are set by flags",
     )
-    parser.add_argument("--threads", type=int, default=2, help="torch threads of each training process")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of each training process")
+    parser.add_argument("--jobs", type=int, default=2, help="training processes at once (jobs x threads <= cores)")
     parser.add_argument("--out", type=Path, default=REPO / "out" / "reproduce")
     parser.add_argument("--rerun", action="store_true", help="retrain runs that already finished in --out")
 
 
-def build_recipe(spec: RunSpec, args: argparse.Namespace, run_dir: Path) -> dict[str, Any]:
-    """The recipe of one run: everything but the method's shape is shared by all runs."""
+def check_arguments(args: argparse.Namespace) -> None:
+    for name in ("steps", "batch", "seq_len", "threads", "jobs", "validation_tokens"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.lr != "auto":
+        try:
+            lr = float(args.lr)
+        except ValueError as err:
+            raise ValueError(f"--lr must be a number or 'auto', got {args.lr!r}") from err
+        if not (math.isfinite(lr) and lr > 0):
+            raise ValueError(f"--lr must be a positive number, got {args.lr!r}")
+
+
+def build_recipe(spec: RunSpec, args: argparse.Namespace, run_dir: Path, lr: float, steps: int) -> dict[str, Any]:
+    """The recipe of one run: everything but the method's shape and the overrides is shared by all runs."""
     data = yaml.safe_load(args.data.read_text(encoding="utf-8"))
     if not isinstance(data, dict):
         raise ValueError(f"--data {args.data} must hold a mapping of data-section fields")
-    data.update(seq_len=args.seq_len, batch_size=args.batch, validation_tokens=args.validation_tokens)
+    # The seed fixes the data order too: seed s is the same token stream for every method (paired runs).
+    data.update(seq_len=args.seq_len, batch_size=args.batch, validation_tokens=args.validation_tokens, seed=spec.seed)
     model: dict[str, Any] = {"size": args.size, "method": spec.method, "ensemble_size": args.ensemble_size}
     if spec.head_layers is not None:
         model["head_layers"] = spec.head_layers
@@ -105,36 +132,46 @@ def build_recipe(spec: RunSpec, args: argparse.Namespace, run_dir: Path) -> dict
             "growth": "gradient",
             "prune_rate": 0.5,
             "prune_rate_decay": "cosine",
-            "update_frequency": max(1, args.steps // 10),
+            "update_frequency": args.update_frequency or max(1, steps // 12),
+            "seed": spec.seed,
         }
-    return {
+    eval_every = args.eval_every or max(1, steps // 5)
+    recipe = {
         "run": {"name": spec.name, "output_dir": str(run_dir), "seed": spec.seed},
         "model": model,
         "sparsity": sparsity,
         "data": data,
         "optim": {
-            "lr": args.lr,
-            "max_steps": args.steps,
-            "warmup_steps": max(1, args.steps // 10),
+            "lr": lr,
+            "weight_decay": 0.0,
+            "max_steps": steps,
+            "warmup_steps": max(1, steps // 10),
             "min_lr_ratio": 0.1,
             "total_batch_size": args.batch,
-            "grad_clip": 1.0,
+            "grad_clip": args.grad_clip,
+            "precision": args.precision,
         },
-        "eval": {"every": args.eval_every, "max_batches": args.eval_batches},
-        "checkpoint": {"every": args.steps, "keep_last": 1},
-        "logging": {"every": max(1, args.eval_every // 5), "progress_bar": False, "trackers": ["none"]},
+        "eval": {"every": eval_every, "max_batches": args.eval_batches},
+        "checkpoint": {"every": steps, "keep_last": 1},
+        "logging": {"every": max(1, eval_every // 5), "progress_bar": False, "trackers": ["none"]},
     }
+    for key, value in spec.overrides:
+        section, _, name = key.partition(".")
+        if recipe.get(section) is None:
+            raise ValueError(f"{spec.label}: override {key} targets section {section!r}, which this run lacks")
+        recipe[section][name] = value
+    return recipe
 
 
-def train_run(spec: RunSpec, args: argparse.Namespace) -> Path:
+def train_run(spec: RunSpec, args: argparse.Namespace, lr: float, steps: int, runs_dir: Path) -> Path:
     """Train one run in a fresh process (the accelerate state is per process); returns its folder. A run that
     finished earlier with the same recipe is reused; anything else in its folder is replaced."""
-    run_dir = args.out / "runs" / spec.name
-    recipe_path = run_dir.parent / f"{spec.name}.yaml"
-    recipe_text = yaml.safe_dump(build_recipe(spec, args, run_dir), sort_keys=False)
+    run_dir = runs_dir / spec.name
+    recipe_path = runs_dir / f"{spec.name}.yaml"
+    recipe_text = yaml.safe_dump(build_recipe(spec, args, run_dir, lr, steps), sort_keys=False)
     final = _final_checkpoint(run_dir)
     same_recipe = recipe_path.is_file() and recipe_path.read_text(encoding="utf-8") == recipe_text
-    if not args.rerun and same_recipe and final is not None and final.parent.name == f"step_{args.steps}":
+    if not args.rerun and same_recipe and final is not None and final.parent.name == f"step_{steps}":
         log.info("%s: finished earlier, reusing %s", spec.name, run_dir)
         return run_dir
     if run_dir.exists():
@@ -144,11 +181,26 @@ def train_run(spec: RunSpec, args: argparse.Namespace) -> Path:
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
     command = [sys.executable, str(REPO / "pretrain.py"), "--recipe", str(recipe_path)]
     log.info("%s: %s", spec.name, " ".join(command))
-    with open(run_dir.parent / f"{spec.name}.log", "w", encoding="utf-8") as out:
+    started = time.perf_counter()
+    with open(runs_dir / f"{spec.name}.log", "w", encoding="utf-8") as out:
         result = subprocess.run(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, check=False)
     if result.returncode != 0:
         raise RuntimeError(f"training {spec.name} failed (exit {result.returncode}); see {out.name}")
+    log.info("%s: trained in %.0f s", spec.name, time.perf_counter() - started)
     return run_dir
+
+
+def train_all(specs: list[RunSpec], args: argparse.Namespace, lr: float, steps: int, runs_dir: Path) -> None:
+    """Train every run, ``args.jobs`` at a time, the most expensive first (the last to start are the short ones)."""
+    from tqdm import tqdm
+
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    order = sorted(specs, key=lambda s: -METHOD_COST.get(s.method, 1.0))
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool, tqdm(total=len(order), desc="runs", unit="run") as bar:
+        futures = [pool.submit(train_run, spec, args, lr, steps, runs_dir) for spec in order]
+        for future in futures:
+            future.result()  # re-raises the first failure
+            bar.update(1)
 
 
 def _final_checkpoint(run_dir: Path) -> Path | None:
@@ -182,21 +234,28 @@ def measure_run(run_dir: Path, seq_len: int) -> dict[str, Any]:
     weights = model_linear_weights(model, nonzero=True)
     final = evals[-1]
     heads = sorted((k for k in final if k.startswith("head") and k.endswith("_ppl")), key=lambda k: int(k[4:-4]))
+    trains = [e for e in events if e["event"] == "train"]
     # Training FLOPs use the final nonzero count: DST keeps the density constant over the run.
     return {
         "tokens": final["tokens"],
         "ensemble_ppl": final["ensemble_ppl"],
+        "ensemble_loss": final["ensemble_loss"],
         "head_ppl": [final[k] for k in heads],
         "disagreement": final.get("disagreement", 0.0),
+        "pairwise_kl": final.get("pairwise_kl", 0.0),
+        "ensemble_gain": final.get("ensemble_gain", 0.0),
         "params_total": total,
         "params_nonzero": nonzero,
         "train_flops": training_flops_per_token(config, seq_len, weights) * final["tokens"],
         "inference_flops_per_token": forward_flops_per_token(config, seq_len, weights),
+        "tokens_per_s": statistics.median(e["tokens_per_s"] for e in trains) if trains else None,
         "curve": [
             {
                 "tokens": e["tokens"],
-                "val_loss": math.log(e["ensemble_ppl"]),
+                "val_loss": e["ensemble_loss"],
                 "disagreement": e.get("disagreement", 0.0),
+                "pairwise_kl": e.get("pairwise_kl", 0.0),
+                "ensemble_gain": e.get("ensemble_gain", 0.0),
             }
             for e in evals
         ],
@@ -210,87 +269,178 @@ def summarise(label: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
         return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
 
     n_heads = len(runs[0]["head_ppl"])
-    return {
+    row = {
         "label": label,
         "seeds": len(runs),
-        "ensemble_ppl": spread([r["ensemble_ppl"] for r in runs]),
         "head_ppl": [spread([r["head_ppl"][h] for r in runs]) for h in range(n_heads)],
-        "disagreement": spread([r["disagreement"] for r in runs]),
         "params_total": runs[0]["params_total"],
         "params_nonzero": runs[0]["params_nonzero"],
         "tokens": runs[0]["tokens"],
         "train_flops": runs[0]["train_flops"],
         "inference_flops_per_token": runs[0]["inference_flops_per_token"],
     }
+    for key in ("ensemble_ppl", "ensemble_loss", "disagreement", "pairwise_kl", "ensemble_gain"):
+        row[key] = spread([r[key] for r in runs])
+    return row
 
 
-def markdown_table(rows: list[dict[str, Any]]) -> str:
+def paired_comparisons(results: dict[str, list[dict[str, Any]]], baselines: tuple[str, ...]) -> dict[str, Any]:
+    """Per row and baseline: the paired per-seed difference of ensemble perplexity (row - baseline), 95% CI."""
+    from nt_llm.stats import paired_difference
+
+    by_seed = {label: {r["seed"]: r["ensemble_ppl"] for r in runs} for label, runs in results.items()}
+    out: dict[str, Any] = {}
+    for label in results:
+        for base in baselines:
+            if base in by_seed and base != label:
+                out.setdefault(label, {})[base] = paired_difference(by_seed[label], by_seed[base]).to_dict()
+    return out
+
+
+def _interval(diff: dict[str, float] | None) -> str:
+    if diff is None:
+        return "-"
+    if diff["n"] < 2:
+        return f"{diff['mean']:+.2f}"
+    return f"{diff['mean']:+.2f} [{diff['low']:+.2f}, {diff['high']:+.2f}]"
+
+
+def markdown_table(rows: list[dict[str, Any]], comparisons: dict[str, Any] | None = None) -> str:
+    comparisons = comparisons or {}
     lines = [
-        "| run | seeds | ensemble ppl | per-head ppl | disagreement | params (M) total / nonzero | tokens | "
-        "train FLOPs | inference MFLOPs/token |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| run | seeds | ensemble ppl | per-head ppl | Δ ppl vs dense (95% CI) | Δ ppl vs full ensemble (95% CI) | "
+        "disagreement | KL | ensemble gain | params (M) total / nonzero | train PFLOPs | inference MFLOPs/token |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in rows:
         ppl = row["ensemble_ppl"]
         ens = f"{ppl['mean']:.2f}" + (f" ± {ppl['std']:.2f}" if row["seeds"] > 1 else "")
         heads = ", ".join(f"{h['mean']:.2f}" for h in row["head_ppl"])
+        diffs = comparisons.get(row["label"], {})
+        multi = len(row["head_ppl"]) > 1
+        diversity = (
+            f"{row['disagreement']['mean']:.3f} | {row['pairwise_kl']['mean']:.3f} | {row['ensemble_gain']['mean']:.4f}"
+            if multi
+            else "- | - | -"
+        )
         lines.append(
-            f"| {row['label']} | {row['seeds']} | {ens} | {heads} | {row['disagreement']['mean']:.4f} | "
-            f"{row['params_total'] / 1e6:.2f} / {row['params_nonzero'] / 1e6:.2f} | {row['tokens']} | "
-            f"{row['train_flops']:.3e} | {row['inference_flops_per_token'] / 1e6:.1f} |"
+            f"| {row['label']} | {row['seeds']} | {ens} | {heads} | {_interval(diffs.get('dense'))} | "
+            f"{_interval(diffs.get('full_ensemble'))} | {diversity} | "
+            f"{row['params_total'] / 1e6:.2f} / {row['params_nonzero'] / 1e6:.2f} | "
+            f"{row['train_flops'] / 1e15:.3f} | {row['inference_flops_per_token'] / 1e6:.1f} |"
         )
     return "\n".join(lines)
 
 
 def plot_curves(results: dict[str, list[dict[str, Any]]], out: Path) -> None:
-    """loss.png (validation loss over tokens) and disagreement.png, one line per run."""
+    """loss.png (validation loss over tokens, mean ± std over seeds) and diversity.png (disagreement, KL,
+    ensemble gain over tokens, one line per row with several heads)."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display on servers
     import matplotlib.pyplot as plt
 
-    for key, ylabel, filename in (
-        ("val_loss", "validation loss (ensemble, nats)", "loss.png"),
-        ("disagreement", "head disagreement (top-1, validation)", "disagreement.png"),
+    def mean_curve(runs: list[dict[str, Any]], key: str) -> tuple[list[int], list[float], list[float]]:
+        points = min(len(r["curve"]) for r in runs)  # every seed evaluates at the same steps
+        xs = [runs[0]["curve"][i]["tokens"] for i in range(points)]
+        values = [[r["curve"][i][key] for r in runs] for i in range(points)]
+        means = [statistics.fmean(v) for v in values]
+        stds = [statistics.stdev(v) if len(v) > 1 else 0.0 for v in values]
+        return xs, means, stds
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for label, runs in results.items():
+        xs, means, stds = mean_curve(runs, "val_loss")
+        (line,) = ax.plot(xs, means, marker="o", markersize=3, label=f"{label} ({len(runs)} seeds)")
+        ax.fill_between(xs, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)],
+                        color=line.get_color(), alpha=0.2)
+    ax.set_xlabel("training tokens")
+    ax.set_ylabel("validation loss of the ensemble (nats)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "loss.png", dpi=120)
+    plt.close(fig)
+
+    multi = {label: runs for label, runs in results.items() if len(runs[0]["head_ppl"]) > 1}
+    fig, axes = plt.subplots(1, 3, figsize=(12.8, 3.8))
+    for ax, (key, ylabel) in zip(
+        axes,
+        (("disagreement", "top-1 disagreement"), ("pairwise_kl", "mean pairwise KL (nats)"),
+         ("ensemble_gain", "ensemble gain (nats)")),
     ):
-        fig, ax = plt.subplots(figsize=(6.4, 4.2))
-        for label, runs in results.items():
-            for run in runs:
-                if key == "disagreement" and len(run["head_ppl"]) < 2:
-                    continue  # one head has nothing to disagree with
-                xs = [p["tokens"] for p in run["curve"]]
-                ax.plot(xs, [p[key] for p in run["curve"]], marker="o", markersize=3, label=f"{label} s{run['seed']}")
+        for label, runs in multi.items():
+            xs, means, stds = mean_curve(runs, key)
+            (line,) = ax.plot(xs, means, marker="o", markersize=3, label=label)
+            ax.fill_between(xs, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)],
+                            color=line.get_color(), alpha=0.2)
         ax.set_xlabel("training tokens")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-        if ax.lines:
-            ax.legend(fontsize=8)
-        else:
+        if not multi:
             ax.text(0.5, 0.5, "no run with several heads", ha="center", transform=ax.transAxes)
-        fig.tight_layout()
-        fig.savefig(out / filename, dpi=120)
-        plt.close(fig)
+    if multi:
+        axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "diversity.png", dpi=120)
+    plt.close(fig)
+
+
+def collect(specs: list[RunSpec], args: argparse.Namespace, runs_dir: Path) -> dict[str, list[dict[str, Any]]]:
+    results: dict[str, list[dict[str, Any]]] = {}
+    for spec in specs:
+        run_dir = runs_dir / spec.name
+        measured = measure_run(run_dir, args.seq_len)
+        results.setdefault(spec.label, []).append({**measured, "seed": spec.seed, "run_dir": str(run_dir)})
+    return results
+
+
+def pick_learning_rate(args: argparse.Namespace) -> tuple[float, str]:
+    """``--lr``, or with ``auto`` the candidate whose dense run (seed 0) ends with the lowest validation loss;
+    returns it and the sweep's markdown table ('' without a sweep)."""
+    if args.lr != "auto":
+        return float(args.lr), ""
+    steps = args.lr_sweep_steps or max(2, args.steps // 2)
+    specs = {lr: RunSpec(f"dense_lr{lr:g}", "dense", None, 1.0, args.seeds[0]) for lr in args.lr_candidates}
+    runs_dir = args.out / "lr_sweep"
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        for future in [pool.submit(train_run, spec, args, lr, steps, runs_dir) for lr, spec in specs.items()]:
+            future.result()
+    losses = {}
+    for lr, spec in specs.items():
+        evals = [e for e in read_events(runs_dir / spec.name) if e["event"] == "eval"]
+        losses[lr] = evals[-1]["ensemble_loss"]
+    best = min(losses, key=losses.get)
+    lines = [f"Dense baseline, seed {args.seeds[0]}, {steps} steps: the learning rate of every method is {best:g}.",
+             "", "| lr | validation loss | ppl |", "| --- | --- | --- |"]
+    lines += [f"| {lr:g} | {loss:.4f} | {math.exp(loss):.2f} |" for lr, loss in losses.items()]
+    log.info("learning-rate sweep:\n%s", "\n".join(lines))
+    return best, "\n".join(lines)
 
 
 def run_all(specs: list[RunSpec], args: argparse.Namespace, title: str) -> list[dict[str, Any]]:
-    """Train every run, then write the table (markdown + JSON) and the two plots into ``args.out``."""
-    from tqdm import tqdm
-
+    """Pick the learning rate, train every run, then write the table (markdown + JSON) and the plots."""
+    started = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
-    results: dict[str, list[dict[str, Any]]] = {}
-    for spec in tqdm(specs, desc="runs", unit="run"):
-        run_dir = train_run(spec, args)
-        measured = measure_run(run_dir, args.seq_len)
-        results.setdefault(spec.label, []).append({**measured, "seed": spec.seed, "run_dir": str(run_dir)})
+    lr, sweep_table = pick_learning_rate(args)
+    runs_dir = args.out / "runs"
+    train_all(specs, args, lr, args.steps, runs_dir)
+    results = collect(specs, args, runs_dir)
     rows = [summarise(label, runs) for label, runs in results.items()]
-    table = markdown_table(rows)
+    comparisons = paired_comparisons(results, ("dense", "full_ensemble"))
+    table = markdown_table(rows, comparisons)
+    wall = time.perf_counter() - started
     command = " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
-    (args.out / "results.md").write_text(f"# {title}\n\n`{command}`\n\n{table}\n", encoding="utf-8")
-    (args.out / "results.json").write_text(
-        json.dumps({"command": command, "rows": rows, "runs": results}, indent=2), encoding="utf-8"
-    )
+    text = [f"# {title}", "", f"`{command}`", "", f"Learning rate {lr:g}; wall time {wall / 60:.1f} min "
+            f"({args.jobs} job(s) x {args.threads} thread(s)).", "", table, ""]
+    if sweep_table:
+        text += ["## Learning-rate sweep", "", sweep_table, ""]
+    (args.out / "results.md").write_text("\n".join(text), encoding="utf-8")
+    summary = {"command": command, "lr": lr, "wall_s": wall, "rows": rows, "comparisons": comparisons,
+               "runs": results}
+    (args.out / "results.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     plot_curves(results, args.out)
-    log.info("%s\nwritten to %s", table, args.out)
+    log.info("%s\nwall time %.1f min; written to %s", table, wall / 60, args.out)
     return rows
 
 
@@ -322,6 +472,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
+        check_arguments(args)
         specs = method_specs(args.methods, args.seeds, args.head_layers, args.density)
         run_all(specs, args, f"Reproduction at {args.size}: {args.steps} steps x {args.batch} x {args.seq_len} tokens")
     except (ValueError, FileNotFoundError, RuntimeError) as err:

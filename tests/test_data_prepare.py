@@ -13,8 +13,13 @@ from transformers import AutoTokenizer
 
 from nt_llm.data import DataConfig, build_tokenizer, build_train_batches, build_validation_set, vocab_size_of
 from nt_llm.data import prepare as prep
+from nt_llm.data.tokenizer import SMALL_TOKENIZER_SUBDIR, pieces_digest
 
 REPO_DATA = Path(__file__).resolve().parents[1] / "data"
+# The pieces of the 4k tokenizer `make data` trains on the real training split (sentencepiece 0.2.x): a machine
+# that trains different pieces would make every number of the CPU study incomparable.
+EMBEDDED_4K_DIGEST = "b9abb4afe790755d579c5e640c8212d444d44b0e65878c07a0b1a8d2a075431c"
+FIXTURE_SMALL_VOCAB = 320  # what the fixture's few words support
 
 
 def _fake_packages(root: Path) -> tuple[Path, Path, Path]:
@@ -41,7 +46,7 @@ def _read_split(out: Path, split: str) -> list[dict]:
 def test_prepare_writes_a_fixed_split_and_is_idempotent(tmp_path) -> None:
     wiki, bbc, spm = _fake_packages(tmp_path)
     out = tmp_path / "data"
-    assert prep.prepare(out, wiki, bbc, spm) is True
+    assert prep.prepare(out, wiki, bbc, spm, FIXTURE_SMALL_VOCAB) is True
     manifest = json.loads((out / "embedded" / prep.MANIFEST).read_text())
     train, val = _read_split(out, "train"), _read_split(out, "validation")
     assert manifest["skipped_undecodable"] == 1
@@ -51,28 +56,45 @@ def test_prepare_writes_a_fixed_split_and_is_idempotent(tmp_path) -> None:
     assert all(prep.split_of(d["id"]) == "train" for d in train)
 
     before = {p: p.stat().st_mtime_ns for p in (out / "embedded").rglob("*")}
-    assert prep.prepare(out, wiki, bbc, spm) is False
+    assert prep.prepare(out, wiki, bbc, spm, FIXTURE_SMALL_VOCAB) is False
     assert {p: p.stat().st_mtime_ns for p in (out / "embedded").rglob("*")} == before
 
     again = tmp_path / "again"
-    prep.prepare(again, wiki, bbc, spm)
+    prep.prepare(again, wiki, bbc, spm, FIXTURE_SMALL_VOCAB)
     for f in sorted((out / "embedded").glob("*.jsonl")):
         assert (again / "embedded" / f.name).read_bytes() == f.read_bytes(), "byte-identical on a fresh run"
+    small = out / "embedded" / SMALL_TOKENIZER_SUBDIR / "tokenizer.json"
+    assert (again / "embedded" / SMALL_TOKENIZER_SUBDIR / "tokenizer.json").read_bytes() == small.read_bytes()
+
+
+def test_the_small_tokenizer_is_trained_on_the_training_split_with_its_own_pad(tmp_path) -> None:
+    wiki, bbc, spm = _fake_packages(tmp_path)
+    out = tmp_path / "data"
+    prep.prepare(out, wiki, bbc, spm, FIXTURE_SMALL_VOCAB)
+    cfg = DataConfig(source="embedded", data_dir=str(out), tokenizer="embedded-4k")
+    tok = build_tokenizer(cfg)
+    manifest = json.loads((out / "embedded" / prep.MANIFEST).read_text())
+    assert vocab_size_of(tok) == FIXTURE_SMALL_VOCAB == manifest["tokenizer_4k"]["vocab_size"]
+    assert manifest["tokenizer_4k"]["pieces_sha256"] == pieces_digest(tok)
+    # EOS separates packed documents; a pad of its own keeps it an ordinary token.
+    assert (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id) == (1, 2, 3)
+    text = "Doc 7: the river company."
+    assert tok.decode(tok(text, add_special_tokens=False)["input_ids"]) == text
 
 
 def test_prepare_redoes_an_incomplete_preparation(tmp_path) -> None:
     wiki, bbc, spm = _fake_packages(tmp_path)
     out = tmp_path / "data"
-    prep.prepare(out, wiki, bbc, spm)
+    prep.prepare(out, wiki, bbc, spm, FIXTURE_SMALL_VOCAB)
     next((out / "embedded").glob("train-*.jsonl")).unlink()
     assert not prep.is_prepared(out)
-    assert prep.prepare(out, wiki, bbc, spm) is True
+    assert prep.prepare(out, wiki, bbc, spm, FIXTURE_SMALL_VOCAB) is True
     assert prep.is_prepared(out)
 
 
 def test_cli_on_a_prepared_folder_does_nothing_and_installs_nothing(tmp_path, monkeypatch, caplog) -> None:
     wiki, bbc, spm = _fake_packages(tmp_path)
-    prep.prepare(tmp_path / "data", wiki, bbc, spm)
+    prep.prepare(tmp_path / "data", wiki, bbc, spm, FIXTURE_SMALL_VOCAB)
 
     def no_install(*args, **kwargs):
         raise AssertionError("a prepared folder must not trigger a package install")
@@ -94,7 +116,7 @@ def test_malformed_summaries_are_reported(tmp_path) -> None:
 
 def test_embedded_source_end_to_end_on_the_fixture(tmp_path) -> None:
     wiki, bbc, spm = _fake_packages(tmp_path)
-    prep.prepare(tmp_path / "data", wiki, bbc, spm)
+    prep.prepare(tmp_path / "data", wiki, bbc, spm, FIXTURE_SMALL_VOCAB)
     cfg = DataConfig(source="embedded", data_dir=str(tmp_path / "data"), seq_len=32, batch_size=2,
                      validation_tokens=100, shuffle_buffer=16)
     tok = build_tokenizer(cfg)
@@ -126,6 +148,10 @@ def test_the_real_embedded_corpus(tmp_path) -> None:
     batches = list(islice(iter(build_train_batches(cfg, tok)), 3))
     assert all(b["input_ids"].shape == (2, 64) for b in batches)
     assert build_validation_set(cfg, tok).num_tokens == 5_000
+    small = build_tokenizer(DataConfig(source="embedded", data_dir=str(REPO_DATA), tokenizer="embedded-4k"))
+    assert vocab_size_of(small) == 4096 and (small.bos_token_id, small.eos_token_id, small.pad_token_id) == (1, 2, 3)
+    assert pieces_digest(small) == manifest["tokenizer_4k"]["pieces_sha256"] == EMBEDDED_4K_DIGEST
+    assert small.decode(small(text, add_special_tokens=False)["input_ids"]) == text
 
 
 def test_an_installed_package_is_read_in_place(tmp_path, monkeypatch) -> None:

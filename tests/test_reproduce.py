@@ -30,12 +30,13 @@ def tiny_flags(tmp_path: Path) -> list[str]:
     return [
         "--size", str(size_file), "--data", str(data_file), "--steps", "4", "--batch", "4", "--seq-len", "16",
         "--eval-every", "2", "--validation-tokens", "256", "--threads", "1", "--out", str(tmp_path / "out"),
+        "--seeds", "0", "--lr", "1e-2", "--jobs", "1", "--precision", "no",
     ]
 
 
 def check_outputs(out: Path, labels: list[str]) -> list[dict]:
     assert (out / "loss.png").read_bytes()[:8] == PNG_MAGIC
-    assert (out / "disagreement.png").read_bytes()[:8] == PNG_MAGIC
+    assert (out / "diversity.png").read_bytes()[:8] == PNG_MAGIC
     table = (out / "results.md").read_text()
     results = json.loads((out / "results.json").read_text())
     rows = {row["label"]: row for row in results["rows"]}

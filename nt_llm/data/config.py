@@ -13,8 +13,11 @@ TEXT_SAMPLE_BY = ("line", "paragraph", "document")
 # The prepare command writes here (relative to the working directory, i.e. the repo root for `make data`).
 DEFAULT_DATA_DIR = "data"
 EMBEDDED_SUBDIR = "embedded"
-# `tokenizer: embedded` resolves to the folder the prepare command saves next to the corpus.
+# `tokenizer: embedded` resolves to the folder the prepare command saves next to the corpus (the 32k LLaMA-format
+# model, for the paper's sizes); `tokenizer: embedded-4k` to the 4,096-piece model it trains on the training split,
+# so that at CPU sizes the decoder blocks, not the embedding and LM heads, hold most of the weights.
 EMBEDDED_TOKENIZER = "embedded"
+EMBEDDED_SMALL_TOKENIZER = "embedded-4k"
 
 
 @dataclass

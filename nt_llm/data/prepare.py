@@ -8,8 +8,10 @@ temporary folder (or found if already installed) and only their data files are r
 text is ever committed.
 
 Output, in DIR/embedded/: train-000NN-of-000MM.jsonl and validation-00000-of-00001.jsonl (one
-{"id", "source", "text"} object per line), tokenizer/ (a transformers tokenizer folder) and
-MANIFEST.json, written last. The split is by document and depends only on each document's id.
+{"id", "source", "text"} object per line), tokenizer/ (the 32k model as a transformers tokenizer folder),
+tokenizer-4k/ (a 4,096-piece SentencePiece BPE with its own pad piece, trained deterministically on the
+training split: the same pieces on every machine, their digest in the manifest) and MANIFEST.json,
+written last. The split is by document and depends only on each document's id.
 A second run finds the manifest and does nothing.
 """
 
@@ -31,11 +33,18 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .config import DEFAULT_DATA_DIR, EMBEDDED_SUBDIR
-from .tokenizer import TOKENIZER_SUBDIR, sentencepiece_to_hf
+from .tokenizer import (
+    SMALL_TOKENIZER_SUBDIR,
+    SMALL_VOCAB_SIZE,
+    TOKENIZER_SUBDIR,
+    pieces_digest,
+    sentencepiece_to_hf,
+    train_sentencepiece,
+)
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: adds the 4k tokenizer trained on the training split
 MANIFEST = "MANIFEST.json"
 VALIDATION_PER_MILLE = 50  # 5% of the documents
 TRAIN_SHARDS = 16  # enough files for shard-level rank splitting up to 16 processes
@@ -119,8 +128,9 @@ def is_prepared(out_dir: Path) -> bool:
                for name, size in info["files"].items())
 
 
-def write_corpus(out_dir: Path, docs: list[Document], tokenizer_model: Path, skipped: int) -> Path:
-    """Write the split jsonl shards, tokenizer and manifest into out_dir/embedded atomically."""
+def write_corpus(out_dir: Path, docs: list[Document], tokenizer_model: Path, skipped: int,
+                 small_vocab_size: int = SMALL_VOCAB_SIZE) -> Path:
+    """Write the split jsonl shards, tokenizers and manifest into out_dir/embedded atomically."""
     if not docs:
         raise ValueError("no documents to write: the corpus is empty")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -140,11 +150,17 @@ def write_corpus(out_dir: Path, docs: list[Document], tokenizer_model: Path, ski
                     f.write(json.dumps({"id": doc.id, "source": doc.source, "text": doc.text}, ensure_ascii=False))
                     f.write("\n")
         sentencepiece_to_hf(tokenizer_model, tmp / TOKENIZER_SUBDIR)
+        small = train_small_tokenizer(
+            [doc for name, shard in sorted(by_shard.items()) if name.startswith("train") for doc in shard],
+            tmp / SMALL_TOKENIZER_SUBDIR,
+            small_vocab_size,
+        )
         files = {str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()}
         counts = {split: sum(len(v) for k, v in by_shard.items() if k.startswith(split))
                   for split in ("train", "validation")}
         manifest = {"format_version": FORMAT_VERSION, "documents": counts, "skipped_undecodable": skipped,
                     "sources": [WIKI.requirement, BBC.requirement], "tokenizer": TOKENIZER.requirement,
+                    "tokenizer_4k": {"vocab_size": len(small), "pieces_sha256": pieces_digest(small)},
                     "files": files}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
         if final.exists():
@@ -157,7 +173,17 @@ def write_corpus(out_dir: Path, docs: list[Document], tokenizer_model: Path, ski
     return final
 
 
-def prepare(out_dir: Path, wiki_json: Path, bbc_root: Path, tokenizer_model: Path) -> bool:
+def train_small_tokenizer(train_docs: list[Document], out_dir: Path, vocab_size: int = SMALL_VOCAB_SIZE):
+    """The 4k tokenizer: SentencePiece BPE on every non-empty line of the training documents, in their fixed
+    order (SentencePiece drops sentences longer than its limit, so lines rather than whole articles)."""
+    lines = [line for doc in train_docs for line in doc.text.splitlines() if line.strip()]
+    with tempfile.TemporaryDirectory(prefix="nt_llm_spm-") as tmp:
+        model = train_sentencepiece(lines, Path(tmp) / "spm", vocab_size=vocab_size, pad=True)
+        return sentencepiece_to_hf(model, out_dir)
+
+
+def prepare(out_dir: Path, wiki_json: Path, bbc_root: Path, tokenizer_model: Path,
+            small_vocab_size: int = SMALL_VOCAB_SIZE) -> bool:
     """Build the embedded corpus from the given data files; False (and nothing done) if already there."""
     if is_prepared(out_dir):
         logger.info("embedded corpus already prepared in %s; nothing to do", out_dir / EMBEDDED_SUBDIR)
@@ -166,7 +192,7 @@ def prepare(out_dir: Path, wiki_json: Path, bbc_root: Path, tokenizer_model: Pat
     bbc_docs, skipped = read_bbc_news(bbc_root)
     if skipped:
         logger.warning("skipped %d BBC article(s) that are not valid UTF-8", skipped)
-    write_corpus(out_dir, docs + bbc_docs, tokenizer_model, skipped)
+    write_corpus(out_dir, docs + bbc_docs, tokenizer_model, skipped, small_vocab_size)
     return True
 
 

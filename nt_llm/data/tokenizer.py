@@ -6,6 +6,7 @@ reloads from a folder, because training, export and lm-eval all consume that fol
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import shutil
 import tempfile
@@ -14,26 +15,31 @@ from pathlib import Path
 
 from transformers import AutoTokenizer, LlamaTokenizer, PreTrainedTokenizerBase
 
-from .config import EMBEDDED_TOKENIZER, DataConfig
+from .config import EMBEDDED_SMALL_TOKENIZER, EMBEDDED_TOKENIZER, DataConfig
 
 logger = logging.getLogger(__name__)
 
 TOKENIZER_SUBDIR = "tokenizer"
+SMALL_TOKENIZER_SUBDIR = "tokenizer-4k"
+SMALL_VOCAB_SIZE = 4096
+PAD_PIECE = "<pad>"
+# Embedded tokenizer names -> their folder inside the embedded corpus.
+EMBEDDED_TOKENIZERS = {EMBEDDED_TOKENIZER: TOKENIZER_SUBDIR, EMBEDDED_SMALL_TOKENIZER: SMALL_TOKENIZER_SUBDIR}
 
 
 def tokenizer_location(cfg: DataConfig) -> str:
     """The folder or Hub id `cfg.tokenizer` stands for."""
-    if cfg.tokenizer == EMBEDDED_TOKENIZER:
-        return str(cfg.embedded_dir / TOKENIZER_SUBDIR)
+    if cfg.tokenizer in EMBEDDED_TOKENIZERS:
+        return str(cfg.embedded_dir / EMBEDDED_TOKENIZERS[cfg.tokenizer])
     return cfg.tokenizer
 
 
 def build_tokenizer(cfg: DataConfig) -> PreTrainedTokenizerBase:
     """Load the configured tokenizer; it always has an EOS and a pad token and pads on the right."""
     location = tokenizer_location(cfg)
-    if cfg.tokenizer == EMBEDDED_TOKENIZER and not Path(location).is_dir():
+    if cfg.tokenizer in EMBEDDED_TOKENIZERS and not Path(location).is_dir():
         raise FileNotFoundError(
-            f"DataConfig.tokenizer='embedded' but {location} does not exist; prepare it with "
+            f"DataConfig.tokenizer={cfg.tokenizer!r} but {location} does not exist; prepare it with "
             f"`python -m nt_llm.data.prepare --out {cfg.data_dir}` (or `make data`)"
         )
     try:
@@ -71,19 +77,33 @@ def sentencepiece_to_hf(model_file: str | Path, out_dir: str | Path) -> PreTrain
         # The conversion reads `tokenizer.model` from a folder, whatever the file was called.
         shutil.copyfile(model_file, Path(tmp) / "tokenizer.model")
         tokenizer = LlamaTokenizer.from_pretrained(tmp, add_bos_token=True, add_eos_token=False)
+    if PAD_PIECE in tokenizer.get_vocab():
+        # A pad of its own keeps EOS (every document boundary when packing) an ordinary, trained token.
+        tokenizer.pad_token = PAD_PIECE
     tokenizer = ensure_special_tokens(tokenizer)
     tokenizer.save_pretrained(str(out_dir))
     return tokenizer
 
 
-def train_sentencepiece(texts: Iterable[str], model_prefix: str | Path, vocab_size: int) -> Path:
-    """Train a LLaMA-format SentencePiece BPE (used for tiny test tokenizers and small corpora)."""
+def train_sentencepiece(texts: Iterable[str], model_prefix: str | Path, vocab_size: int, pad: bool = False) -> Path:
+    """Train a LLaMA-format SentencePiece BPE (BOS 1, EOS 2, byte fallback; ``pad``: a pad piece at id 3).
+
+    Deterministic for the same texts in the same order: one thread, every sentence used (no sampling, so
+    no shuffling), no randomised settings. Each text is one training sentence.
+    """
     import sentencepiece as spm
 
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(texts), model_prefix=str(model_prefix), vocab_size=vocab_size,
         model_type="bpe", byte_fallback=True, character_coverage=1.0, unk_id=0, bos_id=1, eos_id=2,
-        pad_id=-1, normalization_rule_name="identity", remove_extra_whitespaces=False,
-        split_digits=True, num_threads=1, minloglevel=2,
+        pad_id=3 if pad else -1, pad_piece=PAD_PIECE, normalization_rule_name="identity",
+        remove_extra_whitespaces=False, split_digits=True, num_threads=1, minloglevel=2,
+        input_sentence_size=0, shuffle_input_sentence=False, max_sentence_length=1 << 16,
     )
     return Path(f"{model_prefix}.model")
+
+
+def pieces_digest(tokenizer: PreTrainedTokenizerBase) -> str:
+    """sha256 of the vocabulary (piece, id) in id order: equal digests mean the same tokenizer pieces."""
+    vocab = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
+    return hashlib.sha256("\n".join(f"{i}\t{piece}" for piece, i in vocab).encode("utf-8")).hexdigest()

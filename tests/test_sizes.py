@@ -1,0 +1,37 @@
+"""The CPU-study sizes: with the 4k tokenizer the decoder blocks, not the vocabulary, hold most of the weights."""
+
+import pytest
+
+from nt_llm.modeling import NeuroTrailsForCausalLM
+from nt_llm.modeling.sizes import build_config
+
+# The share of a path's weights (embedding, blocks, final norm, LM head) in its decoder blocks, as the size
+# files state it.
+CPU_SIZES = {"cpu-2m": 0.535, "cpu-4m": 0.628, "cpu-7m": 0.693}
+
+
+def block_share(model: NeuroTrailsForCausalLM) -> float:
+    """Parameters in decoder blocks / all parameters (a dense model is one path)."""
+    counts = {"blocks": 0, "other": 0}
+    for name, param in model.named_parameters():
+        counts["blocks" if ".layers." in name else "other"] += param.numel()
+    return counts["blocks"] / (counts["blocks"] + counts["other"])
+
+
+@pytest.mark.parametrize("size, share", CPU_SIZES.items())
+def test_cpu_sizes_put_most_weights_in_the_blocks(size: str, share: float) -> None:
+    config = build_config(size, "dense")
+    assert config.vocab_size == 4096 and config.num_hidden_layers == 6
+    measured = block_share(NeuroTrailsForCausalLM(config))
+    assert measured >= 0.5
+    assert measured == pytest.approx(share, abs=0.005)
+
+
+def test_neurotrails_cpu_size_splits_two_thirds_of_the_blocks_into_heads() -> None:
+    config = build_config("cpu-4m", "neurotrails", ensemble_size=3)
+    model = NeuroTrailsForCausalLM(config)
+    head_blocks = {name.split(".layers.")[0] + "." + name.split(".layers.")[1].split(".")[0]
+                   for name, _ in model.named_parameters() if name.startswith("heads.") and ".layers." in name}
+    assert config.head_layers == 4 and len(head_blocks) == 3 * 4
+    # Against the 32k paper sizes, whose tiny and 9m configurations are nearly all vocabulary.
+    assert block_share(NeuroTrailsForCausalLM(build_config("9m", "dense"))) < 0.1
