@@ -138,11 +138,12 @@ class _HeldFileHandler(logging.Handler):
         self._file: logging.FileHandler | None = None
 
     def open(self, path: Path) -> None:
-        self._file = logging.FileHandler(path, mode="a", encoding="utf-8")
-        self._file.setFormatter(self.formatter)
-        for record in self._held:
-            self._file.handle(record)
-        self._held.clear()
+        with self.lock:  # the data prefetch thread may be logging meanwhile
+            self._file = logging.FileHandler(path, mode="a", encoding="utf-8")
+            self._file.setFormatter(self.formatter)
+            for record in self._held:
+                self._file.handle(record)
+            self._held.clear()
 
     def emit(self, record: logging.LogRecord) -> None:
         if self._file is None:
