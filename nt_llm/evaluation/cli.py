@@ -127,9 +127,13 @@ def _apply_masks(model: torch.nn.Module, source: nt_export.Source) -> int:
 
 def _tokenizer(model_dir: Path) -> PreTrainedTokenizerBase:
     try:
-        return build_tokenizer(DataConfig(tokenizer=str(model_dir)))
+        tokenizer = build_tokenizer(DataConfig(tokenizer=str(model_dir)))
     except (OSError, ValueError) as err:
         raise EvalInputError(f"{model_dir} has no usable tokenizer: {err}") from err
+    # Packing tokenizes whole documents and cuts rows itself; the folder's limit (the context) would only
+    # warn of "indexing errors" that cannot happen.
+    tokenizer.model_max_length = sys.maxsize
+    return tokenizer
 
 
 def _context(source: nt_export.Source, model: torch.nn.Module) -> int:

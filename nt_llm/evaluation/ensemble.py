@@ -19,11 +19,11 @@ import torch.nn.functional as F
 
 IGNORE_INDEX = -100
 # Most token positions per forward pass and per fp32 log-probability slab. On the CPU, glibc maps every block
-# above 32 MiB afresh and the kernel zero-fills its pages on each allocation: with whole batches (3 heads, 32k
-# pieces, 8 x 128 tokens; 8192 tokens, 1 thread) evaluation took 12 s user + 24 s system time, with 256-token
-# chunks (one head's chunk of fp32 logits just under 32 MiB) 12 s + 3 s, with 512-token chunks 9 s + 18 s. An
-# accelerator's caching allocator reuses its blocks, so there a chunk only bounds memory and a larger one keeps
-# the forwards few.
+# above 32 MiB afresh and the kernel zero-fills its pages on each allocation. Measured on a tiny model (3 heads,
+# 32k pieces, 8192 tokens in batches of 8 x 128, 1 thread, shared 2-core machine): whole batches took 11-12 s
+# user + 24 s system time; 512-token chunks 9 s + 18 s; 256-token chunks (one head's chunk of fp32 logits just
+# under 32 MiB) 10-12 s + 3-9 s. An accelerator's caching allocator reuses its blocks, so there a chunk only
+# bounds memory and a larger one keeps the forwards few.
 CPU_CHUNK_TOKENS = 256
 ACCELERATOR_CHUNK_TOKENS = 2048
 _BATCH_KEYS = ("input_ids", "attention_mask", "labels")
