@@ -265,6 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Evaluate as the parsed command line says; returns the report (raises EvalInputError on bad input)."""
     device = args.device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise EvalInputError(f"--device {device}: this torch sees no CUDA device")
     files = data_files(args.files, args.file_format)
     loaded = load_model(args.model, device)
     seq_len = args.seq_len or loaded.context
