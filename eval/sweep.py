@@ -3,8 +3,8 @@ against accuracy, with the same outputs as ``reproduce.py`` (results.md/json, lo
 
 Every grid point trains with the same data, token budget and seeds; a density of 1 is TreeNet at that depth.
 
-    python eval/sweep.py --head-layers 1,2,3 --density 0.5,0.9            # 9m, embedded corpus
-    python eval/sweep.py --size 20m --head-layers 2,4,6 --density 0.3,0.6,0.9 --steps 1000 --seeds 0,1
+    python eval/sweep.py --head-layers 2,4,6 --density 0.5,0.9 --lr 4e-3      # cpu-4m, embedded corpus, 4k pieces
+    python eval/sweep.py --size cpu-7m --head-layers 2,4 --density 0.3,0.6,0.9 --steps 1000 --seeds 0,1
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import argparse
 import logging
 import sys
 
-from reproduce import RunSpec, add_common_arguments, parse_list, run_all
+from reproduce import RunSpec, add_common_arguments, check_arguments, parse_list, run_all
 
 log = logging.getLogger("sweep")
 
@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
+        check_arguments(args)
         specs = grid_specs(args.head_layers, args.density, args.seeds)
         run_all(specs, args, f"Head depth x density sweep at {args.size}: {args.steps} steps x {args.batch} x {args.seq_len}")
     except (ValueError, FileNotFoundError, RuntimeError) as err:

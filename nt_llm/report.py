@@ -1,6 +1,6 @@
-"""Compare finished runs: the last evaluation of each, as one markdown table.
+"""Compare finished runs: the last evaluation of each, as one markdown table, and their validation curves.
 
-    python -m nt_llm.report runs/neurotrails_tiny runs/dense_tiny
+    python -m nt_llm.report runs/neurotrails_cpu runs/dense_cpu [--plot out/demo/loss.png]
 """
 
 import argparse
@@ -13,30 +13,65 @@ from nt_llm.train.metrics import read_metrics
 log = logging.getLogger("nt_llm.report")
 
 
-def last_eval(run_dir: Path) -> dict:
+def evaluations(run_dir: Path) -> list[dict]:
+    """Every evaluation event of a run, in order."""
     metrics = run_dir / "metrics.jsonl"
     if not metrics.is_file():
         raise FileNotFoundError(f"{run_dir} has no metrics.jsonl: is it a training run folder?")
     evals = [e for e in read_metrics(metrics) if e["event"] == "eval"]
     if not evals:
         raise ValueError(f"{metrics} holds no evaluation yet")
-    return evals[-1]
+    return evals
+
+
+def last_eval(run_dir: Path) -> dict:
+    return evaluations(run_dir)[-1]
 
 
 def comparison_table(runs: list[Path]) -> str:
+    """One row per run; the last run is the baseline the others' perplexity is compared with."""
+    baseline = last_eval(runs[-1])["ensemble_ppl"]
     lines = [
-        "| run | step | tokens | ensemble ppl | head ppl | ensemble gain | disagreement | density |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        f"| run | step | tokens | ensemble ppl | vs {runs[-1].name} | head ppl | ensemble gain | disagreement | "
+        "density |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for run in runs:
         e = last_eval(run)
         heads = sorted(k for k in e if k.startswith("head") and k.endswith("_ppl"))
         head_ppl = ", ".join(f"{e[k]:.2f}" for k in heads)
+        change = f"{100 * (e['ensemble_ppl'] / baseline - 1):+.1f}%"
         lines.append(
-            f"| {run.name} | {e['step']} | {e['tokens']} | {e['ensemble_ppl']:.2f} | {head_ppl} | "
+            f"| {run.name} | {e['step']} | {e['tokens']} | {e['ensemble_ppl']:.2f} | {change} | {head_ppl} | "
             f"{e['ensemble_gain']:.4f} | {_optional(e.get('disagreement'))} | {e.get('density', 1.0):.3f} |"
         )
     return "\n".join(lines)
+
+
+def plot_validation_loss(runs: list[Path], out: Path) -> Path:
+    """Validation loss of the averaged logits (and, dotted, of the best head) over training tokens."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on servers
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for run in runs:
+        evals = evaluations(run)
+        tokens = [e["tokens"] for e in evals]
+        (line,) = ax.plot(tokens, [e["ensemble_loss"] for e in evals], marker="o", markersize=3, label=run.name)
+        if "head1_loss" in evals[0]:
+            best_head = [min(v for k, v in e.items() if k.startswith("head") and k.endswith("_loss")) for e in evals]
+            ax.plot(tokens, best_head, linestyle=":", color=line.get_color(), label=f"{run.name}, best head")
+    ax.set_xlabel("training tokens")
+    ax.set_ylabel("validation loss (nats)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
 
 
 def _optional(value: float | None) -> str:
@@ -46,11 +81,15 @@ def _optional(value: float | None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="+", type=Path, help="run folders (each with a metrics.jsonl)")
+    parser.add_argument("runs", nargs="+", type=Path, help="run folders (each with a metrics.jsonl); the last is "
+                        "the baseline")
+    parser.add_argument("--plot", type=Path, help="also write the validation curves to this PNG")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         log.info("%s", comparison_table(args.runs))
+        if args.plot is not None:
+            log.info("validation curves: %s", plot_validation_loss(args.runs, args.plot))
     except (FileNotFoundError, ValueError) as err:
         log.error("%s", err)
         return 2

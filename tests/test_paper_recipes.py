@@ -32,3 +32,26 @@ def test_paper_recipe(method: str, size: str, layers: int, head_layers: int) -> 
         assert (s.prune_rate, s.prune_rate_decay, s.update_frequency) == (0.5, "cosine", 50)
     else:
         assert recipe.sparsity is None
+
+
+@pytest.mark.parametrize("method", ["dense", "treenet", "neurotrails", "full_ensemble"])
+def test_cpu_recipes_are_the_study_settings_at_150_steps(method: str) -> None:
+    """`make demo` trains these: they must be the runs eval/ablate.py makes at 150 steps, seed 0, lr 2e-3."""
+    import sys
+
+    sys.path.insert(0, str(RECIPES.parent / "eval"))
+    import ablate  # noqa: E402  (eval/ is a folder of scripts)
+    import reproduce  # noqa: E402
+
+    parser = reproduce.argparse.ArgumentParser()
+    reproduce.add_common_arguments(parser)
+    args = parser.parse_args(["--steps", "150", "--lr", "2e-3", "--seeds", "0"])
+    spec = next(s for s in ablate.variant_specs({"paper": ()}, [0], 0.9, baselines=True) if s.method == method)
+    study = reproduce.build_recipe(spec, args, RECIPES / "unused", 2e-3, 150)
+    recipe = load_recipe(RECIPES / f"{method}_cpu.yaml").to_dict()
+    # Evaluation cadence aside (it changes no training number): the same optimisation, model, data and sparsity.
+    assert {k: recipe["optim"][k] for k in study["optim"]} == study["optim"]
+    assert {k: recipe["model"][k] for k in study["model"]} == study["model"]
+    assert {k: recipe["data"][k] for k in study["data"]} == study["data"]
+    if method == "neurotrails":
+        assert {k: recipe["sparsity"][k] for k in study["sparsity"]} == study["sparsity"]

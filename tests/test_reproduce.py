@@ -14,7 +14,8 @@ from train_support import TINY_SIZE, tiny_recipe
 EVAL_DIR = Path(__file__).resolve().parents[1] / "eval"
 sys.path.insert(0, str(EVAL_DIR))
 
-import reproduce  # noqa: E402  (eval/ is a folder of scripts, not a package)
+import ablate  # noqa: E402  (eval/ is a folder of scripts, not a package)
+import reproduce  # noqa: E402
 import sweep  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -125,3 +126,32 @@ def test_reproduce_rejects_bad_input(tmp_path, caplog, flags, message):
 def test_sweep_rejects_bad_grid(tmp_path, caplog):
     assert sweep.main(["--out", str(tmp_path / "out"), "--head-layers", "0"]) == 2
     assert "--head-layers must be >= 1" in caplog.text
+
+
+def test_ablate_trains_named_and_custom_variants(tmp_path):
+    flags = tiny_flags(tmp_path) + ["--variants", "paper,uniform", "--no-baselines",
+                                    "--variant", "slow:sparsity.update_frequency=4,sparsity.prune_rate=0.1"]
+    assert ablate.main(flags) == 0
+    rows = check_outputs(tmp_path / "out", ["nt_paper", "nt_uniform", "nt_slow"])
+    assert all(len(row["head_ppl"]) == 3 and row["params_nonzero"] < row["params_total"] for row in rows)
+    recipe = yaml.safe_load((tmp_path / "out" / "runs" / "nt_slow_s0.yaml").read_text())
+    assert (recipe["sparsity"]["update_frequency"], recipe["sparsity"]["prune_rate"]) == (4, 0.1)
+    assert yaml.safe_load((tmp_path / "out" / "runs" / "nt_uniform_s0.yaml").read_text())["sparsity"][
+        "distribution"] == "uniform"
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--variants", "paper,bogus"], "unknown ['bogus']"),
+        (["--variant", "x:optim.lr"], "must look like section.key=value"),
+        (["--lr", "fast"], "--lr must be a number or 'auto'"),
+    ],
+)
+def test_ablate_rejects_bad_input(tmp_path, caplog, capsys, flags, message):
+    try:
+        code = ablate.main(["--out", str(tmp_path / "out"), *flags])
+    except SystemExit as exit_:  # argparse's own errors
+        code = exit_.code
+    assert code == 2
+    assert message in caplog.text + capsys.readouterr().err
