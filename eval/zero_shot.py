@@ -199,16 +199,53 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="context in tokens (default: the model's max_position_embeddings)")
     parser.add_argument("--output", type=Path, default=None,
                         help="results JSON (default: out/zero_shot/<model folder name>.json)")
+    parser.add_argument("--log-file", type=Path, default=None,
+                        help="send lm-eval's step-by-step log here; the terminal keeps this tool's messages, "
+                             "errors, the progress bars and the table")
     return parser.parse_args(argv)
+
+
+class _OwnOrError(logging.Filter):
+    """This tool's records and anyone's errors: lm-eval logs each step at INFO and its routine notices
+    (such as overriding num_fewshot for a 0-shot run) as warnings."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.name in (logger.name, "prepare_tasks") or record.levelno >= logging.ERROR
+
+
+def configure_logging(log_file: Path | None) -> list[logging.Handler]:
+    """Everything on the terminal; or, with a log file, everything in the file and the essentials on the
+    terminal. Returns the handlers it added to the root logger."""
+    fmt = "%(levelname)s %(name)s: %(message)s"
+    terminal = logging.StreamHandler()
+    terminal.setFormatter(logging.Formatter(fmt))
+    handlers: list[logging.Handler] = [terminal]
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        to_file = logging.FileHandler(log_file, encoding="utf-8")
+        to_file.setFormatter(logging.Formatter("%(asctime)s " + fmt))
+        terminal.addFilter(_OwnOrError())
+        handlers.append(to_file)
+        # datasets' "Generating validation split" and transformers' "Loading weights" bars say nothing here.
+        import datasets
+        from transformers.utils import logging as hf_logging
+
+        datasets.disable_progress_bars()
+        hf_logging.disable_progress_bar()
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    for handler in handlers:
+        root.addHandler(handler)
+    return handlers
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.offline:
         # Read by huggingface_hub / datasets at import, which has not happened yet in this process.
         os.environ["HF_HUB_OFFLINE"] = "1"
         os.environ["HF_DATASETS_OFFLINE"] = "1"
+    configure_logging(args.log_file)
     try:
         settings = ZeroShotSettings(tasks=args.tasks.split(","), offline=args.offline, tasks_dir=args.tasks_dir,
                                     limit=args.limit, batch_size=args.batch_size, device=args.device,

@@ -37,6 +37,7 @@ from safetensors.torch import load_file
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from nt_llm import hub
+from nt_llm.console import hide_deepspeed_cpu_notice
 from nt_llm.model_card import TRAINING_RECORD_FORMAT, CardInfo, ParamCounts, build_model_card, training_record
 from nt_llm.modeling import NeuroTrailsConfig, NeuroTrailsForCausalLM, register_auto_classes
 from nt_llm.modeling.convert import head_to_llama
@@ -541,6 +542,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.push_to_hub and (args.private or args.revision or args.commit_message):
         parser.error("--private, --revision and --commit-message need --push-to-hub")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    hide_deepspeed_cpu_notice()
     try:
         options = ExportOptions(heads=args.heads, single_head=args.single_head,
                                 max_position_embeddings=args.max_position_embeddings, license=args.license,

@@ -327,3 +327,23 @@ def test_runner_without_hub_points_to_offline(llama_dir: Path, tmp_path: Path) -
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "on the Hub" in proc.stderr and "add --offline" in proc.stderr
     assert not (tmp_path / "r.json").exists()
+
+
+def test_log_file_keeps_lm_evals_steps_off_the_terminal(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import logging
+
+    handlers = zero_shot.configure_logging(tmp_path / "logs" / "zero_shot.log")
+    try:
+        logging.getLogger("lm_eval.evaluator").info("Building contexts")
+        logging.getLogger("lm_eval.evaluator").warning("Overwriting default num_fewshot")
+        logging.getLogger("lm_eval.models").error("model failed")
+        zero_shot.logger.info("results: somewhere")
+    finally:
+        for handler in handlers:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
+    terminal = capsys.readouterr().err
+    assert "results: somewhere" in terminal and "model failed" in terminal
+    assert "Building contexts" not in terminal and "num_fewshot" not in terminal
+    log = (tmp_path / "logs" / "zero_shot.log").read_text()
+    assert all(text in log for text in ("Building contexts", "num_fewshot", "model failed", "results: somewhere"))

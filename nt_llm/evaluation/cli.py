@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerBase
 
 from nt_llm import export as nt_export
+from nt_llm.console import hide_deepspeed_cpu_notice
 from nt_llm.data import DataConfig, ValidationSet, build_tokenizer, build_validation_set
 from nt_llm.data.config import FILE_FORMATS, TEXT_SAMPLE_BY
 from nt_llm.data.sources import infer_file_format, resolve_files
@@ -284,6 +285,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    hide_deepspeed_cpu_notice()
     try:
         report = run(args)
     except EvalInputError as err:
