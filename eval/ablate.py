@@ -14,15 +14,12 @@ Named variants (``--variants``): see ``VARIANTS``; ``--variant NAME:key=value,..
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 import yaml
-from reproduce import RunSpec, add_common_arguments, check_arguments, parse_list, run_all
+from reproduce import RunSpec, add_common_arguments, parse_list, run_cli
 
 from nt_llm.sparse.config import NEUROTRAILS_ALL
-
-log = logging.getLogger("ablate")
 
 # The paper's knobs, one at a time from the reproduction's NeuroTrails setting.
 VARIANTS: dict[str, tuple[tuple[str, object], ...]] = {
@@ -81,21 +78,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-baselines", action="store_true", help="only the NeuroTrails variants")
     parser.set_defaults(out=parser.get_default("out").with_name("ablate"))
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        check_arguments(args)
+
+    def specs() -> list[RunSpec]:
         unknown = sorted(set(args.variants) - set(VARIANTS))
         if unknown:
             raise ValueError(f"--variants: unknown {unknown}; choose from {list(VARIANTS)}")
         chosen = {name: VARIANTS[name] for name in args.variants} | dict(args.variant)
-        specs = variant_specs(chosen, args.seeds, args.density, baselines=not args.no_baselines)
-        title = f"NeuroTrails ablations at {args.size}: {args.steps} steps x {args.batch} x {args.seq_len} tokens"
-        run_all(specs, args, title)
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
-        log.error("%s", err)
-        return 2
-    return 0
+        return variant_specs(chosen, args.seeds, args.density, baselines=not args.no_baselines)
 
+    return run_cli(args, specs, "NeuroTrails ablations")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -28,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -470,11 +471,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--head-layers", type=int, default=None, help="None: two thirds of the blocks")
     parser.add_argument("--density", type=float, default=0.9, help="NeuroTrails head density")
     args = parser.parse_args(argv)
+    return run_cli(args, lambda: method_specs(args.methods, args.seeds, args.head_layers, args.density), "Reproduction")
+
+
+def run_cli(args: argparse.Namespace, make_specs: Callable[[], list[RunSpec]], title: str) -> int:
+    """The body of this script's and its siblings' mains: check, train, report; bad input exits 2."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         check_arguments(args)
-        specs = method_specs(args.methods, args.seeds, args.head_layers, args.density)
-        run_all(specs, args, f"Reproduction at {args.size}: {args.steps} steps x {args.batch} x {args.seq_len} tokens")
+        specs = make_specs()
+        run_all(specs, args, f"{title} at {args.size}: {args.steps} steps x {args.batch} x {args.seq_len} tokens")
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         log.error("%s", err)
         return 2

@@ -10,13 +10,9 @@ Every grid point trains with the same data, token budget and seeds; a density of
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
-from reproduce import RunSpec, add_common_arguments, check_arguments, parse_list, run_all
-
-log = logging.getLogger("sweep")
-
+from reproduce import RunSpec, add_common_arguments, parse_list, run_cli
 
 def grid_specs(head_layers: list[int], densities: list[float], seeds: list[int]) -> list[RunSpec]:
     """One run per (head depth, density, seed); density 1 means no sparsity (TreeNet)."""
@@ -47,16 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--density", type=lambda t: parse_list(t, float), default=[0.5, 0.9])
     parser.set_defaults(out=parser.get_default("out").with_name("sweep"))
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        check_arguments(args)
-        specs = grid_specs(args.head_layers, args.density, args.seeds)
-        run_all(specs, args, f"Head depth x density sweep at {args.size}: {args.steps} steps x {args.batch} x {args.seq_len}")
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
-        log.error("%s", err)
-        return 2
-    return 0
-
+    return run_cli(args, lambda: grid_specs(args.head_layers, args.density, args.seeds), "Head depth x density sweep")
 
 if __name__ == "__main__":
     sys.exit(main())
