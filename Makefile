@@ -66,7 +66,7 @@ bench: data
 reproduce: data
 	$(PY) eval/reproduce.py --out out/reproduce
 
-ABLATIONS ?= paper,uniform,all_sparse,update_every_5
+ABLATIONS ?= uniform,all_sparse,update_every_5
 ablate: data
 	$(PY) eval/ablate.py --variants $(ABLATIONS) --steps 150 --seeds 0 --lr 2e-3 --out out/ablate
 

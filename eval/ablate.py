@@ -1,12 +1,14 @@
 """Ablations of NeuroTrails at the reproduction's scale: which setting moves it against its baselines.
 
 Each variant is the reproduction's NeuroTrails run with recipe overrides; the baselines (dense, TreeNet, full
-ensemble) train beside them with the same budget, learning rate and seeds, so the table's paired differences
-answer "does this variant beat dense / the full ensemble?". With the same ``--out``, budget and seeds as
-``reproduce.py``, the study's finished runs are reused rather than retrained.
+ensemble, and NeuroTrails as the reproduction sets it) train beside them with the same budget, learning rate and
+seeds, so the table's paired differences answer "does this variant beat dense / the full ensemble?". With
+``--runs-dir`` pointing at the reproduction's runs and its budget, seeds and learning rate, the study's finished
+runs are reused rather than retrained.
 
-    python eval/ablate.py --variants paper,uniform,all_sparse --steps 150 --seeds 0,1 --lr 4e-3
+    python eval/ablate.py --variants uniform,all_sparse --steps 150 --seeds 0,1 --lr 2e-3
     python eval/ablate.py --variant 'fast:sparsity.update_frequency=5,sparsity.prune_rate=0.2' ...
+    python eval/ablate.py --variant 'heads2:model.head_layers=2' --lr 2e-3 --seeds 0 --runs-dir out/reproduce/runs
 
 Named variants (``--variants``): see ``VARIANTS``; ``--variant NAME:key=value,...`` adds one of your own.
 """
@@ -23,7 +25,6 @@ from nt_llm.sparse.config import NEUROTRAILS_ALL
 
 # The paper's knobs, one at a time from the reproduction's NeuroTrails setting.
 VARIANTS: dict[str, tuple[tuple[str, object], ...]] = {
-    "paper": (),
     "uniform": (("sparsity.distribution", "uniform"),),
     "all_sparse": (("sparsity.include", list(NEUROTRAILS_ALL)),),  # the paper's code: backbone + embedding too
     "prune_rate_0.2": (("sparsity.prune_rate", 0.2),),
@@ -33,7 +34,7 @@ VARIANTS: dict[str, tuple[tuple[str, object], ...]] = {
     "static": (("sparsity.stop_step", 0),),  # a fixed random topology: sparsity without DST
     "set_growth": (("sparsity.growth", "random"),),
 }
-BASELINES = ("dense", "treenet", "full_ensemble")
+BASELINES = ("dense", "treenet", "neurotrails", "full_ensemble")  # neurotrails: the reproduction's own setting
 
 
 def parse_variant(text: str) -> tuple[str, tuple[tuple[str, object], ...]]:
@@ -70,7 +71,7 @@ def variant_specs(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_arguments(parser)
-    parser.add_argument("--variants", type=lambda t: parse_list(t, str), default=["paper"],
+    parser.add_argument("--variants", type=lambda t: parse_list(t, str), default=[],
                         help=f"named variants: {', '.join(VARIANTS)}")
     parser.add_argument("--variant", type=parse_variant, action="append", default=[],
                         help="NAME:section.key=value,... (repeatable)")

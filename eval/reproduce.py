@@ -96,6 +96,8 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads of each training process")
     parser.add_argument("--jobs", type=int, default=2, help="training processes at once (jobs x threads <= cores)")
     parser.add_argument("--out", type=Path, default=REPO / "out" / "reproduce")
+    parser.add_argument("--runs-dir", type=Path, default=None,
+                        help="where the runs live (default: OUT/runs); another study's, to reuse its finished runs")
     parser.add_argument("--rerun", action="store_true", help="retrain runs that already finished in --out")
 
 
@@ -424,7 +426,7 @@ def run_all(specs: list[RunSpec], args: argparse.Namespace, title: str) -> list[
     started = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
     lr, sweep_table = pick_learning_rate(args)
-    runs_dir = args.out / "runs"
+    runs_dir = args.runs_dir or args.out / "runs"
     train_all(specs, args, lr, args.steps, runs_dir)
     results = collect(specs, args, runs_dir)
     rows = [summarise(label, runs) for label, runs in results.items()]

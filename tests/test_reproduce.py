@@ -129,10 +129,10 @@ def test_sweep_rejects_bad_grid(tmp_path, caplog):
 
 
 def test_ablate_trains_named_and_custom_variants(tmp_path):
-    flags = tiny_flags(tmp_path) + ["--variants", "paper,uniform", "--no-baselines",
+    flags = tiny_flags(tmp_path) + ["--variants", "uniform,static", "--no-baselines",
                                     "--variant", "slow:sparsity.update_frequency=4,sparsity.prune_rate=0.1"]
     assert ablate.main(flags) == 0
-    rows = check_outputs(tmp_path / "out", ["nt_paper", "nt_uniform", "nt_slow"])
+    rows = check_outputs(tmp_path / "out", ["nt_uniform", "nt_static", "nt_slow"])
     assert all(len(row["head_ppl"]) == 3 and row["params_nonzero"] < row["params_total"] for row in rows)
     recipe = yaml.safe_load((tmp_path / "out" / "runs" / "nt_slow_s0.yaml").read_text())
     assert (recipe["sparsity"]["update_frequency"], recipe["sparsity"]["prune_rate"]) == (4, 0.1)
@@ -143,7 +143,7 @@ def test_ablate_trains_named_and_custom_variants(tmp_path):
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--variants", "paper,bogus"], "unknown ['bogus']"),
+        (["--variants", "uniform,bogus"], "unknown ['bogus']"),
         (["--variant", "x:optim.lr"], "must look like section.key=value"),
         (["--lr", "fast"], "--lr must be a number or 'auto'"),
     ],
@@ -155,3 +155,18 @@ def test_ablate_rejects_bad_input(tmp_path, caplog, capsys, flags, message):
         code = exit_.code
     assert code == 2
     assert message in caplog.text + capsys.readouterr().err
+
+
+def test_runs_dir_reuses_another_studys_finished_runs(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="reproduce")
+    assert reproduce.main(tiny_flags(tmp_path) + ["--methods", "dense"]) == 0
+    flags = tiny_flags(tmp_path)
+    flags[flags.index("--out") + 1] = str(tmp_path / "ablation")
+    caplog.clear()
+    assert ablate.main(flags + ["--runs-dir", str(tmp_path / "out" / "runs"), "--variants", "static",
+                                "--no-baselines"]) == 0
+    assert "reusing" not in caplog.text  # a variant of its own is trained
+    caplog.clear()
+    assert reproduce.main(flags + ["--runs-dir", str(tmp_path / "out" / "runs"), "--methods", "dense"]) == 0
+    assert "dense_s0: finished earlier, reusing" in caplog.text
+    assert json.loads((tmp_path / "ablation" / "results.json").read_text())["rows"][0]["label"] == "dense"

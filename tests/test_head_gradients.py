@@ -1,0 +1,46 @@
+"""eval/head_gradients.py: agreement of the heads' gradients on the shared weights."""
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from train_support import TINY_SIZE
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "eval"))
+import head_gradients  # noqa: E402  (eval/ is a folder of scripts)
+
+from nt_llm.modeling import NeuroTrailsForCausalLM  # noqa: E402
+from nt_llm.modeling.sizes import build_config  # noqa: E402
+
+
+def tiny_model(tmp_path: Path, method: str) -> NeuroTrailsForCausalLM:
+    import yaml
+
+    size = tmp_path / "size.yaml"
+    size.write_text(yaml.safe_dump(TINY_SIZE))
+    torch.manual_seed(0)
+    return NeuroTrailsForCausalLM(build_config(str(size), method, ensemble_size=3, head_layers=2, vocab_size=50))
+
+
+def test_identical_heads_agree_and_random_heads_do_not(tmp_path) -> None:
+    model = tiny_model(tmp_path, "treenet")
+    ids = torch.randint(0, 50, (2, 16), generator=torch.Generator().manual_seed(1))
+    batch = {"input_ids": ids, "labels": ids}
+    fresh = head_gradients.agreement(head_gradients.head_gradients(model, batch))
+    assert abs(fresh["mean_cosine"]) < 0.5 and fresh["alignment"] < 0.9
+    with torch.no_grad():  # every head a copy of head 0: the same loss, the same gradient
+        for head in model.heads[1:]:
+            head.load_state_dict(model.heads[0].state_dict())
+    same = head_gradients.agreement(head_gradients.head_gradients(model, batch))
+    assert same["mean_cosine"] == pytest.approx(1.0, abs=1e-9) and same["alignment"] == pytest.approx(1.0, abs=1e-9)
+    # The gradients are the shared weights' (embedding + backbone), not the heads'.
+    shared = sum(p.numel() for p in head_gradients.shared_parameters(model))
+    assert head_gradients.head_gradients(model, batch).shape == (3, shared)
+
+
+def test_a_full_ensemble_has_nothing_to_compare(tmp_path) -> None:
+    model = tiny_model(tmp_path, "full_ensemble")
+    ids = torch.randint(0, 50, (1, 8))
+    with pytest.raises(ValueError, match="shares no weights"):
+        head_gradients.head_gradients(model, {"input_ids": ids, "labels": ids})
