@@ -55,7 +55,7 @@ def variant_specs(
     variants: dict[str, tuple[tuple[str, object], ...]], seeds: list[int], density: float, baselines: bool
 ) -> list[RunSpec]:
     specs = [
-        RunSpec(label=m, method=m, head_layers=None, density=1.0, seed=s)
+        RunSpec(label=m, method=m, head_layers=None, density=density if m == "neurotrails" else 1.0, seed=s)
         for s in seeds
         for m in (BASELINES if baselines else ())
     ]

@@ -166,19 +166,44 @@ def build_recipe(spec: RunSpec, args: argparse.Namespace, run_dir: Path, lr: flo
     return recipe
 
 
+def _recipe_text(spec: RunSpec, args: argparse.Namespace, lr: float, steps: int, runs_dir: Path) -> str:
+    return yaml.safe_dump(build_recipe(spec, args, runs_dir / spec.name, lr, steps), sort_keys=False)
+
+
+def check_no_conflicts(specs: list[RunSpec], args: argparse.Namespace, lr: float, steps: int, runs_dir: Path) -> None:
+    """Before anything trains: a run folder that holds checkpoints of another recipe is never replaced silently
+    (it may be another study's, shared through --runs-dir); --rerun replaces it."""
+    if args.rerun:
+        return
+    conflicts = []
+    for spec in specs:
+        recipe_path = runs_dir / f"{spec.name}.yaml"
+        if _final_checkpoint(runs_dir / spec.name) is not None and (
+            not recipe_path.is_file() or recipe_path.read_text(encoding="utf-8") != _recipe_text(
+                spec, args, lr, steps, runs_dir)
+        ):
+            conflicts.append(spec.name)
+    if conflicts:
+        raise ValueError(
+            f"{runs_dir} holds runs {conflicts} trained with another recipe (budget, learning rate or settings); "
+            "choose another --out / --runs-dir, or pass --rerun to retrain them"
+        )
+
+
 def train_run(spec: RunSpec, args: argparse.Namespace, lr: float, steps: int, runs_dir: Path) -> Path:
     """Train one run in a fresh process (the accelerate state is per process); returns its folder. A run that
-    finished earlier with the same recipe is reused; anything else in its folder is replaced."""
+    finished earlier with the same recipe is reused; a partial one is replaced (``check_no_conflicts`` has made
+    sure that no finished run of another recipe is in the way, unless --rerun)."""
     run_dir = runs_dir / spec.name
     recipe_path = runs_dir / f"{spec.name}.yaml"
-    recipe_text = yaml.safe_dump(build_recipe(spec, args, run_dir, lr, steps), sort_keys=False)
+    recipe_text = _recipe_text(spec, args, lr, steps, runs_dir)
     final = _final_checkpoint(run_dir)
     same_recipe = recipe_path.is_file() and recipe_path.read_text(encoding="utf-8") == recipe_text
     if not args.rerun and same_recipe and final is not None and final.parent.name == f"step_{steps}":
         log.info("%s: finished earlier, reusing %s", spec.name, run_dir)
         return run_dir
     if run_dir.exists():
-        shutil.rmtree(run_dir)  # a partial run or another recipe: its metrics.jsonl would be appended to
+        shutil.rmtree(run_dir)  # a partial run (or --rerun): its metrics.jsonl would be appended to
     run_dir.mkdir(parents=True)
     recipe_path.write_text(recipe_text, encoding="utf-8")
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
@@ -198,6 +223,7 @@ def train_all(specs: list[RunSpec], args: argparse.Namespace, lr: float, steps: 
     from tqdm import tqdm
 
     runs_dir.mkdir(parents=True, exist_ok=True)
+    check_no_conflicts(specs, args, lr, steps, runs_dir)
     order = sorted(specs, key=lambda s: -METHOD_COST.get(s.method, 1.0))
     with ThreadPoolExecutor(max_workers=args.jobs) as pool, tqdm(total=len(order), desc="runs", unit="run") as bar:
         futures = [pool.submit(train_run, spec, args, lr, steps, runs_dir) for spec in order]
@@ -351,12 +377,13 @@ def plot_curves(results: dict[str, list[dict[str, Any]]], out: Path) -> None:
         stds = [statistics.stdev(v) if len(v) > 1 else 0.0 for v in values]
         return xs, means, stds
 
+    colors = {label: f"C{i}" for i, label in enumerate(results)}  # one colour per row in both figures
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for label, runs in results.items():
         xs, means, stds = mean_curve(runs, "val_loss")
-        (line,) = ax.plot(xs, means, marker="o", markersize=3, label=f"{label} ({len(runs)} seeds)")
+        ax.plot(xs, means, marker="o", markersize=3, color=colors[label], label=f"{label} ({len(runs)} seeds)")
         ax.fill_between(xs, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)],
-                        color=line.get_color(), alpha=0.2)
+                        color=colors[label], alpha=0.2)
     ax.set_xlabel("training tokens")
     ax.set_ylabel("validation loss of the ensemble (nats)")
     ax.grid(alpha=0.3)
@@ -374,9 +401,9 @@ def plot_curves(results: dict[str, list[dict[str, Any]]], out: Path) -> None:
     ):
         for label, runs in multi.items():
             xs, means, stds = mean_curve(runs, key)
-            (line,) = ax.plot(xs, means, marker="o", markersize=3, label=label)
+            ax.plot(xs, means, marker="o", markersize=3, color=colors[label], label=label)
             ax.fill_between(xs, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)],
-                            color=line.get_color(), alpha=0.2)
+                            color=colors[label], alpha=0.2)
         ax.set_xlabel("training tokens")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
@@ -406,6 +433,9 @@ def pick_learning_rate(args: argparse.Namespace) -> tuple[float, str]:
     steps = args.lr_sweep_steps or max(2, args.steps // 2)
     specs = {lr: RunSpec(f"dense_lr{lr:g}", "dense", None, 1.0, args.seeds[0]) for lr in args.lr_candidates}
     runs_dir = args.out / "lr_sweep"
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    for lr, spec in specs.items():
+        check_no_conflicts([spec], args, lr, steps, runs_dir)
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         for future in [pool.submit(train_run, spec, args, lr, steps, runs_dir) for lr, spec in specs.items()]:
             future.result()

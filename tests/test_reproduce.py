@@ -71,11 +71,16 @@ def test_reproduce_writes_table_and_plots(tmp_path, caplog):
     caplog.clear()
     assert reproduce.main(tiny_flags(tmp_path) + ["--methods", "dense"]) == 0
     assert "dense_s0: finished earlier, reusing" in caplog.text
-    # Another budget is another run: retrained from scratch, not appended to the old metrics.
+    # Another budget is another run: refused while the finished one is there, retrained (not appended to) on
+    # --rerun.
     caplog.clear()
     flags = tiny_flags(tmp_path)
     flags[flags.index("--steps") + 1] = "2"
-    assert reproduce.main(flags + ["--methods", "dense"]) == 0
+    assert reproduce.main(flags + ["--methods", "dense"]) == 2
+    assert "holds runs ['dense_s0'] trained with another recipe" in caplog.text
+    assert (tmp_path / "out" / "runs" / "dense_s0" / "checkpoints" / "step_4").is_dir()
+    caplog.clear()
+    assert reproduce.main(flags + ["--methods", "dense", "--rerun"]) == 0
     assert "reusing" not in caplog.text
     (row,) = json.loads((tmp_path / "out" / "results.json").read_text())["rows"]
     assert row["tokens"] == 2 * 4 * 16
@@ -166,6 +171,9 @@ def test_runs_dir_reuses_another_studys_finished_runs(tmp_path, caplog):
     assert ablate.main(flags + ["--runs-dir", str(tmp_path / "out" / "runs"), "--variants", "static",
                                 "--no-baselines"]) == 0
     assert "reusing" not in caplog.text  # a variant of its own is trained
+    # The baselines are the reproduction's own runs, NeuroTrails at its density included.
+    nt = next(s for s in ablate.variant_specs({}, [0], 0.5, baselines=True) if s.method == "neurotrails")
+    assert (nt.label, nt.density, nt.overrides) == ("neurotrails", 0.5, ())
     caplog.clear()
     assert reproduce.main(flags + ["--runs-dir", str(tmp_path / "out" / "runs"), "--methods", "dense"]) == 0
     assert "dense_s0: finished earlier, reusing" in caplog.text
