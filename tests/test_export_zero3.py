@@ -59,5 +59,5 @@ def test_zero3_export_matches_the_sharded_weights_and_loads_without_nt_llm(zero3
     subset = nt_export.export(zero3_step, tmp_path / "subset", nt_export.ExportOptions(heads=(0, 2)))
     single = nt_export.export(zero3_step, tmp_path / "single", nt_export.ExportOptions(single_head=2))
     reference = {"ids": ids, "logits": out.logits, "subset": out.head_logits[[0, 2]].mean(0),
-                 "single": out.head_logits[2]}
+                 "single": out.head_logits[2], "eos": config.eos_token_id}
     check_loads_without_nt_llm(tmp_path, [ensemble.out, subset.out, single.out], reference)
