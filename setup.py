@@ -18,7 +18,7 @@ setup(
         "accelerate>=1.10",
         "datasets>=4.0",
         "safetensors>=0.4",
-        "sentencepiece>=0.2",
+        "sentencepiece>=0.2.3,<0.3",  # the embedded 4k tokenizer's pieces are checked against a digest trained with it
         "protobuf>=4.0",  # transformers converts SentencePiece tokenizers to fast ones through it
         "huggingface_hub>=1.0",
         "pyyaml>=6.0",
