@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 import torch
+import yaml
 
 from nt_llm.data import DataConfig, build_tokenizer, build_validation_set, vocab_size_of
 from nt_llm.modeling import NeuroTrailsForCausalLM
@@ -73,8 +74,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, help="also write the numbers as JSON")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    import yaml
-
     try:
         fields = yaml.safe_load(args.data.read_text(encoding="utf-8"))
         cfg = DataConfig(**{**fields, "batch_size": args.batch_size,
