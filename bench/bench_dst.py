@@ -135,16 +135,22 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     step_s = statistics.median(plain)
     hook_s = statistics.median(hooks)
     update_s = statistics.median(updates)
-    log.info(f"device={device} size={args.size} H={args.ensemble_size} head_layers={args.head_layers} "
-          f"batch={args.batch}x{args.seq_len} threads={torch.get_num_threads()}")
-    log.info(f"params: {n_total / 1e6:.1f}M, sparse: {n_sparse / 1e6:.1f}M in {len(sparsity.names)} tensors, "
-          f"density {sparsity.density:.4f}")
+    log.info(
+        f"device={device} size={args.size} H={args.ensemble_size} head_layers={args.head_layers} "
+        f"batch={args.batch}x{args.seq_len} threads={torch.get_num_threads()}"
+    )
+    log.info(
+        f"params: {n_total / 1e6:.1f}M, sparse: {n_sparse / 1e6:.1f}M in {len(sparsity.names)} tensors, "
+        f"density {sparsity.density:.4f}"
+    )
     tokens = args.batch * args.seq_len
     log.info(f"plain step          : {step_s:.3f} s (median of {len(plain)}; {tokens} tokens per optimizer step)")
     log.info(f"  of which AdamW    : {statistics.median(opt_steps):.3f} s")
     log.info(f"hooked step         : {statistics.median(hooked):.3f} s")
-    log.info(f"hook overhead       : {hook_s * 1e3:.1f} ms = {100 * hook_s / step_s:.2f} % of a plain step (target < 2 %), "
-          f"{100 * hook_s / statistics.median(opt_steps):.1f} % of AdamW's step")
+    log.info(
+        f"hook overhead       : {hook_s * 1e3:.1f} ms = {100 * hook_s / step_s:.2f} % of a plain step (target < 2 %), "
+        f"{100 * hook_s / statistics.median(opt_steps):.1f} % of AdamW's step"
+    )
     # The hook and AdamW cost the same per optimizer step whatever the batch; forward/backward
     # grow with the tokens: the batch at which the hook falls under 2 %, on this machine.
     fb_s = step_s - statistics.median(opt_steps)
@@ -153,8 +159,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     log.info(f"step-time difference: {100 * (statistics.median(hooked) - step_s) / step_s:+.2f} % (noisier)")
     log.info(f"mask update         : {update_s:.3f} s = {update_s / step_s:.2f} plain steps (target < 1)")
     need = tokens * max(0.0, update_s - statistics.median(opt_steps)) / fb_s
-    log.info(f"  < 1 step from about: {int(need)} tokens per optimizer step; "
-          f"amortised over update_frequency=50: {update_s / 50 / step_s:.3f} steps per step")
+    log.info(
+        f"  < 1 step from about: {int(need)} tokens per optimizer step; "
+        f"amortised over update_frequency=50: {update_s / 50 / step_s:.3f} steps per step"
+    )
     log.info(f"last update         : pruned {sparsity.last_update.pruned}, grown {sparsity.last_update.grown}")
     return {
         "step": step_s,

@@ -67,13 +67,31 @@ def main() -> None:
 
     log.info(
         "size=%s H=%d head_layers=%d batch=%dx%d device=%s dtype=%s torch=%s threads=%d steps=%d",
-        args.size, args.ensemble_size, args.head_layers, args.batch, args.seq, device, args.dtype,
-        torch.__version__, args.threads, args.steps,
+        args.size,
+        args.ensemble_size,
+        args.head_layers,
+        args.batch,
+        args.seq,
+        device,
+        args.dtype,
+        torch.__version__,
+        args.threads,
+        args.steps,
     )
     tokens = args.batch * args.seq
     for mode in MODES:
-        log.info("%-8s wall %7.3f s/step (%7.0f tokens/s)   cpu %7.3f s/step", mode, wall[mode], tokens / wall[mode], cpu[mode])
-    log.info("loop / batched: wall %.3fx  cpu %.3fx  (>1: batched is faster)", wall["loop"] / wall["batched"], cpu["loop"] / cpu["batched"])
+        log.info(
+            "%-8s wall %7.3f s/step (%7.0f tokens/s)   cpu %7.3f s/step",
+            mode,
+            wall[mode],
+            tokens / wall[mode],
+            cpu[mode],
+        )
+    log.info(
+        "loop / batched: wall %.3fx  cpu %.3fx  (>1: batched is faster)",
+        wall["loop"] / wall["batched"],
+        cpu["loop"] / cpu["batched"],
+    )
 
 
 if __name__ == "__main__":

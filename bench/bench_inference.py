@@ -18,8 +18,8 @@ import argparse
 import logging
 
 import torch
-
 from bench_train import Sample, median, timed
+
 from nt_llm.flops import forward_flops_per_token
 from nt_llm.modeling import NeuroTrailsForCausalLM
 from nt_llm.modeling.sizes import build_config
@@ -68,18 +68,35 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     with torch.inference_mode():
         for trial in range(args.trials + 1):  # trial 0 warms up
             for name, model in models.items():
-                gen = timed(lambda: generate(model), device)
-                fwd = timed(lambda: model(batch), device)
+                gen = timed(lambda model=model: generate(model), device)
+                fwd = timed(lambda model=model: model(batch), device)
                 if trial:
                     latency[name].append(gen)
                     throughput[name].append(fwd)
 
     log.info(
         "size=%s H=%d prompt=%d new=%d throughput batch=%dx%d device=%s dtype=%s torch=%s threads=%d trials=%d",
-        args.size, args.ensemble_size, args.prompt, args.new_tokens, args.batch, args.seq, device, args.dtype,
-        torch.__version__, args.threads, args.trials,
+        args.size,
+        args.ensemble_size,
+        args.prompt,
+        args.new_tokens,
+        args.batch,
+        args.seq,
+        device,
+        args.dtype,
+        torch.__version__,
+        args.threads,
+        args.trials,
     )
-    log.info("%-14s %14s %13s %12s %13s %12s", "model", "ms/token wall", "ms/token cpu", "tokens/s", "fwd cpu s", "GFLOP/token")
+    log.info(
+        "%-14s %14s %13s %12s %13s %12s",
+        "model",
+        "ms/token wall",
+        "ms/token cpu",
+        "tokens/s",
+        "fwd cpu s",
+        "GFLOP/token",
+    )
     tokens = args.batch * args.seq
     med_lat = {name: median(s) for name, s in latency.items()}
     med_fwd = {name: median(s) for name, s in throughput.items()}
@@ -88,7 +105,11 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         lat, fwd = med_lat[name], med_fwd[name]
         log.info(
             "%-14s %14.1f %13.1f %12.0f %13.3f %12.3f",
-            name, 1e3 * lat.wall / args.new_tokens, 1e3 * lat.cpu / args.new_tokens, tokens / fwd.wall, fwd.cpu,
+            name,
+            1e3 * lat.wall / args.new_tokens,
+            1e3 * lat.cpu / args.new_tokens,
+            tokens / fwd.wall,
+            fwd.cpu,
             flops[name] / 1e9,
         )
     flop_ratio = flops["neurotrails"] / flops["full_ensemble"]
@@ -98,11 +119,20 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
         wall, cpu = med[nt].wall / med[full].wall, med[nt].cpu / med[full].cpu
         log.info(
             "  %-15s time ratio wall %.3f cpu %.3f   / FLOP ratio: wall %.3f cpu %.3f (1 = as fast as FLOPs allow)",
-            what, wall, cpu, wall / flop_ratio, cpu / flop_ratio,
+            what,
+            wall,
+            cpu,
+            wall / flop_ratio,
+            cpu / flop_ratio,
         )
     return {
-        name: {"latency_wall": med_lat[name].wall, "latency_cpu": med_lat[name].cpu, "forward_wall": med_fwd[name].wall,
-               "forward_cpu": med_fwd[name].cpu, "flops_per_token": flops[name]}
+        name: {
+            "latency_wall": med_lat[name].wall,
+            "latency_cpu": med_lat[name].cpu,
+            "forward_wall": med_fwd[name].wall,
+            "forward_cpu": med_fwd[name].cpu,
+            "flops_per_token": flops[name],
+        }
         for name in models
     }
 

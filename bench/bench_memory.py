@@ -41,9 +41,7 @@ def child(args: argparse.Namespace) -> dict[str, float]:
     """One configuration in this (fresh) process: build, then two forward + backward steps."""
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    config = build_config(
-        args.size, args.method, args.ensemble_size, vocab_size=args.vocab, loss_chunk_size=args.chunk
-    )
+    config = build_config(args.size, args.method, args.ensemble_size, vocab_size=args.vocab, loss_chunk_size=args.chunk)
     model = NeuroTrailsForCausalLM(config).to(device).train()
     input_ids = torch.randint(0, config.vocab_size, (args.batch, args.seq), device=device)
     if device.type == "cuda":
@@ -55,15 +53,38 @@ def child(args: argparse.Namespace) -> dict[str, float]:
         model(input_ids, labels=input_ids, return_logits=False).loss.backward()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-    return {"built": built, "peak": peak_bytes(device), "seconds": time.perf_counter() - start,
-            "cpu_seconds": time.process_time() - cpu, "heads": config.ensemble_size}
+    return {
+        "built": built,
+        "peak": peak_bytes(device),
+        "seconds": time.perf_counter() - start,
+        "cpu_seconds": time.process_time() - cpu,
+        "heads": config.ensemble_size,
+    }
 
 
 def run_child(args: argparse.Namespace, batch: int, chunk: int) -> dict[str, float]:
     command = [
-        sys.executable, __file__, "--child", "--size", args.size, "--method", args.method,
-        "--ensemble-size", str(args.ensemble_size), "--vocab", str(args.vocab), "--seq", str(args.seq),
-        "--batch", str(batch), "--chunk", str(chunk), "--threads", str(args.threads), "--device", args.device,
+        sys.executable,
+        __file__,
+        "--child",
+        "--size",
+        args.size,
+        "--method",
+        args.method,
+        "--ensemble-size",
+        str(args.ensemble_size),
+        "--vocab",
+        str(args.vocab),
+        "--seq",
+        str(args.seq),
+        "--batch",
+        str(batch),
+        "--chunk",
+        str(chunk),
+        "--threads",
+        str(args.threads),
+        "--device",
+        args.device,
     ]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
@@ -96,11 +117,24 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
     rows: list[dict[str, float]] = []
     log.info(
         "size=%s method=%s H=%d vocab=%d seq=%d device=%s torch=%s threads=%d (one fresh process per row)",
-        args.size, args.method, args.ensemble_size, args.vocab, args.seq, args.device, torch.__version__, args.threads,
+        args.size,
+        args.method,
+        args.ensemble_size,
+        args.vocab,
+        args.seq,
+        args.device,
+        torch.__version__,
+        args.threads,
     )
     log.info(
         "%6s %12s %14s %16s %10s %13s %12s %13s",
-        "batch", "logits MiB", "step MiB full", "step MiB chunked", "saved MiB", "logits share", "cpu s full",
+        "batch",
+        "logits MiB",
+        "step MiB full",
+        "step MiB chunked",
+        "saved MiB",
+        "logits share",
+        "cpu s full",
         "cpu s chunked",
     )
     for batch in batches:
@@ -109,12 +143,27 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
         step_full, step_chunk = full["peak"] - full["built"], chunked["peak"] - chunked["built"]
         log.info(
             "%6d %12.0f %14.0f %16.0f %10.0f %13.2f %12.2f %13.2f",
-            batch, logits / MiB, step_full / MiB, step_chunk / MiB, (step_full - step_chunk) / MiB,
-            logits / step_full if step_full > 0 else float("nan"), full["cpu_seconds"], chunked["cpu_seconds"],
+            batch,
+            logits / MiB,
+            step_full / MiB,
+            step_chunk / MiB,
+            (step_full - step_chunk) / MiB,
+            logits / step_full if step_full > 0 else float("nan"),
+            full["cpu_seconds"],
+            chunked["cpu_seconds"],
         )
-        rows.append({"batch": batch, "logits": logits, "step_full": step_full, "step_chunked": step_chunk,
-                     "seconds_full": full["seconds"], "seconds_chunked": chunked["seconds"],
-                     "cpu_seconds_full": full["cpu_seconds"], "cpu_seconds_chunked": chunked["cpu_seconds"]})
+        rows.append(
+            {
+                "batch": batch,
+                "logits": logits,
+                "step_full": step_full,
+                "step_chunked": step_chunk,
+                "seconds_full": full["seconds"],
+                "seconds_chunked": chunked["seconds"],
+                "cpu_seconds_full": full["cpu_seconds"],
+                "cpu_seconds_chunked": chunked["cpu_seconds"],
+            }
+        )
     log.info("step MiB = peak after forward + backward - peak after building the model (includes parameter grads)")
     return rows
 

@@ -124,10 +124,21 @@ def main(argv: list[str] | None = None) -> list[dict[str, float | str]]:
     peak = matmul_peak(device, dtype) if device.type == "cuda" else None
     log.info(
         "size=%s H=%d batch=%dx%d device=%s dtype=%s torch=%s threads=%d steps=%d%s",
-        args.size, args.ensemble_size, args.batch, args.seq, device, args.dtype, torch.__version__,
-        args.threads, args.steps, f" matmul_peak={peak / 1e12:.1f} TFLOP/s" if peak else "",
+        args.size,
+        args.ensemble_size,
+        args.batch,
+        args.seq,
+        device,
+        args.dtype,
+        torch.__version__,
+        args.threads,
+        args.steps,
+        f" matmul_peak={peak / 1e12:.1f} TFLOP/s" if peak else "",
     )
-    header = f"{'method':<14} {'wall s/step':>11} {'cpu s/step':>10} {'tokens/s':>9} {'FLOP ratio':>10} {'wall/ideal':>10} {'cpu/ideal':>9}"
+    header = (
+        f"{'method':<14} {'wall s/step':>11} {'cpu s/step':>10} {'tokens/s':>9} {'FLOP ratio':>10} "
+        f"{'wall/ideal':>10} {'cpu/ideal':>9}"
+    )
     log.info("%s%s", header, "   MFU" if peak else "")
     rows: list[dict[str, float | str]] = []
     for method in methods:
@@ -142,18 +153,35 @@ def main(argv: list[str] | None = None) -> list[dict[str, float | str]]:
         for index in range(args.steps + 1):  # index 0 warms up both
             batch = torch.randint(0, config.vocab_size, (args.batch, args.seq), generator=generator).to(device)
             for name, step in steps.items():
-                sample = timed(lambda: step(batch), device)
+                sample = timed(lambda step=step, batch=batch: step(batch), device)
                 if index:
                     samples[name].append(sample)
         dense, other = median(samples["dense"]), median(samples[method])
         for name, s, ratio in (("dense", dense, 1.0), (method, other, flop_ratio)):
-            mfu = f" {training_flops_per_token(config if name == method else dense_config, args.seq) * tokens / s.wall / peak:5.1%}" if peak else ""
+            flops = training_flops_per_token(config if name == method else dense_config, args.seq)
+            mfu = f" {flops * tokens / s.wall / peak:5.1%}" if peak else ""
             log.info(
                 "%-14s %11.3f %10.3f %9.0f %10.2f %10.3f %9.3f%s",
-                name, s.wall, s.cpu, tokens / s.wall, ratio, s.wall / (dense.wall * ratio), s.cpu / (dense.cpu * ratio), mfu,
+                name,
+                s.wall,
+                s.cpu,
+                tokens / s.wall,
+                ratio,
+                s.wall / (dense.wall * ratio),
+                s.cpu / (dense.cpu * ratio),
+                mfu,
             )
-            rows.append({"phase": method, "model": name, "wall": s.wall, "cpu": s.cpu, "flop_ratio": ratio,
-                         "wall_vs_ideal": s.wall / (dense.wall * ratio), "cpu_vs_ideal": s.cpu / (dense.cpu * ratio)})
+            rows.append(
+                {
+                    "phase": method,
+                    "model": name,
+                    "wall": s.wall,
+                    "cpu": s.cpu,
+                    "flop_ratio": ratio,
+                    "wall_vs_ideal": s.wall / (dense.wall * ratio),
+                    "cpu_vs_ideal": s.cpu / (dense.cpu * ratio),
+                }
+            )
         del steps  # free this phase's models and optimizer state before the next
     log.info("wall/ideal = step time / (dense step time of the same phase x FLOP ratio); <= 1.05 is the target")
     return rows

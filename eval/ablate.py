@@ -60,8 +60,9 @@ def variant_specs(
         for m in (BASELINES if baselines else ())
     ]
     specs += [
-        RunSpec(label=f"nt_{name}", method="neurotrails", head_layers=None, density=density, seed=s,
-                overrides=overrides)
+        RunSpec(
+            label=f"nt_{name}", method="neurotrails", head_layers=None, density=density, seed=s, overrides=overrides
+        )
         for s in seeds
         for name, overrides in variants.items()
     ]
@@ -71,10 +72,12 @@ def variant_specs(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_common_arguments(parser)
-    parser.add_argument("--variants", type=lambda t: parse_list(t, str), default=[],
-                        help=f"named variants: {', '.join(VARIANTS)}")
-    parser.add_argument("--variant", type=parse_variant, action="append", default=[],
-                        help="NAME:section.key=value,... (repeatable)")
+    parser.add_argument(
+        "--variants", type=lambda t: parse_list(t, str), default=[], help=f"named variants: {', '.join(VARIANTS)}"
+    )
+    parser.add_argument(
+        "--variant", type=parse_variant, action="append", default=[], help="NAME:section.key=value,... (repeatable)"
+    )
     parser.add_argument("--density", type=float, default=0.9)
     parser.add_argument("--no-baselines", action="store_true", help="only the NeuroTrails variants")
     parser.set_defaults(out=parser.get_default("out").with_name("ablate"))
@@ -88,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         return variant_specs(chosen, args.seeds, args.density, baselines=not args.no_baselines)
 
     return run_cli(args, specs, "NeuroTrails ablations")
+
 
 if __name__ == "__main__":
     sys.exit(main())

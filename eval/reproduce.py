@@ -91,13 +91,18 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         "--data",
         type=Path,
         default=REPO / "recipes" / "data" / "embedded_4k.yaml",
-        help="a YAML of data-section fields (recipes/data/*.yaml); seq_len, batch and validation_tokens are set by flags",
+        help="a YAML of data-section fields (recipes/data/*.yaml); seq_len, batch and validation_tokens are set by "
+        "flags",
     )
     parser.add_argument("--threads", type=int, default=1, help="torch threads of each training process")
     parser.add_argument("--jobs", type=int, default=2, help="training processes at once (jobs x threads <= cores)")
     parser.add_argument("--out", type=Path, default=REPO / "out" / "reproduce")
-    parser.add_argument("--runs-dir", type=Path, default=None,
-                        help="where the runs live (default: OUT/runs); another study's, to reuse its finished runs")
+    parser.add_argument(
+        "--runs-dir",
+        type=Path,
+        default=None,
+        help="where the runs live (default: OUT/runs); another study's, to reuse its finished runs",
+    )
     parser.add_argument("--rerun", action="store_true", help="retrain runs that already finished in --out")
 
 
@@ -179,8 +184,8 @@ def check_no_conflicts(specs: list[RunSpec], args: argparse.Namespace, lr: float
     for spec in specs:
         recipe_path = runs_dir / f"{spec.name}.yaml"
         if _final_checkpoint(runs_dir / spec.name) is not None and (
-            not recipe_path.is_file() or recipe_path.read_text(encoding="utf-8") != _recipe_text(
-                spec, args, lr, steps, runs_dir)
+            not recipe_path.is_file()
+            or recipe_path.read_text(encoding="utf-8") != _recipe_text(spec, args, lr, steps, runs_dir)
         ):
             conflicts.append(spec.name)
     if conflicts:
@@ -382,8 +387,13 @@ def plot_curves(results: dict[str, list[dict[str, Any]]], out: Path) -> None:
     for label, runs in results.items():
         xs, means, stds = mean_curve(runs, "val_loss")
         ax.plot(xs, means, marker="o", markersize=3, color=colors[label], label=f"{label} ({len(runs)} seeds)")
-        ax.fill_between(xs, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)],
-                        color=colors[label], alpha=0.2)
+        ax.fill_between(
+            xs,
+            [m - s for m, s in zip(means, stds, strict=True)],
+            [m + s for m, s in zip(means, stds, strict=True)],
+            color=colors[label],
+            alpha=0.2,
+        )
     ax.set_xlabel("training tokens")
     ax.set_ylabel("validation loss of the ensemble (nats)")
     ax.grid(alpha=0.3)
@@ -396,14 +406,23 @@ def plot_curves(results: dict[str, list[dict[str, Any]]], out: Path) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(12.8, 3.8))
     for ax, (key, ylabel) in zip(
         axes,
-        (("disagreement", "top-1 disagreement"), ("pairwise_kl", "mean pairwise KL (nats)"),
-         ("ensemble_gain", "ensemble gain (nats)")),
+        (
+            ("disagreement", "top-1 disagreement"),
+            ("pairwise_kl", "mean pairwise KL (nats)"),
+            ("ensemble_gain", "ensemble gain (nats)"),
+        ),
+        strict=False,
     ):
         for label, runs in multi.items():
             xs, means, stds = mean_curve(runs, key)
             ax.plot(xs, means, marker="o", markersize=3, color=colors[label], label=label)
-            ax.fill_between(xs, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)],
-                            color=colors[label], alpha=0.2)
+            ax.fill_between(
+                xs,
+                [m - s for m, s in zip(means, stds, strict=True)],
+                [m + s for m, s in zip(means, stds, strict=True)],
+                color=colors[label],
+                alpha=0.2,
+            )
         ax.set_xlabel("training tokens")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
@@ -444,8 +463,12 @@ def pick_learning_rate(args: argparse.Namespace) -> tuple[float, str]:
         evals = [e for e in read_events(runs_dir / spec.name) if e["event"] == "eval"]
         losses[lr] = evals[-1]["ensemble_loss"]
     best = min(losses, key=losses.get)
-    lines = [f"Dense baseline, seed {args.seeds[0]}, {steps} steps: the learning rate of every method is {best:g}.",
-             "", "| lr | validation loss | ppl |", "| --- | --- | --- |"]
+    lines = [
+        f"Dense baseline, seed {args.seeds[0]}, {steps} steps: the learning rate of every method is {best:g}.",
+        "",
+        "| lr | validation loss | ppl |",
+        "| --- | --- | --- |",
+    ]
     lines += [f"| {lr:g} | {loss:.4f} | {math.exp(loss):.2f} |" for lr, loss in losses.items()]
     log.info("learning-rate sweep:\n%s", "\n".join(lines))
     return best, "\n".join(lines)
@@ -464,13 +487,20 @@ def run_all(specs: list[RunSpec], args: argparse.Namespace, title: str) -> list[
     table = markdown_table(rows, comparisons)
     wall = time.perf_counter() - started
     command = " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
-    text = [f"# {title}", "", f"`{command}`", "", f"Learning rate {lr:g}; wall time {wall / 60:.1f} min "
-            f"({args.jobs} job(s) x {args.threads} thread(s)).", "", table, ""]
+    text = [
+        f"# {title}",
+        "",
+        f"`{command}`",
+        "",
+        f"Learning rate {lr:g}; wall time {wall / 60:.1f} min ({args.jobs} job(s) x {args.threads} thread(s)).",
+        "",
+        table,
+        "",
+    ]
     if sweep_table:
         text += ["## Learning-rate sweep", "", sweep_table, ""]
     (args.out / "results.md").write_text("\n".join(text), encoding="utf-8")
-    summary = {"command": command, "lr": lr, "wall_s": wall, "rows": rows, "comparisons": comparisons,
-               "runs": results}
+    summary = {"command": command, "lr": lr, "wall_s": wall, "rows": rows, "comparisons": comparisons, "runs": results}
     (args.out / "results.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     plot_curves(results, args.out)
     log.info("%s\nwall time %.1f min; written to %s", table, wall / 60, args.out)

@@ -14,6 +14,7 @@ import sys
 
 from reproduce import RunSpec, add_common_arguments, parse_list, run_cli
 
+
 def grid_specs(head_layers: list[int], densities: list[float], seeds: list[int]) -> list[RunSpec]:
     """One run per (head depth, density, seed); density 1 means no sparsity (TreeNet)."""
     for layers in head_layers:
@@ -44,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.set_defaults(out=parser.get_default("out").with_name("sweep"))
     args = parser.parse_args(argv)
     return run_cli(args, lambda: grid_specs(args.head_layers, args.density, args.seeds), "Head depth x density sweep")
+
 
 if __name__ == "__main__":
     sys.exit(main())

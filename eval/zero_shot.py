@@ -101,8 +101,9 @@ def task_manager(settings: ZeroShotSettings) -> Any:
     return TaskManager(include_path=str(settings.tasks_dir), include_defaults=False)
 
 
-def _evaluate(model: Any, model_args: dict[str, Any] | None, settings: ZeroShotSettings, max_length: int,
-              source: str) -> dict[str, Any]:
+def _evaluate(
+    model: Any, model_args: dict[str, Any] | None, settings: ZeroShotSettings, max_length: int, source: str
+) -> dict[str, Any]:
     import lm_eval
 
     try:
@@ -121,15 +122,22 @@ def _evaluate(model: Any, model_args: dict[str, Any] | None, settings: ZeroShotS
         # lm-eval's HFLM asserts, without a message, that an answer fits the context; with a short training
         # context (the paper's 256 tokens) a long answer choice can break that, minutes into a run.
         if _is_continuation_overflow(err):
-            raise ValueError(f"an answer choice is longer than max_length={max_length} tokens, which lm-eval "
-                             "cannot score; pass a larger --max-length (max_length=...)") from err
+            raise ValueError(
+                f"an answer choice is longer than max_length={max_length} tokens, which lm-eval "
+                "cannot score; pass a larger --max-length (max_length=...)"
+            ) from err
         raise
     if results is None:  # only non-zero ranks of a multi-process run get None
         return {}
     results = dict(results)
     results.pop("samples", None)
-    results[RESULTS_KEY] = {**asdict(settings), "tasks_dir": str(settings.tasks_dir), "model": source,
-                            "max_length": max_length, "num_fewshot": 0}
+    results[RESULTS_KEY] = {
+        **asdict(settings),
+        "tasks_dir": str(settings.tasks_dir),
+        "model": source,
+        "max_length": max_length,
+        "num_fewshot": 0,
+    }
     return results
 
 
@@ -187,21 +195,33 @@ def write_results(results: dict[str, Any], output: Path) -> tuple[Path, Path]:
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, required=True, help="model folder (config.json, weights, tokenizer)")
-    parser.add_argument("--tasks", default=",".join(PAPER_TASKS),
-                        help="comma-separated lm-eval tasks or groups (default: the paper's; 'mmlu' separately)")
-    parser.add_argument("--offline", action="store_true",
-                        help="use the local task copies (eval/prepare_tasks.py) and never touch the Hub")
+    parser.add_argument(
+        "--tasks",
+        default=",".join(PAPER_TASKS),
+        help="comma-separated lm-eval tasks or groups (default: the paper's; 'mmlu' separately)",
+    )
+    parser.add_argument(
+        "--offline",
+        action="store_true",
+        help="use the local task copies (eval/prepare_tasks.py) and never touch the Hub",
+    )
     parser.add_argument("--tasks-dir", type=Path, default=DEFAULT_TASKS_DIR, help="folder of the offline tasks")
     parser.add_argument("--limit", type=int, default=None, help="documents per task (for smoke tests only)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:0, ...")
-    parser.add_argument("--max-length", type=int, default=None,
-                        help="context in tokens (default: the model's max_position_embeddings)")
-    parser.add_argument("--output", type=Path, default=None,
-                        help="results JSON (default: out/zero_shot/<model folder name>.json)")
-    parser.add_argument("--log-file", type=Path, default=None,
-                        help="send lm-eval's step-by-step log here; the terminal keeps this tool's messages, "
-                             "errors, the progress bars and the table")
+    parser.add_argument(
+        "--max-length", type=int, default=None, help="context in tokens (default: the model's max_position_embeddings)"
+    )
+    parser.add_argument(
+        "--output", type=Path, default=None, help="results JSON (default: out/zero_shot/<model folder name>.json)"
+    )
+    parser.add_argument(
+        "--log-file",
+        type=Path,
+        default=None,
+        help="send lm-eval's step-by-step log here; the terminal keeps this tool's messages, "
+        "errors, the progress bars and the table",
+    )
     return parser.parse_args(argv)
 
 
@@ -247,9 +267,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ["HF_DATASETS_OFFLINE"] = "1"
     configure_logging(args.log_file)
     try:
-        settings = ZeroShotSettings(tasks=args.tasks.split(","), offline=args.offline, tasks_dir=args.tasks_dir,
-                                    limit=args.limit, batch_size=args.batch_size, device=args.device,
-                                    max_length=args.max_length)
+        settings = ZeroShotSettings(
+            tasks=args.tasks.split(","),
+            offline=args.offline,
+            tasks_dir=args.tasks_dir,
+            limit=args.limit,
+            batch_size=args.batch_size,
+            device=args.device,
+            max_length=args.max_length,
+        )
         results = evaluate_folder(args.model, settings)
     except (PrepareError, ValueError, FileNotFoundError) as err:
         logger.error("%s", err)

@@ -51,8 +51,17 @@ TRAINING_RECORD = "nt_llm_training.json"
 # What from_pretrained records about this machine's load; saved, a Hub user's tokenizer would inherit it.
 _TOKENIZER_LOAD_FLAGS = ("is_local", "local_files_only")
 # NeuroTrailsConfig fields a plain LlamaConfig does not have (plus what save_pretrained writes itself).
-_NEUROTRAILS_ONLY = ("ensemble_size", "head_layers", "share_embeddings", "head_execution", "loss_reduction",
-                     "auto_map", "architectures", "model_type", "transformers_version")
+_NEUROTRAILS_ONLY = (
+    "ensemble_size",
+    "head_layers",
+    "share_embeddings",
+    "head_execution",
+    "loss_reduction",
+    "auto_map",
+    "architectures",
+    "model_type",
+    "transformers_version",
+)
 EXIT_BAD_INPUT, EXIT_PUSH_FAILED = 2, 3
 
 
@@ -88,8 +97,10 @@ class ExportOptions:
             if isinstance(self.single_head, bool) or not isinstance(self.single_head, int) or self.single_head < 0:
                 raise ExportError(f"single_head must be a head index >= 0, got {self.single_head!r}")
         if self.max_position_embeddings is not None and (
-                isinstance(self.max_position_embeddings, bool) or not isinstance(self.max_position_embeddings, int)
-                or self.max_position_embeddings < 1):
+            isinstance(self.max_position_embeddings, bool)
+            or not isinstance(self.max_position_embeddings, int)
+            or self.max_position_embeddings < 1
+        ):
             raise ExportError(f"max_position_embeddings must be an integer >= 1, got {self.max_position_embeddings!r}")
         if not self.license.strip():
             raise ExportError("license must be non-empty (a Hub license id such as apache-2.0)")
@@ -139,8 +150,12 @@ class Lineage:
     training: dict[str, Any] | None
 
     def to_json(self) -> dict[str, Any]:
-        return {"format_version": TRAINING_RECORD_FORMAT, "heads": list(self.heads), "source_heads": self.source_heads,
-                "training": self.training}
+        return {
+            "format_version": TRAINING_RECORD_FORMAT,
+            "heads": list(self.heads),
+            "source_heads": self.source_heads,
+            "training": self.training,
+        }
 
 
 @dataclass
@@ -177,7 +192,8 @@ def resolve_source(path: Path | str) -> Source:
         return Source(model_dir=path, checkpoint_dir=None, manifest=None)
     raise ExportError(
         f"{path} is not a NeuroTrails checkpoint: expected a step_<N> folder with {ckpt.MANIFEST}, a run folder "
-        "with checkpoints/, or a model folder with config.json")
+        "with checkpoints/, or a model folder with config.json"
+    )
 
 
 def _checkpoint_source(path: Path) -> Source:
@@ -199,8 +215,10 @@ def _require_neurotrails(model_dir: Path) -> None:
         raise ExportError(f"{model_dir / 'config.json'} is not valid JSON: {err}") from err
     model_type = config.get("model_type") if isinstance(config, dict) else None
     if model_type != NeuroTrailsConfig.model_type:
-        raise ExportError(f"{model_dir} is not a NeuroTrails model (config.json model_type is {model_type!r}, "
-                          f"expected {NeuroTrailsConfig.model_type!r})")
+        raise ExportError(
+            f"{model_dir} is not a NeuroTrails model (config.json model_type is {model_type!r}, "
+            f"expected {NeuroTrailsConfig.model_type!r})"
+        )
 
 
 def load_state_dict(model_dir: Path) -> dict[str, torch.Tensor]:
@@ -237,10 +255,16 @@ def load_lineage(source: Source, ensemble_size: int) -> Lineage:
     heads, total, training = record.get("heads"), record.get("source_heads"), record.get("training")
     if not _is_index(total) or total < 1:
         raise ExportError(f"{path}: source_heads must be the trained model's head count, got {total!r}")
-    if (not isinstance(heads, list) or len(heads) != ensemble_size or len(set(heads)) != len(heads)
-            or not all(_is_index(h) and h < total for h in heads)):
-        raise ExportError(f"{path}: heads must list {ensemble_size} distinct head indices below source_heads={total} "
-                          f"(one per head of the folder), got {heads!r}")
+    if (
+        not isinstance(heads, list)
+        or len(heads) != ensemble_size
+        or len(set(heads)) != len(heads)
+        or not all(_is_index(h) and h < total for h in heads)
+    ):
+        raise ExportError(
+            f"{path}: heads must list {ensemble_size} distinct head indices below source_heads={total} "
+            f"(one per head of the folder), got {heads!r}"
+        )
     if training is not None and not isinstance(training, dict):
         raise ExportError(f"{path}: training must be an object or null, got {type(training).__name__}")
     return Lineage(tuple(heads), total, training)
@@ -279,8 +303,9 @@ def apply_masks(state: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) 
 # ---- building the exported model -------------------------------------------------------------------------
 
 
-def select_heads(state: dict[str, torch.Tensor], config: NeuroTrailsConfig,
-                 heads: tuple[int, ...]) -> tuple[dict[str, torch.Tensor], NeuroTrailsConfig]:
+def select_heads(
+    state: dict[str, torch.Tensor], config: NeuroTrailsConfig, heads: tuple[int, ...]
+) -> tuple[dict[str, torch.Tensor], NeuroTrailsConfig]:
     """The state dict and config of a NeuroTrails model made of `heads` (renumbered 0..k-1) and the shared parts."""
     _check_heads(heads, config.ensemble_size, "heads")
     renumber = {f"heads.{old}.": f"heads.{new}." for new, old in enumerate(heads)}
@@ -291,7 +316,7 @@ def select_heads(state: dict[str, torch.Tensor], config: NeuroTrailsConfig,
             continue
         prefix = ".".join(name.split(".")[:2]) + "."
         if prefix in renumber:
-            selected[renumber[prefix] + name[len(prefix):]] = tensor
+            selected[renumber[prefix] + name[len(prefix) :]] = tensor
     subset = NeuroTrailsConfig.from_dict({**config.to_dict(), "ensemble_size": len(heads)})
     return selected, subset
 
@@ -316,8 +341,13 @@ def count_params(state: dict[str, torch.Tensor], heads: tuple[int, ...]) -> Para
         bucket[1] += nonzero
     total = shared[0] + sum(t for t, _ in per_head.values())
     nonzero = shared[1] + sum(n for _, n in per_head.values())
-    return ParamCounts(total=total, nonzero=nonzero, shared=shared[0], shared_nonzero=shared[1],
-                       heads={h: (t, n) for h, (t, n) in per_head.items()})
+    return ParamCounts(
+        total=total,
+        nonzero=nonzero,
+        shared=shared[0],
+        shared_nonzero=shared[1],
+        heads={h: (t, n) for h, (t, n) in per_head.items()},
+    )
 
 
 def _check_heads(heads: tuple[int, ...], ensemble_size: int, option: str) -> None:
@@ -337,8 +367,13 @@ def _build(model_class: type, config: Any, state: dict[str, torch.Tensor]) -> to
 # ---- writing ---------------------------------------------------------------------------------------------
 
 
-def export(checkpoint: Path | str, out: Path | str, options: ExportOptions | None = None,
-           push: PushOptions | None = None, token: str | None = None) -> ExportResult:
+def export(
+    checkpoint: Path | str,
+    out: Path | str,
+    options: ExportOptions | None = None,
+    push: PushOptions | None = None,
+    token: str | None = None,
+) -> ExportResult:
     """Export `checkpoint` (see `resolve_source`) to the folder `out`; push it when `push` is given.
 
     Raises ExportError for bad input (before anything is written), hub.HubPushError when offline (before
@@ -349,8 +384,10 @@ def export(checkpoint: Path | str, out: Path | str, options: ExportOptions | Non
     source = resolve_source(checkpoint)
     _check_out(out, source, options.overwrite)
     if push is not None and hub.hub_offline():
-        raise hub.HubPushError(f"HF_HUB_OFFLINE=1 is set: cannot push to {push.repo_id}; nothing was exported or "
-                               "changed. Unset HF_HUB_OFFLINE, or export without --push-to-hub")
+        raise hub.HubPushError(
+            f"HF_HUB_OFFLINE=1 is set: cannot push to {push.repo_id}; nothing was exported or "
+            "changed. Unset HF_HUB_OFFLINE, or export without --push-to-hub"
+        )
     register_auto_classes()
     config = NeuroTrailsConfig.from_pretrained(source.model_dir)
     if options.heads is not None:
@@ -362,8 +399,9 @@ def export(checkpoint: Path | str, out: Path | str, options: ExportOptions | Non
     state = load_state_dict(source.model_dir)
     masked_nonzero = apply_masks(state, load_masks(source.checkpoint_dir))
     if masked_nonzero:
-        logger.warning("%d weights outside the DST masks were not 0 in %s; exported as 0", masked_nonzero,
-                       source.model_dir)
+        logger.warning(
+            "%d weights outside the DST masks were not 0 in %s; exported as 0", masked_nonzero, source.model_dir
+        )
     context = _context(options, source, config)
     # Exported models always run the batched heads: the loop reference has no KV cache, so no fast generate().
     config.head_execution = "batched"
@@ -376,36 +414,75 @@ def export(checkpoint: Path | str, out: Path | str, options: ExportOptions | Non
         kind = "ensemble" if heads == tuple(range(lineage.source_heads)) else "subset"
     counts = count_params(kept_state, heads)
     carried = Lineage(heads, lineage.source_heads, lineage.training)  # what a re-export of `out` will read
-    _write(out, model, source, context, options.max_shard_size, carried,
-           lambda folder_config: CardInfo(kind=kind, heads=heads, source_heads=lineage.source_heads, counts=counts,
-                                          config=folder_config, license=options.license, training=lineage.training))
-    logger.info("exported %s (%s, heads %s, %d of %d weights nonzero) to %s", source.model_dir, kind, list(heads),
-                counts.nonzero, counts.total, out)
+    _write(
+        out,
+        model,
+        source,
+        context,
+        options.max_shard_size,
+        carried,
+        lambda folder_config: CardInfo(
+            kind=kind,
+            heads=heads,
+            source_heads=lineage.source_heads,
+            counts=counts,
+            config=folder_config,
+            license=options.license,
+            training=lineage.training,
+        ),
+    )
+    logger.info(
+        "exported %s (%s, heads %s, %d of %d weights nonzero) to %s",
+        source.model_dir,
+        kind,
+        list(heads),
+        counts.nonzero,
+        counts.total,
+        out,
+    )
     step = (lineage.training or {}).get("step")
-    result = ExportResult(out=out, kind=kind, heads=heads, counts=counts, masked_nonzero=masked_nonzero,
-                          step=int(step) if step is not None else None)
+    result = ExportResult(
+        out=out,
+        kind=kind,
+        heads=heads,
+        counts=counts,
+        masked_nonzero=masked_nonzero,
+        step=int(step) if step is not None else None,
+    )
     if push is not None:
         message = push.commit_message or hub.step_commit_message(result.step or 0, "export")
-        result.commit = hub.push_folder(out, push.repo_id, private=push.private, revision=push.revision,
-                                        commit_message=message, token=token)
+        result.commit = hub.push_folder(
+            out, push.repo_id, private=push.private, revision=push.revision, commit_message=message, token=token
+        )
     return result
 
 
-def _export_model(state: dict[str, torch.Tensor], config: NeuroTrailsConfig,
-                  options: ExportOptions) -> tuple[tuple[int, ...], dict[str, torch.Tensor], torch.nn.Module]:
+def _export_model(
+    state: dict[str, torch.Tensor], config: NeuroTrailsConfig, options: ExportOptions
+) -> tuple[tuple[int, ...], dict[str, torch.Tensor], torch.nn.Module]:
     """(the source's heads kept, the state dict of what is kept, the model to save)."""
     if options.single_head is not None:
         heads = (options.single_head,)
         sub_state, sub_config = select_heads(state, config, heads)
-        return heads, sub_state, _build(LlamaForCausalLM, llama_config(sub_config),
-                                        head_to_llama(sub_state, sub_config, 0))
+        return (
+            heads,
+            sub_state,
+            _build(LlamaForCausalLM, llama_config(sub_config), head_to_llama(sub_state, sub_config, 0)),
+        )
     heads = options.heads if options.heads is not None else tuple(range(config.ensemble_size))
     sub_state, sub_config = select_heads(state, config, heads)
     return heads, sub_state, _build(NeuroTrailsForCausalLM, sub_config, sub_state)
 
 
-def _write(out: Path, model: torch.nn.Module, source: Source, context: int, max_shard_size: str, lineage: Lineage,
-           card_info: Callable[[dict[str, Any]], CardInfo]) -> None:
+def _write(
+    out: Path,
+    model: torch.nn.Module,
+    source: Source,
+    context: int,
+    max_shard_size: str,
+    lineage: Lineage,
+    card_info: Callable[[dict[str, Any]], CardInfo],
+) -> None:
     """Weights, code, tokenizer, card and training record into a temporary sibling of `out`, checked, given
     ordinary permissions, then renamed to `out`."""
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -442,25 +519,36 @@ def _umask() -> int:
 def _check_out(out: Path, source: Source, overwrite: bool) -> None:
     protected = source.checkpoint_dir or source.model_dir
     if _inside(out, protected) or _inside(protected, out):
-        raise ExportError(f"{out} overlaps the checkpoint {protected.resolve()}: export somewhere else, replacing it "
-                          "would lose the checkpoint")
+        raise ExportError(
+            f"{out} overlaps the checkpoint {protected.resolve()}: export somewhere else, replacing it "
+            "would lose the checkpoint"
+        )
     if out.exists() and not overwrite:
         raise ExportError(f"{out} exists; pass --overwrite (overwrite=True) to replace it")
 
 
-def push_checkpoint(checkpoint: Path | str, repo_id: str, *, private: bool = False, revision: str | None = None,
-                    note: str = "", token: str | None = None) -> CommitInfo:
+def push_checkpoint(
+    checkpoint: Path | str,
+    repo_id: str,
+    *,
+    private: bool = False,
+    revision: str | None = None,
+    note: str = "",
+    token: str | None = None,
+) -> CommitInfo:
     """Export a training checkpoint to a temporary folder and push it with the message "nt_llm: step N (...)";
     for pushes at checkpoint intervals during training (main process only)."""
     push = PushOptions(repo_id=repo_id, private=private, revision=revision)
     if hub.hub_offline():
-        raise hub.HubPushError(f"HF_HUB_OFFLINE=1 is set: not pushing {checkpoint} to {repo_id}; the checkpoint is "
-                               "untouched")
+        raise hub.HubPushError(
+            f"HF_HUB_OFFLINE=1 is set: not pushing {checkpoint} to {repo_id}; the checkpoint is untouched"
+        )
     with tempfile.TemporaryDirectory(prefix="nt_export-") as workdir:
         result = export(checkpoint, Path(workdir) / "model")
         message = hub.step_commit_message(result.step or 0, note)
-        return hub.push_folder(result.out, push.repo_id, private=push.private, revision=push.revision,
-                               commit_message=message, token=token)
+        return hub.push_folder(
+            result.out, push.repo_id, private=push.private, revision=push.revision, commit_message=message, token=token
+        )
 
 
 def _context(options: ExportOptions, source: Source, config: NeuroTrailsConfig) -> int:
@@ -523,8 +611,12 @@ def build_parser() -> argparse.ArgumentParser:
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--heads", type=_head_list, help="keep these heads only (k of H), e.g. 0,2")
     which.add_argument("--single-head", type=int, metavar="H", help="export head H alone as a plain LlamaForCausalLM")
-    parser.add_argument("--max-position-embeddings", type=int, metavar="N",
-                        help="context length in config.json (default: the training seq_len)")
+    parser.add_argument(
+        "--max-position-embeddings",
+        type=int,
+        metavar="N",
+        help="context length in config.json (default: the training seq_len)",
+    )
     parser.add_argument("--license", default="apache-2.0", help="license in the model card (default apache-2.0)")
     parser.add_argument("--max-shard-size", default="5GB", help="safetensors shard size (default 5GB)")
     parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
@@ -544,11 +636,24 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     hide_deepspeed_cpu_notice()
     try:
-        options = ExportOptions(heads=args.heads, single_head=args.single_head,
-                                max_position_embeddings=args.max_position_embeddings, license=args.license,
-                                max_shard_size=args.max_shard_size, overwrite=args.overwrite)
-        push = (PushOptions(repo_id=args.push_to_hub, private=args.private, revision=args.revision,
-                            commit_message=args.commit_message) if args.push_to_hub else None)
+        options = ExportOptions(
+            heads=args.heads,
+            single_head=args.single_head,
+            max_position_embeddings=args.max_position_embeddings,
+            license=args.license,
+            max_shard_size=args.max_shard_size,
+            overwrite=args.overwrite,
+        )
+        push = (
+            PushOptions(
+                repo_id=args.push_to_hub,
+                private=args.private,
+                revision=args.revision,
+                commit_message=args.commit_message,
+            )
+            if args.push_to_hub
+            else None
+        )
         result = export(args.checkpoint, args.out, options, push)
     except (ExportError, hub.NotAModelFolderError) as err:
         logger.error("%s", err)

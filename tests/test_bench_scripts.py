@@ -17,8 +17,14 @@ import bench_inference  # noqa: E402  (bench/ is a folder of scripts, not a pack
 import bench_memory  # noqa: E402
 import bench_train  # noqa: E402
 
-SIZE = {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 4, "num_hidden_layers": 3,
-        "vocab_size": 256, "max_position_embeddings": 64}
+SIZE = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_attention_heads": 4,
+    "num_hidden_layers": 3,
+    "vocab_size": 256,
+    "max_position_embeddings": 64,
+}
 
 
 @pytest.fixture
@@ -51,8 +57,22 @@ def test_bench_train_rejects_an_unknown_method(size_file):
 
 def test_bench_inference_reports_all_three_models(size_file):
     result = bench_inference.main(
-        ["--size", size_file, "--prompt", "4", "--new-tokens", "3", "--batch", "2", "--seq", "16", "--trials", "1",
-         "--threads", "1"]
+        [
+            "--size",
+            size_file,
+            "--prompt",
+            "4",
+            "--new-tokens",
+            "3",
+            "--batch",
+            "2",
+            "--seq",
+            "16",
+            "--trials",
+            "1",
+            "--threads",
+            "1",
+        ]
     )
     assert set(result) == {"dense", "neurotrails", "full_ensemble"}
     assert all(r["latency_wall"] > 0 and r["forward_wall"] > 0 for r in result.values())
@@ -63,8 +83,17 @@ def test_bench_inference_reports_all_three_models(size_file):
 
 def test_bench_memory_child_runs_the_chunked_step_in_process(size_file):
     # The fast form of the slow test below: the per-configuration step, without a fresh process (so no peak).
-    args = argparse.Namespace(size=size_file, method="neurotrails", ensemble_size=2, vocab=512, seq=16, batch=2,
-                              chunk=8, threads=1, device="cpu")
+    args = argparse.Namespace(
+        size=size_file,
+        method="neurotrails",
+        ensemble_size=2,
+        vocab=512,
+        seq=16,
+        batch=2,
+        chunk=8,
+        threads=1,
+        device="cpu",
+    )
     result = bench_memory.child(args)
     assert result["heads"] == 2
     assert result["peak"] >= result["built"] > 0

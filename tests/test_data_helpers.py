@@ -14,15 +14,19 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from nt_llm.data import DataConfig
 from nt_llm.data.tokenizer import ensure_special_tokens, sentencepiece_to_hf, train_sentencepiece
 
-WORDS = ("the market said people government city world year report price news time team game film music "
-         "science history river mountain company school player album court minister election season").split()
+WORDS = (
+    "the market said people government city world year report price news time team game film music "
+    "science history river mountain company school player album court minister election season"
+).split()
 
 
 def make_docs(n: int, seed: int = 0, start: int = 0, max_words: int = 60) -> list[str]:
     """n distinct documents of 2..max_words words; each names its index so tests can identify it."""
     rng = random.Random(seed)
-    return [f"Doc {start + i}: " + " ".join(rng.choice(WORDS) for _ in range(rng.randint(2, max_words))) + "."
-            for i in range(n)]
+    return [
+        f"Doc {start + i}: " + " ".join(rng.choice(WORDS) for _ in range(rng.randint(2, max_words))) + "."
+        for i in range(n)
+    ]
 
 
 def write_jsonl(path: Path, docs: list[str], field: str = "text") -> Path:
@@ -59,9 +63,17 @@ def corpus(tmp_path: Path, n_files: int, docs_per_file: int, n_val: int = 20) ->
 
 
 def files_config(tmp_path: Path, **overrides: object) -> DataConfig:
-    settings: dict[str, object] = dict(source="files", train_files=[str(tmp_path / "train-*.jsonl")],
-                                       validation_files=[str(tmp_path / "validation.jsonl")],
-                                       tokenizer=tiny_tokenizer_dir(), seq_len=16, batch_size=4,
-                                       shuffle_buffer=8, seed=0, validation_tokens=200, tokenize_batch=8)
+    settings: dict[str, object] = dict(
+        source="files",
+        train_files=[str(tmp_path / "train-*.jsonl")],
+        validation_files=[str(tmp_path / "validation.jsonl")],
+        tokenizer=tiny_tokenizer_dir(),
+        seq_len=16,
+        batch_size=4,
+        shuffle_buffer=8,
+        seed=0,
+        validation_tokens=200,
+        tokenize_batch=8,
+    )
     settings.update(overrides)
     return DataConfig(**settings)

@@ -116,16 +116,17 @@ def test_same_seed_same_batches_other_seed_other_order(tmp_path) -> None:
         return [b["input_ids"] for b in islice(iter(build_train_batches(files_config(tmp_path, seed=seed), tok)), 6)]
 
     a, b, c = first(0), first(0), first(1)
-    assert all(torch.equal(x, y) for x, y in zip(a, b))
-    assert not all(torch.equal(x, y) for x, y in zip(a, c))
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    assert not all(torch.equal(x, y) for x, y in zip(a, c, strict=True))
 
 
 @pytest.mark.parametrize("mode", ["pack", "pad"])
 @pytest.mark.parametrize("k", [1, 7, 23])
 @pytest.mark.parametrize(("rank", "world_size"), [(0, 1), (1, 2), (2, 4)])
 @pytest.mark.parametrize("prefetch", [0, 3])
-def test_resume_after_k_batches_gives_the_same_next_batches(tmp_path, mode: str, k: int, rank: int,
-                                                            world_size: int, prefetch: int) -> None:
+def test_resume_after_k_batches_gives_the_same_next_batches(
+    tmp_path, mode: str, k: int, rank: int, world_size: int, prefetch: int
+) -> None:
     # 3 files x 9 docs, buffer 5: k=23 is past the first epoch, so epochs, shard order and the drain all
     # resume; world size 2 splits files, 4 strides over documents; prefetching runs ahead of the consumer.
     corpus(tmp_path, n_files=3, docs_per_file=9)
@@ -281,7 +282,12 @@ def test_data_recipes_are_valid_configs() -> None:
     configs = {p.stem: DataConfig(**yaml.safe_load(p.read_text())) for p in recipes}
     paper = configs["c4_paper"]
     assert (paper.source, paper.tokenizer, paper.seq_len, paper.mode, paper.validation_tokens) == (
-        "c4", "t5-base", 256, "pad", 10_000_000)
+        "c4",
+        "t5-base",
+        256,
+        "pad",
+        10_000_000,
+    )
     assert configs["embedded"].mode == "pack"
 
 

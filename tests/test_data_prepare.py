@@ -24,8 +24,10 @@ FIXTURE_SMALL_VOCAB = 320  # what the fixture's few words support
 
 def _fake_packages(root: Path) -> tuple[Path, Path, Path]:
     """Files laid out like the PyPI packages': a summaries JSON, BBC category folders, a SentencePiece model."""
-    articles = {f"Article {i}": {"title": f"Article {i}", "extract": text, "description": "x", "topic": "y"}
-                for i, text in enumerate(make_docs(60, seed=5))}
+    articles = {
+        f"Article {i}": {"title": f"Article {i}", "extract": text, "description": "x", "topic": "y"}
+        for i, text in enumerate(make_docs(60, seed=5))
+    }
     articles["Empty one"] = {"title": "Empty one", "extract": "", "description": "", "topic": ""}
     wiki = root / "summaries_en-us.json"
     wiki.write_text(json.dumps(articles), encoding="utf-8")
@@ -39,8 +41,11 @@ def _fake_packages(root: Path) -> tuple[Path, Path, Path]:
 
 
 def _read_split(out: Path, split: str) -> list[dict]:
-    return [json.loads(line) for f in sorted((out / "embedded").glob(f"{split}-*.jsonl"))
-            for line in f.read_text(encoding="utf-8").splitlines()]
+    return [
+        json.loads(line)
+        for f in sorted((out / "embedded").glob(f"{split}-*.jsonl"))
+        for line in f.read_text(encoding="utf-8").splitlines()
+    ]
 
 
 def test_prepare_writes_a_fixed_split_and_is_idempotent(tmp_path) -> None:
@@ -117,8 +122,14 @@ def test_malformed_summaries_are_reported(tmp_path) -> None:
 def test_embedded_source_end_to_end_on_the_fixture(tmp_path) -> None:
     wiki, bbc, spm = _fake_packages(tmp_path)
     prep.prepare(tmp_path / "data", wiki, bbc, spm, FIXTURE_SMALL_VOCAB)
-    cfg = DataConfig(source="embedded", data_dir=str(tmp_path / "data"), seq_len=32, batch_size=2,
-                     validation_tokens=100, shuffle_buffer=16)
+    cfg = DataConfig(
+        source="embedded",
+        data_dir=str(tmp_path / "data"),
+        seq_len=32,
+        batch_size=2,
+        validation_tokens=100,
+        shuffle_buffer=16,
+    )
     tok = build_tokenizer(cfg)
     assert vocab_size_of(tok) == 400
     batch = next(iter(build_train_batches(cfg, tok, rank=1, world_size=2)))

@@ -23,8 +23,9 @@ def _epoch(cfg, rank: int, world_size: int) -> tuple[list[str], bool]:
     return list(stream), stream.shard_level
 
 
-@pytest.mark.parametrize(("n_files", "world_size", "shard_level"), [(4, 2, True), (5, 3, True), (1, 2, False),
-                                                                    (2, 3, False)])
+@pytest.mark.parametrize(
+    ("n_files", "world_size", "shard_level"), [(4, 2, True), (5, 3, True), (1, 2, False), (2, 3, False)]
+)
 def test_ranks_are_disjoint_and_cover_the_stream(tmp_path, n_files: int, world_size: int, shard_level: bool) -> None:
     train, _ = corpus(tmp_path, n_files=n_files, docs_per_file=7)
     cfg = files_config(tmp_path, shuffle_buffer=4)
@@ -86,10 +87,17 @@ def _worker(rank: int, world_size: int, port: int, tmp: str) -> None:
 
         mean_loss = meter.compute(reduce_sum)
         if rank == 0:
-            Path(tmp, "result.json").write_text(json.dumps({
-                "world_size": dist.get_world_size(), "docs": gathered, "mean_loss": mean_loss,
-                "val_batches": [int(c[0]) for c in all_counts], "val_tokens": sum(int(c[1]) for c in all_counts),
-            }))
+            Path(tmp, "result.json").write_text(
+                json.dumps(
+                    {
+                        "world_size": dist.get_world_size(),
+                        "docs": gathered,
+                        "mean_loss": mean_loss,
+                        "val_batches": [int(c[0]) for c in all_counts],
+                        "val_tokens": sum(int(c[1]) for c in all_counts),
+                    }
+                )
+            )
     finally:
         dist.destroy_process_group()
 

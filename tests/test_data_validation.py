@@ -14,7 +14,11 @@ from nt_llm.data import TokenMeanLoss, build_validation_set, count_predicted_tok
 
 
 def _rows(val) -> list[tuple[list[int], list[int]]]:
-    return [(ids.tolist(), mask.tolist()) for b in val for ids, mask in zip(b["input_ids"], b["attention_mask"])]
+    return [
+        (ids.tolist(), mask.tolist())
+        for b in val
+        for ids, mask in zip(b["input_ids"], b["attention_mask"], strict=True)
+    ]
 
 
 @pytest.mark.parametrize("mode", ["pack", "pad"])

@@ -2,12 +2,11 @@
 
 import pytest
 import torch
+from test_modeling import TINY
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from nt_llm.modeling import NeuroTrailsConfig, NeuroTrailsForCausalLM
 from nt_llm.modeling.convert import llama_to_neurotrails
-
-from test_modeling import TINY
 
 EOS = 2
 SPECIAL = dict(bos_token_id=1, eos_token_id=EOS, pad_token_id=EOS)  # the embedded tokenizer's ids
@@ -31,8 +30,9 @@ def embeddings(model: NeuroTrailsForCausalLM) -> list[torch.nn.Embedding]:
     return [head.embed_tokens for head in model.heads]
 
 
-@pytest.mark.parametrize("overrides", [{}, {"head_layers": 3, "share_embeddings": False}],
-                         ids=["shared_embedding", "full_ensemble"])
+@pytest.mark.parametrize(
+    "overrides", [{}, {"head_layers": 3, "share_embeddings": False}], ids=["shared_embedding", "full_ensemble"]
+)
 def test_eos_embedding_row_changes_after_one_training_step(overrides: dict) -> None:
     model = model_with_pad_as_eos(**overrides).train()
     before = [embedding.weight[EOS].detach().clone() for embedding in embeddings(model)]
@@ -42,7 +42,7 @@ def test_eos_embedding_row_changes_after_one_training_step(overrides: dict) -> N
     ids = packed_batch()
     model(ids, labels=ids, return_logits=False).loss.backward()
     optimizer.step()
-    for embedding, row in zip(embeddings(model), before):
+    for embedding, row in zip(embeddings(model), before, strict=True):
         assert embedding.weight.grad[EOS].abs().sum() > 0
         assert not torch.equal(embedding.weight[EOS], row)
 

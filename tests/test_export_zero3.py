@@ -33,8 +33,7 @@ def test_checkpoint_holds_two_zero3_shards(zero3_step: Path) -> None:
     assert len(shards) == 2
 
 
-def test_zero3_export_matches_the_sharded_weights_and_loads_without_nt_llm(zero3_step: Path,
-                                                                         tmp_path: Path) -> None:
+def test_zero3_export_matches_the_sharded_weights_and_loads_without_nt_llm(zero3_step: Path, tmp_path: Path) -> None:
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
     ensemble = nt_export.export(zero3_step, tmp_path / "ensemble")
@@ -58,6 +57,11 @@ def test_zero3_export_matches_the_sharded_weights_and_loads_without_nt_llm(zero3
         out = trained(ids, output_head_logits=True)
     subset = nt_export.export(zero3_step, tmp_path / "subset", nt_export.ExportOptions(heads=(0, 2)))
     single = nt_export.export(zero3_step, tmp_path / "single", nt_export.ExportOptions(single_head=2))
-    reference = {"ids": ids, "logits": out.logits, "subset": out.head_logits[[0, 2]].mean(0),
-                 "single": out.head_logits[2], "eos": config.eos_token_id}
+    reference = {
+        "ids": ids,
+        "logits": out.logits,
+        "subset": out.head_logits[[0, 2]].mean(0),
+        "single": out.head_logits[2],
+        "eos": config.eos_token_id,
+    }
     check_loads_without_nt_llm(tmp_path, [ensemble.out, subset.out, single.out], reference)

@@ -17,17 +17,20 @@ from unittest import mock
 import pytest
 import torch
 from huggingface_hub import constants
+from no_nt_llm import BLOCK_NT_LLM
 from test_zero_shot_support import save_tiny_llama, save_tiny_neurotrails
 
 from nt_llm import hub
-from no_nt_llm import BLOCK_NT_LLM
 
 TOKEN = "hf_NeverLogMe0123456789"
 
 
 def _snapshot(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -36,12 +39,19 @@ def nt_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.usefixtures("online")
-def test_push_creates_repo_branch_and_uploads(nt_folder: Path, fake_api: mock.MagicMock,
-                                              caplog: pytest.LogCaptureFixture) -> None:
+def test_push_creates_repo_branch_and_uploads(
+    nt_folder: Path, fake_api: mock.MagicMock, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     before = _snapshot(nt_folder)
-    commit = hub.push_folder(nt_folder, "me/nt-tiny", private=True, revision="step-100",
-                             commit_message=hub.step_commit_message(100, "export"), token=TOKEN)
+    commit = hub.push_folder(
+        nt_folder,
+        "me/nt-tiny",
+        private=True,
+        revision="step-100",
+        commit_message=hub.step_commit_message(100, "export"),
+        token=TOKEN,
+    )
     assert commit.commit_url == "https://hub.example/commit/1"
     fake_api.assert_called_once_with(token=TOKEN)
     api = fake_api.return_value
@@ -66,7 +76,9 @@ def test_push_to_main_creates_no_branch(nt_folder: Path, fake_api: mock.MagicMoc
     assert api.upload_folder.call_args.kwargs["revision"] is None
 
 
-_LOAD_WITHOUT_NT_LLM = BLOCK_NT_LLM + """
+_LOAD_WITHOUT_NT_LLM = (
+    BLOCK_NT_LLM
+    + """
 import torch
 from transformers import AutoModelForCausalLM
 folder, ids_path, logits_path = sys.argv[1:4]
@@ -81,11 +93,13 @@ assert out.shape == (ids.shape[0], 7), out.shape
 assert "nt_llm" not in sys.modules
 print("loaded", type(model).__name__)
 """
+)
 
 
 @pytest.mark.usefixtures("online")
-def test_uploaded_folder_loads_with_remote_code_without_nt_llm(nt_folder: Path, fake_api: mock.MagicMock,
-                                                               tmp_path: Path) -> None:
+def test_uploaded_folder_loads_with_remote_code_without_nt_llm(
+    nt_folder: Path, fake_api: mock.MagicMock, tmp_path: Path
+) -> None:
     from nt_llm.modeling import NeuroTrailsForCausalLM
 
     model = NeuroTrailsForCausalLM.from_pretrained(nt_folder).eval()
@@ -98,9 +112,23 @@ def test_uploaded_folder_loads_with_remote_code_without_nt_llm(nt_folder: Path, 
     def upload_folder(**kwargs: object) -> mock.Mock:
         # What would be uploaded must stand alone: load it in a fresh process where nt_llm cannot be imported.
         env = {**os.environ, "HF_HOME": str(tmp_path / "hf_home"), "PYTHONPATH": ""}
-        loads.append(subprocess.run(
-            [sys.executable, "-c", _LOAD_WITHOUT_NT_LLM, str(kwargs["folder_path"]), str(tmp_path / "ids.pt"),
-             str(tmp_path / "logits.pt")], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=180))
+        loads.append(
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-c",
+                    _LOAD_WITHOUT_NT_LLM,
+                    str(kwargs["folder_path"]),
+                    str(tmp_path / "ids.pt"),
+                    str(tmp_path / "logits.pt"),
+                ],
+                env=env,
+                cwd=tmp_path,
+                capture_output=True,
+                text=True,
+                timeout=180,
+            )
+        )
         return mock.Mock(commit_url="u")
 
     fake_api.return_value.upload_folder.side_effect = upload_folder
@@ -110,8 +138,9 @@ def test_uploaded_folder_loads_with_remote_code_without_nt_llm(nt_folder: Path, 
     assert "loaded NeuroTrailsForCausalLM" in loads[0].stdout
 
 
-def test_offline_push_fails_at_once_and_keeps_folder(nt_folder: Path, fake_api: mock.MagicMock,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_offline_push_fails_at_once_and_keeps_folder(
+    nt_folder: Path, fake_api: mock.MagicMock, monkeypatch: pytest.MonkeyPatch
+) -> None:
     before = _snapshot(nt_folder)
     assert os.environ["HF_HUB_OFFLINE"] == "1"  # set for every test by conftest
     with pytest.raises(hub.HubPushError, match="HF_HUB_OFFLINE=1 is set.*untouched"):
@@ -125,7 +154,7 @@ def test_offline_push_fails_at_once_and_keeps_folder(nt_folder: Path, fake_api: 
 
 
 class _RefusingHub(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_POST(self) -> None:  # http.server names its handlers so
         body = json.dumps({"error": "Invalid credentials in Authorization header"}).encode()
         self.send_response(401)
         self.send_header("Content-Type", "application/json")
@@ -160,8 +189,9 @@ def test_unreachable_and_refusing_hub_give_clear_errors(nt_folder: Path, monkeyp
 
 
 @pytest.mark.usefixtures("online")
-def test_not_a_model_folder_is_refused_before_any_hub_call(nt_folder: Path, tmp_path: Path,
-                                                           fake_api: mock.MagicMock) -> None:
+def test_not_a_model_folder_is_refused_before_any_hub_call(
+    nt_folder: Path, tmp_path: Path, fake_api: mock.MagicMock
+) -> None:
     def push(folder: Path) -> None:
         hub.push_folder(folder, "me/x", private=True, revision=None, commit_message="m")
 
@@ -183,7 +213,8 @@ def test_not_a_model_folder_is_refused_before_any_hub_call(nt_folder: Path, tmp_
     with pytest.raises(hub.NotAModelFolderError, match="holds no weights"):
         push(broken)
     (broken / "model.safetensors.index.json").write_text(
-        json.dumps({"weight_map": {"w": "model-00001-of-00002.safetensors"}}))
+        json.dumps({"weight_map": {"w": "model-00001-of-00002.safetensors"}})
+    )
     with pytest.raises(hub.NotAModelFolderError, match="model-00001-of-00002.safetensors"):
         push(broken)
     fake_api.assert_not_called()

@@ -95,13 +95,15 @@ def test_batched_heads_match_looped_heads_in_values_and_gradients(overrides: dic
     looped.load_state_dict(batched.state_dict())
     input_ids, attention_mask, labels = padded_batch()
 
-    outs = [m(input_ids, attention_mask=attention_mask, labels=labels, output_head_logits=True) for m in (batched, looped)]
+    outs = [
+        m(input_ids, attention_mask=attention_mask, labels=labels, output_head_logits=True) for m in (batched, looped)
+    ]
     torch.testing.assert_close(outs[0].head_logits, outs[1].head_logits, rtol=1e-5, atol=1e-5)
     for out in outs:
         out.loss.backward()
-    for (name, p), q in zip(batched.named_parameters(), looped.parameters()):
+    for (name, p), q in zip(batched.named_parameters(), looped.parameters(), strict=True):
         assert p.grad is not None, name
-        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6, msg=lambda m, name=name: f"{name}: {m}")
 
 
 @pytest.mark.parametrize("chunk", [5, 64])
@@ -122,7 +124,7 @@ def test_chunked_loss_matches_the_whole_logits_loss_and_gradients(chunk: int, mo
     torch.testing.assert_close(got.head_losses, expected.head_losses)
     expected.loss.backward()
     got.loss.backward()
-    for p, q in zip(whole.parameters(), chunked.parameters()):
+    for p, q in zip(whole.parameters(), chunked.parameters(), strict=True):
         torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-6)
 
 
@@ -131,7 +133,10 @@ def test_batched_heads_match_looped_heads_without_autograd() -> None:
     looped.load_state_dict(batched.state_dict())
     input_ids, attention_mask, _ = padded_batch()
     with torch.no_grad():
-        outs = [m(input_ids, attention_mask=attention_mask, output_head_logits=True, use_cache=False) for m in (batched, looped)]
+        outs = [
+            m(input_ids, attention_mask=attention_mask, output_head_logits=True, use_cache=False)
+            for m in (batched, looped)
+        ]
     torch.testing.assert_close(outs[0].head_logits, outs[1].head_logits, rtol=1e-5, atol=1e-5)
 
 
@@ -149,7 +154,7 @@ def test_activation_checkpointing_leaves_gradients_unchanged(monkeypatch: pytest
     for m in (plain, checkpointed):
         m(input_ids, attention_mask=attention_mask, labels=labels).loss.backward()
     assert len(calls) == checkpointed.config.head_layers
-    for p, q in zip(plain.parameters(), checkpointed.parameters()):
+    for p, q in zip(plain.parameters(), checkpointed.parameters(), strict=True):
         torch.testing.assert_close(p.grad, q.grad)
 
 
@@ -158,7 +163,9 @@ def peaked_model(**overrides) -> NeuroTrailsForCausalLM:
     return tiny_model(initializer_range=0.5, **overrides)
 
 
-@pytest.mark.parametrize("overrides", [{}, {"head_layers": 3, "share_embeddings": False}], ids=["treenet", "full_ensemble"])
+@pytest.mark.parametrize(
+    "overrides", [{}, {"head_layers": 3, "share_embeddings": False}], ids=["treenet", "full_ensemble"]
+)
 def test_generate_with_cache_matches_without(overrides: dict) -> None:
     model = peaked_model(**overrides)
     prompt = torch.randint(0, TINY["vocab_size"], (2, 5), generator=torch.Generator().manual_seed(1))
@@ -187,8 +194,12 @@ def test_left_padded_batch_generates_as_each_prompt_alone() -> None:
 def test_beam_search_with_cache_matches_without() -> None:
     model = peaked_model()
     prompt = torch.randint(0, TINY["vocab_size"], (2, 4), generator=torch.Generator().manual_seed(3))
-    kwargs = dict(max_new_tokens=5, do_sample=False, num_beams=3, pad_token_id=0, attention_mask=torch.ones_like(prompt))
-    assert torch.equal(model.generate(prompt, use_cache=True, **kwargs), model.generate(prompt, use_cache=False, **kwargs))
+    kwargs = dict(
+        max_new_tokens=5, do_sample=False, num_beams=3, pad_token_id=0, attention_mask=torch.ones_like(prompt)
+    )
+    assert torch.equal(
+        model.generate(prompt, use_cache=True, **kwargs), model.generate(prompt, use_cache=False, **kwargs)
+    )
 
 
 def test_loop_execution_refuses_a_cache() -> None:

@@ -6,13 +6,12 @@ import sys
 from pathlib import Path
 
 import torch
+from no_nt_llm import BLOCK_NT_LLM
+from test_modeling import TINY as TINY_LLAMA
 from transformers import AutoConfig, AutoModelForCausalLM
 
 import nt_llm  # noqa: F401  (registers the Auto classes)
 from nt_llm.modeling import NeuroTrailsConfig, NeuroTrailsForCausalLM
-
-from no_nt_llm import BLOCK_NT_LLM
-from test_modeling import TINY as TINY_LLAMA
 
 TINY = {**TINY_LLAMA, "ensemble_size": 3, "head_layers": 2}
 

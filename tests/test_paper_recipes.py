@@ -28,7 +28,12 @@ def test_paper_recipe(method: str, size: str, layers: int, head_layers: int) -> 
     if method == "neurotrails":
         s = recipe.sparsity
         assert (s.density, s.distribution, s.growth, s.prune, s.temperature) == (
-            0.9, "erk", "gradient", "soft_magnitude", 3.0)
+            0.9,
+            "erk",
+            "gradient",
+            "soft_magnitude",
+            3.0,
+        )
         assert (s.prune_rate, s.prune_rate_decay, s.update_frequency) == (0.5, "cosine", 50)
     else:
         assert recipe.sparsity is None

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import yaml
 from accelerate.state import AcceleratorState, GradientState
+from train_support import tiny_recipe
 
 from nt_llm.train import recipe_from_dict, train
 from nt_llm.train.checkpoint import CheckpointError, plan_start
 from nt_llm.train.metrics import LOG_FILE, TERMINAL, RunLog, read_metrics
-from train_support import tiny_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("pretrain", REPO / "pretrain.py")
@@ -129,8 +129,12 @@ def test_a_rerun_is_refused_untouched_and_restart_moves_the_old_run_aside(tmp_pa
 
 def test_overrides_after_resume_latest_are_accepted(tmp_path: Path) -> None:
     args = pretrain.parse_args(["--recipe", "R", "--resume", "latest", "optim.lr=1e-3", "data.batch_size=4"])
-    assert (args.recipe, args.resume, args.overrides, args.restart) == ("R", "latest", ["optim.lr=1e-3",
-                                                                                         "data.batch_size=4"], False)
+    assert (args.recipe, args.resume, args.overrides, args.restart) == (
+        "R",
+        "latest",
+        ["optim.lr=1e-3", "data.batch_size=4"],
+        False,
+    )
     with pytest.raises(SystemExit) as refused:
         pretrain.parse_args(["--recipe", "R", "--resume", "latest", "--restart"])
     assert refused.value.code == 2
@@ -208,28 +212,41 @@ def test_run_log_holds_records_until_the_folder_may_be_written(tmp_path: Path, c
 
 
 def test_with_a_progress_bar_the_info_log_goes_to_train_log_not_the_terminal(tmp_path: Path) -> None:
-    recipe = tiny_recipe(tmp_path, optim={"max_steps": 4}, eval={"every": 2}, checkpoint={"every": 2},
-                         logging={"progress_bar": True})
+    recipe = tiny_recipe(
+        tmp_path, optim={"max_steps": 4}, eval={"every": 2}, checkpoint={"every": 2}, logging={"progress_bar": True}
+    )
     path = write_recipe(tmp_path, recipe)
     command = [sys.executable, str(REPO / "pretrain.py"), "--recipe", str(path)]
     first = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr[-3000:]
     written = (tmp_path / "run" / LOG_FILE).read_text()
     terminal = first.stdout + first.stderr
-    for chatter in ("resolved recipe", "saved checkpoint", "accelerate.checkpointing", "Saving current state",
-                    "nt_llm.sparse.dst", "Setting accelerator to CPU", "Writing model shards"):
+    for chatter in (
+        "resolved recipe",
+        "saved checkpoint",
+        "accelerate.checkpointing",
+        "Saving current state",
+        "nt_llm.sparse.dst",
+        "Setting accelerator to CPU",
+        "Writing model shards",
+    ):
         assert chatter not in terminal, chatter
     for info in ("resolved recipe", "saved checkpoint", "accelerate.checkpointing", "nt_llm.sparse.dst"):
         assert info in written, info
-    assert re.search(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO nt_llm\.train\.trainer: saved checkpoint", written,
-                     re.MULTILINE)
+    assert re.search(
+        r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO nt_llm\.train\.trainer: saved checkpoint", written, re.MULTILINE
+    )
     if importlib.util.find_spec("deepspeed") is not None:  # DeepSpeed warns when accelerate imports it
         assert "Setting accelerator to CPU" in written
     assert "4/4" in first.stderr and "| ensemble (averaged logits) |" in first.stderr
 
     # Without a progress bar the terminal keeps every record; the file is appended to.
-    resumed = subprocess.run(command + ["--resume", "latest", "optim.max_steps=6", "logging.progress_bar=false"],
-                             capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        command + ["--resume", "latest", "optim.max_steps=6", "logging.progress_bar=false"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "saved checkpoint" in resumed.stderr and "resumed from" in resumed.stderr
     written = (tmp_path / "run" / LOG_FILE).read_text()

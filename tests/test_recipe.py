@@ -69,8 +69,17 @@ def test_a_value_that_does_not_convert_names_key_value_and_type(override: str, m
     assert message in str(refused.value)
 
 
-@pytest.mark.parametrize("override", ["optim.lr=.inf", "optim.lr=nan", "optim.lr=-.inf", "sparsity.density=.NaN",
-                                      "optim.grad_clip=inf", "optim.max_steps=.inf"])
+@pytest.mark.parametrize(
+    "override",
+    [
+        "optim.lr=.inf",
+        "optim.lr=nan",
+        "optim.lr=-.inf",
+        "sparsity.density=.NaN",
+        "optim.grad_clip=inf",
+        "optim.max_steps=.inf",
+    ],
+)
 def test_non_finite_numbers_are_refused_with_the_key(override: str) -> None:
     key = override.partition("=")[0]
     with pytest.raises(RecipeError, match=rf"^{key.replace('.', '[.]')}: expected (a finite number|an integer)"):
@@ -80,8 +89,11 @@ def test_non_finite_numbers_are_refused_with_the_key(override: str) -> None:
 def test_recipe_files_read_numbers_as_typed(tmp_path: Path) -> None:
     (tmp_path / "optim.yaml").write_text("lr: 1e-3\nmax_steps: 1e3\nwarmup_steps: 1e2\n")
     path = tmp_path / "recipe.yaml"
-    path.write_text(TINY.read_text().replace("optim:\n  lr: 3.0e-3", "optim:\n  lr: 3e-3")
-                    .replace("  density: 0.9", "  density: 9e-1"))
+    path.write_text(
+        TINY.read_text()
+        .replace("optim:\n  lr: 3.0e-3", "optim:\n  lr: 3e-3")
+        .replace("  density: 0.9", "  density: 9e-1")
+    )
     recipe = load_recipe(path)
     assert recipe.optim.lr == 0.003 and recipe.sparsity.density == 0.9
 

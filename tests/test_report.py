@@ -12,8 +12,15 @@ def fake_run(root: Path, name: str, losses: list[float], heads: int, density: fl
     run.mkdir(parents=True)
     events = [{"event": "train", "step": 1, "loss": 9.0}]
     for i, loss in enumerate(losses, start=1):
-        event = {"event": "eval", "step": 10 * i, "tokens": 1000 * i, "ensemble_loss": loss,
-                 "ensemble_ppl": 2.718281828 ** loss, "ensemble_gain": 0.01 * (heads - 1), "density": density}
+        event = {
+            "event": "eval",
+            "step": 10 * i,
+            "tokens": 1000 * i,
+            "ensemble_loss": loss,
+            "ensemble_ppl": 2.718281828**loss,
+            "ensemble_gain": 0.01 * (heads - 1),
+            "density": density,
+        }
         for h in range(heads):
             event[f"head{h}_loss"] = loss + 0.01 * (h + 1)
             event[f"head{h}_ppl"] = 2.718281828 ** event[f"head{h}_loss"]

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from train_support import TINY_SIZE, tiny_recipe
 
 EVAL_DIR = Path(__file__).resolve().parents[1] / "eval"
@@ -29,9 +28,32 @@ def tiny_flags(tmp_path: Path) -> list[str]:
     size_file = tmp_path / "tiny_size.yaml"
     size_file.write_text(yaml.safe_dump({**TINY_SIZE, "num_hidden_layers": 3}))
     return [
-        "--size", str(size_file), "--data", str(data_file), "--steps", "4", "--batch", "4", "--seq-len", "16",
-        "--eval-every", "2", "--validation-tokens", "256", "--threads", "1", "--out", str(tmp_path / "out"),
-        "--seeds", "0", "--lr", "1e-2", "--jobs", "1", "--precision", "no",
+        "--size",
+        str(size_file),
+        "--data",
+        str(data_file),
+        "--steps",
+        "4",
+        "--batch",
+        "4",
+        "--seq-len",
+        "16",
+        "--eval-every",
+        "2",
+        "--validation-tokens",
+        "256",
+        "--threads",
+        "1",
+        "--out",
+        str(tmp_path / "out"),
+        "--seeds",
+        "0",
+        "--lr",
+        "1e-2",
+        "--jobs",
+        "1",
+        "--precision",
+        "no",
     ]
 
 
@@ -84,7 +106,9 @@ def test_reproduce_writes_table_and_plots(tmp_path, caplog):
     assert "reusing" not in caplog.text
     (row,) = json.loads((tmp_path / "out" / "results.json").read_text())["rows"]
     assert row["tokens"] == 2 * 4 * 16
-    assert [p["tokens"] for p in json.loads((tmp_path / "out" / "results.json").read_text())["runs"]["dense"][0]["curve"]] == [2 * 64]
+    assert [
+        p["tokens"] for p in json.loads((tmp_path / "out" / "results.json").read_text())["runs"]["dense"][0]["curve"]
+    ] == [2 * 64]
 
 
 @pytest.mark.slow
@@ -134,15 +158,22 @@ def test_sweep_rejects_bad_grid(tmp_path, caplog):
 
 
 def test_ablate_trains_named_and_custom_variants(tmp_path):
-    flags = tiny_flags(tmp_path) + ["--variants", "uniform,static", "--no-baselines",
-                                    "--variant", "slow:sparsity.update_frequency=4,sparsity.prune_rate=0.1"]
+    flags = tiny_flags(tmp_path) + [
+        "--variants",
+        "uniform,static",
+        "--no-baselines",
+        "--variant",
+        "slow:sparsity.update_frequency=4,sparsity.prune_rate=0.1",
+    ]
     assert ablate.main(flags) == 0
     rows = check_outputs(tmp_path / "out", ["nt_uniform", "nt_static", "nt_slow"])
     assert all(len(row["head_ppl"]) == 3 and row["params_nonzero"] < row["params_total"] for row in rows)
     recipe = yaml.safe_load((tmp_path / "out" / "runs" / "nt_slow_s0.yaml").read_text())
     assert (recipe["sparsity"]["update_frequency"], recipe["sparsity"]["prune_rate"]) == (4, 0.1)
-    assert yaml.safe_load((tmp_path / "out" / "runs" / "nt_uniform_s0.yaml").read_text())["sparsity"][
-        "distribution"] == "uniform"
+    assert (
+        yaml.safe_load((tmp_path / "out" / "runs" / "nt_uniform_s0.yaml").read_text())["sparsity"]["distribution"]
+        == "uniform"
+    )
 
 
 @pytest.mark.parametrize(
@@ -168,8 +199,10 @@ def test_runs_dir_reuses_another_studys_finished_runs(tmp_path, caplog):
     flags = tiny_flags(tmp_path)
     flags[flags.index("--out") + 1] = str(tmp_path / "ablation")
     caplog.clear()
-    assert ablate.main(flags + ["--runs-dir", str(tmp_path / "out" / "runs"), "--variants", "static",
-                                "--no-baselines"]) == 0
+    assert (
+        ablate.main(flags + ["--runs-dir", str(tmp_path / "out" / "runs"), "--variants", "static", "--no-baselines"])
+        == 0
+    )
     assert "reusing" not in caplog.text  # a variant of its own is trained
     # The baselines are the reproduction's own runs, NeuroTrails at its density included.
     nt = next(s for s in ablate.variant_specs({}, [0], 0.5, baselines=True) if s.method == "neurotrails")

@@ -30,8 +30,11 @@ def test_cpu_sizes_put_most_weights_in_the_blocks(size: str, share: float) -> No
 def test_neurotrails_cpu_size_splits_two_thirds_of_the_blocks_into_heads() -> None:
     config = build_config("cpu-4m", "neurotrails", ensemble_size=3)
     model = NeuroTrailsForCausalLM(config)
-    head_blocks = {name.split(".layers.")[0] + "." + name.split(".layers.")[1].split(".")[0]
-                   for name, _ in model.named_parameters() if name.startswith("heads.") and ".layers." in name}
+    head_blocks = {
+        name.split(".layers.")[0] + "." + name.split(".layers.")[1].split(".")[0]
+        for name, _ in model.named_parameters()
+        if name.startswith("heads.") and ".layers." in name
+    }
     assert config.head_layers == 4 and len(head_blocks) == 3 * 4
     # Against the 32k paper sizes, whose tiny and 9m configurations are nearly all vocabulary.
     assert block_share(NeuroTrailsForCausalLM(build_config("9m", "dense"))) < 0.1

@@ -11,8 +11,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
 import bench_dst  # noqa: E402  (bench/ is a folder of scripts, not a package)
 
-SIZE = {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 4, "num_hidden_layers": 3,
-        "vocab_size": 256, "max_position_embeddings": 64}
+SIZE = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_attention_heads": 4,
+    "num_hidden_layers": 3,
+    "vocab_size": 256,
+    "max_position_embeddings": 64,
+}
 
 
 def test_bench_dst_reports_hook_and_update_against_the_plain_step(tmp_path):
@@ -21,8 +27,24 @@ def test_bench_dst_reports_hook_and_update_against_the_plain_step(tmp_path):
     threads = torch.get_num_threads()
     try:
         row = bench_dst.main(
-            ["--size", str(size), "--head-layers", "2", "--batch", "2", "--seq-len", "16", "--steps", "2",
-             "--updates", "1", "--threads", "1", "--device", "cpu"]
+            [
+                "--size",
+                str(size),
+                "--head-layers",
+                "2",
+                "--batch",
+                "2",
+                "--seq-len",
+                "16",
+                "--steps",
+                "2",
+                "--updates",
+                "1",
+                "--threads",
+                "1",
+                "--device",
+                "cpu",
+            ]
         )
     finally:
         torch.set_num_threads(threads)

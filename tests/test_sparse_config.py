@@ -33,7 +33,13 @@ def test_bad_field_is_named(kwargs, field):
 
 def test_defaults_are_the_paper_recipe():
     c = SparsityConfig()
-    assert (c.density, c.distribution, c.growth, c.prune, c.temperature) == (0.9, "erk", "gradient", "soft_magnitude", 3.0)
+    assert (c.density, c.distribution, c.growth, c.prune, c.temperature) == (
+        0.9,
+        "erk",
+        "gradient",
+        "soft_magnitude",
+        3.0,
+    )
     assert (c.prune_rate, c.prune_rate_decay, c.update_frequency) == (0.5, "cosine", 50)
     assert c.include == NEUROTRAILS_HEADS
 

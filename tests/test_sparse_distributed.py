@@ -33,8 +33,16 @@ def _launch(worker: Path, engine: str, *args: str) -> None:
         # without it accelerate under torchrun on CPU does not set up MULTI_CPU (see ENVIRONMENT.md)
         env["ACCELERATE_USE_CPU"] = "1"
     cmd = [
-        str(TORCHRUN), "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
-        str(worker), engine, *args,
+        str(TORCHRUN),
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(_free_port()),
+        str(worker),
+        engine,
+        *args,
     ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, f"{worker.name} {engine} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"

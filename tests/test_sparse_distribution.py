@@ -14,7 +14,7 @@ def _total(shapes):
 
 
 def test_uniform_gives_every_tensor_the_target():
-    assert uniform_densities(SHAPES, 0.3) == {n: 0.3 for n in SHAPES}
+    assert uniform_densities(SHAPES, 0.3) == dict.fromkeys(SHAPES, 0.3)
 
 
 def test_erk_matches_closed_form_without_rebalancing():

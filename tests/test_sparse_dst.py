@@ -172,7 +172,9 @@ def test_updates_follow_schedule_and_stop_step():
     assert sparsity.temperature(5) == 3.0  # constant unless final_temperature is set
     warming = DynamicSparsity(Stack(), _config(total_steps=10, temperature=1.0, final_temperature=5.0))
     assert [warming.temperature(s) for s in (0, 5, 10, 20)] == pytest.approx([1.0, 3.0, 5.0, 5.0])
-    decaying = DynamicSparsity(Stack(), _config(total_steps=10, density=0.5, final_density=0.1, density_schedule="linear"))
+    decaying = DynamicSparsity(
+        Stack(), _config(total_steps=10, density=0.5, final_density=0.1, density_schedule="linear")
+    )
     assert [decaying.target_density(s) for s in (0, 5, 10)] == pytest.approx([0.5, 0.3, 0.1])
 
 
@@ -267,7 +269,7 @@ def test_save_load_continue_matches_straight_run(prune):
     for n in sp_a.masks:
         assert torch.equal(sp_a.masks[n], sp_c.masks[n]), n
         assert torch.equal(sp_a.ever_active[n], sp_c.ever_active[n]), n
-    for (n, pa), (_, pc) in zip(model_a.named_parameters(), model_c.named_parameters()):
+    for (n, pa), (_, pc) in zip(model_a.named_parameters(), model_c.named_parameters(), strict=True):
         assert torch.equal(pa, pc), n
     # and the topology did change after the resume point, so the check has teeth
     assert sp_a.last_update.step == 12 and sp_a.last_update.grown > 0
@@ -292,17 +294,21 @@ def test_stats_report_global_and_per_tensor_density():
         assert stats[f"sparsity/density/{n}"] == pytest.approx(int(m.sum()) / m.numel())
     assert stats["sparsity/grown"] == sp.last_update.grown > 0
     assert stats["sparsity/mask_change"] == pytest.approx(sp.last_update.grown / active)
-    assert stats["sparsity/itop_rate"] == pytest.approx(
-        sum(int(m.sum()) for m in sp.ever_active.values()) / total
-    )
+    assert stats["sparsity/itop_rate"] == pytest.approx(sum(int(m.sum()) for m in sp.ever_active.values()) / total)
 
 
 def test_neurotrails_model_default_patterns():
     from nt_llm.modeling import NeuroTrailsConfig, NeuroTrailsForCausalLM
 
     config = NeuroTrailsConfig(
-        vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
-        num_attention_heads=4, num_key_value_heads=4, ensemble_size=3, head_layers=2,
+        vocab_size=128,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        ensemble_size=3,
+        head_layers=2,
     )
     model = NeuroTrailsForCausalLM(config)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
@@ -341,8 +347,14 @@ def test_neurotrails_paper_recipe_also_sparsifies_backbone_and_embedding():
     from nt_llm.sparse import NEUROTRAILS_ALL
 
     config = NeuroTrailsConfig(
-        vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
-        num_attention_heads=4, num_key_value_heads=4, ensemble_size=2, head_layers=2,
+        vocab_size=128,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        ensemble_size=2,
+        head_layers=2,
     )
     sparsity = DynamicSparsity(NeuroTrailsForCausalLM(config), SparsityConfig(density=0.5, include=NEUROTRAILS_ALL))
     assert "embed_tokens.weight" in sparsity.names

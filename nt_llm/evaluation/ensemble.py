@@ -43,7 +43,7 @@ class EnsembleTotals:
     kl: torch.Tensor  # scalar: summed over ordered head pairs
 
     def __add__(self, other: "EnsembleTotals") -> "EnsembleTotals":
-        return EnsembleTotals(*(a + b for a, b in zip(self.as_tuple(), other.as_tuple())))
+        return EnsembleTotals(*(a + b for a, b in zip(self.as_tuple(), other.as_tuple(), strict=True)))
 
     def as_tuple(self) -> tuple[torch.Tensor, ...]:
         return (self.tokens, self.ensemble_nll, self.head_nll, self.disagreements, self.kl)

@@ -6,8 +6,10 @@ torch, transformers and files in its own folder.
 
 from transformers import LlamaConfig
 
-HEAD_EXECUTIONS = ("batched", "loop")
-LOSS_REDUCTIONS = ("sum", "mean")
+# Keys that configs written before December 2026 carry: how the heads executed and two training-only loss
+# options. None of them changes the weights or the model's function; they are dropped on load, so a re-save
+# does not carry them on.
+LEGACY_KEYS = ("head_execution", "loss_reduction", "loss_chunk_size")
 
 
 class NeuroTrailsConfig(LlamaConfig):
@@ -29,12 +31,9 @@ class NeuroTrailsConfig(LlamaConfig):
             two-thirds split (8 of 12, 16 of 24).
         share_embeddings: whether the token embedding is shared. ``False`` means H independent models, which
             requires ``head_layers == num_hidden_layers``.
-        head_execution: ``"batched"`` runs the heads as one computation over stacked weights (the default,
-            faster); ``"loop"`` runs each head's transformers modules in turn (the reference, no KV cache).
-        loss_reduction: how the heads' causal-LM losses combine: ``"sum"`` (the paper) or ``"mean"``.
-        loss_chunk_size: when > 0, a forward with labels and ``return_logits=False`` (training) computes each
-            head's loss this many tokens at a time, recomputing the chunk's logits in backward, so that no
-            ``[B, T, vocab]`` logits are held. 0 computes whole logits.
+
+    How the heads' losses combine and whether they are computed in chunks are arguments of the forward
+    (training-only), not fields of the config.
     """
 
     model_type = "neurotrails"
@@ -42,11 +41,10 @@ class NeuroTrailsConfig(LlamaConfig):
     ensemble_size: int = 3
     head_layers: int | None = None
     share_embeddings: bool = True
-    head_execution: str = "batched"
-    loss_reduction: str = "sum"
-    loss_chunk_size: int = 0
 
     def __post_init__(self, **kwargs):
+        for key in LEGACY_KEYS:
+            kwargs.pop(key, None)
         super().__post_init__(**kwargs)
         if self.head_layers is None:
             self.head_layers = max(1, (2 * self.num_hidden_layers) // 3)
@@ -63,7 +61,6 @@ class NeuroTrailsConfig(LlamaConfig):
         _require_int("num_attention_heads", self.num_attention_heads, minimum=1)
         _require_int("ensemble_size", self.ensemble_size, minimum=1)
         _require_int("head_layers", self.head_layers, minimum=1)
-        _require_int("loss_chunk_size", self.loss_chunk_size, minimum=0)
         if self.hidden_size % self.num_attention_heads != 0:
             raise ValueError(
                 f"hidden_size ({self.hidden_size}) must be a multiple of num_attention_heads "
@@ -87,13 +84,8 @@ class NeuroTrailsConfig(LlamaConfig):
             )
         if self.tie_word_embeddings:
             raise ValueError(
-                "tie_word_embeddings=True is not supported: each head owns its LM head while the embedding "
-                "is shared"
+                "tie_word_embeddings=True is not supported: each head owns its LM head while the embedding is shared"
             )
-        if self.head_execution not in HEAD_EXECUTIONS:
-            raise ValueError(f"head_execution must be one of {HEAD_EXECUTIONS}, got {self.head_execution!r}")
-        if self.loss_reduction not in LOSS_REDUCTIONS:
-            raise ValueError(f"loss_reduction must be one of {LOSS_REDUCTIONS}, got {self.loss_reduction!r}")
 
 
 def _require_int(name: str, value: object, minimum: int) -> None:

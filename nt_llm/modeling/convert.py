@@ -25,7 +25,9 @@ def llama_names(config: NeuroTrailsConfig, head: int) -> dict[str, str]:
 
     prefix = f"heads.{head}"
     names = {
-        "model.embed_tokens.weight": "embed_tokens.weight" if config.share_embeddings else f"{prefix}.embed_tokens.weight",
+        "model.embed_tokens.weight": "embed_tokens.weight"
+        if config.share_embeddings
+        else f"{prefix}.embed_tokens.weight",
         "model.norm.weight": f"{prefix}.norm.weight",
         "lm_head.weight": f"{prefix}.lm_head.weight",
     }

@@ -50,11 +50,7 @@ class NeuroTrailsHead(nn.Module):
 
     def __init__(self, config: NeuroTrailsConfig):
         super().__init__()
-        self.embed_tokens = (
-            None
-            if config.share_embeddings
-            else nn.Embedding(config.vocab_size, config.hidden_size)
-        )
+        self.embed_tokens = None if config.share_embeddings else nn.Embedding(config.vocab_size, config.hidden_size)
         # Every head's block j writes the same cache slot (heads are folded into it: _update_folded_cache).
         first = config.num_shared_layers
         self.layers = nn.ModuleList(LlamaDecoderLayer(config, first + j) for j in range(config.head_layers))
@@ -74,11 +70,7 @@ class NeuroTrailsForCausalLM(LlamaPreTrainedModel, GenerationMixin):
         # No padding_idx (LLaMA's is the pad id): the pad id is usually the EOS id, and a padding row is zero and
         # never trained, while in packed training EOS marks every document boundary. Padding needs no frozen row:
         # labels mask it and the attention mask hides it. The same holds for the heads' own embeddings.
-        self.embed_tokens = (
-            nn.Embedding(config.vocab_size, config.hidden_size)
-            if config.share_embeddings
-            else None
-        )
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size) if config.share_embeddings else None
         self.backbone = nn.ModuleList(LlamaDecoderLayer(config, i) for i in range(config.num_shared_layers))
         self.heads = nn.ModuleList(NeuroTrailsHead(config) for _ in range(config.ensemble_size))
         self.rotary_emb = LlamaRotaryEmbedding(config=config)
@@ -201,7 +193,9 @@ class NeuroTrailsForCausalLM(LlamaPreTrainedModel, GenerationMixin):
         for index, head in enumerate(self.heads):
             x = hidden if self.config.share_embeddings else hidden[index]
             for layer in head.layers:
-                x = layer(x, attention_mask=mask, position_ids=position_ids, position_embeddings=position_embeddings, **kwargs)
+                x = layer(
+                    x, attention_mask=mask, position_ids=position_ids, position_embeddings=position_embeddings, **kwargs
+                )
             outputs.append(head.norm(x))
         return torch.stack(outputs)
 

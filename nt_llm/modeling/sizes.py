@@ -22,7 +22,8 @@ def load_size(name_or_path: str) -> dict:
         path = SIZES_DIR / f"{name_or_path}.yaml"
     if not path.is_file():
         raise FileNotFoundError(
-            f"unknown model size {name_or_path!r}: no file {path}; known sizes: {', '.join(available_sizes()) or 'none'}"
+            f"unknown model size {name_or_path!r}: no file {path}; "
+            f"known sizes: {', '.join(available_sizes()) or 'none'}"
         )
     fields = yaml.safe_load(path.read_text(encoding="utf-8"))
     if not isinstance(fields, dict):

@@ -11,7 +11,7 @@ DISTRIBUTIONS = ("uniform", "erk")
 def uniform_densities(shapes: Mapping[str, Sequence[int]], density: float) -> dict[str, float]:
     """Every tensor gets the global density."""
     _check_density(density)
-    return {name: density for name in shapes}
+    return dict.fromkeys(shapes, density)
 
 
 def erk_raw_score(shape: Sequence[int]) -> float:

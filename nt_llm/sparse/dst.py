@@ -63,8 +63,7 @@ def select_parameters(names: list[str], include: tuple[str, ...], exclude: tuple
         for pattern in patterns:
             if not any(fnmatch.fnmatchcase(n, pattern) for n in names):
                 raise ValueError(
-                    f"SparsityConfig.{kind} pattern {pattern!r} matches no parameter; "
-                    f"parameters are e.g. {names[:5]}"
+                    f"SparsityConfig.{kind} pattern {pattern!r} matches no parameter; parameters are e.g. {names[:5]}"
                 )
     selected = [
         n
@@ -95,7 +94,7 @@ class DynamicSparsity:
         named = dict(self.engine.named_parameters())
         self.names = select_parameters(list(named), config.include, config.exclude)
         self.params = [named[n] for n in self.names]
-        self.shapes = {n: self.engine.shape(p) for n, p in zip(self.names, self.params)}
+        self.shapes = {n: self.engine.shape(p) for n, p in zip(self.names, self.params, strict=True)}
         self.generator = torch.Generator().manual_seed(config.seed)
         self.step = 0
         self.last_update = UpdateStats()
@@ -107,7 +106,7 @@ class DynamicSparsity:
         self.targets = self._targets(config.density)
         self.masks = {
             n: random_mask(self.shapes[n], self.targets[n], self.generator, p.device)
-            for n, p in zip(self.names, self.params)
+            for n, p in zip(self.names, self.params, strict=True)
         }
         self.engine.broadcast_masks(list(self.masks.values()))
         self.ever_active = {n: m.clone() for n, m in self.masks.items()}
@@ -157,7 +156,7 @@ class DynamicSparsity:
         if self.config.mask_weights_every_step:
             self.engine.apply_masks(self.params, list(self.masks.values()))
         if self._state_pending:
-            for n, p in zip(self.names, self.params):
+            for n, p in zip(self.names, self.params, strict=True):
                 self.engine.mask_optimizer_state(p, self.masks[n])
             self._state_pending = False
 
@@ -209,7 +208,7 @@ class DynamicSparsity:
         prune_score = PRUNE_SCORES[c.prune]
         grow_score = GROWTH_SCORES[c.growth]
         new_masks: dict[str, torch.Tensor] = {}
-        for n, p in zip(self.names, self.params):
+        for n, p in zip(self.names, self.params, strict=True):
             mask = self.masks[n]
             n_active = self.counts[n]
             n_target = targets[n]
@@ -225,7 +224,7 @@ class DynamicSparsity:
         self.engine.broadcast_masks(list(new_masks.values()))
 
         pruned = grown = 0
-        for n, p in zip(self.names, self.params):
+        for n, p in zip(self.names, self.params, strict=True):
             old, new = self.masks[n], new_masks[n]
             kept = old & new
             n_kept = int(torch.count_nonzero(kept))
@@ -240,12 +239,17 @@ class DynamicSparsity:
         self.last_update = UpdateStats(step, pruned, grown, rate, temperature, self.density)
         logger.info(
             "DST step %d: pruned %d, grown %d (prune rate %.4f, T %.3g, density %.4f)",
-            step, pruned, grown, rate, temperature, self.density,
+            step,
+            pruned,
+            grown,
+            rate,
+            temperature,
+            self.density,
         )
         return self.last_update
 
     def _apply_all(self) -> None:
-        for n, p in zip(self.names, self.params):
+        for n, p in zip(self.names, self.params, strict=True):
             self.engine.mask_optimizer_state(p, self.masks[n])
         self.engine.apply_masks(self.params, list(self.masks.values()))
 

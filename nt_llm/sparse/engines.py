@@ -63,13 +63,13 @@ class Engine:
     ) -> None:
         """Called whenever the masks change (with their active counts): precompute the per-step form."""
         self._inactive = {}
-        for p, m, n_active in zip(params, masks, counts):
+        for p, m, n_active in zip(params, masks, counts, strict=True):
             if m.numel() - n_active <= self.index_fraction * m.numel():
                 self._inactive[id(p)] = (~m).reshape(-1).nonzero().squeeze(1)
 
     def mask_grads(self, params: Sequence[nn.Parameter], masks: Sequence[torch.Tensor]) -> None:
         """Zero gradients at inactive positions so that optimizer state stays zero there."""
-        for p, m in zip(params, masks):
+        for p, m in zip(params, masks, strict=True):
             grad = p.grad
             if grad is None:
                 continue
@@ -82,7 +82,7 @@ class Engine:
     def apply_masks(self, params: Sequence[nn.Parameter], masks: Sequence[torch.Tensor]) -> None:
         """Zero the weights at inactive positions, wherever the engine keeps weights."""
         with torch.no_grad():
-            for p, m in zip(params, masks):
+            for p, m in zip(params, masks, strict=True):
                 zero_outside(p.data, m)
 
     def mask_optimizer_state(self, param: nn.Parameter, keep: torch.Tensor) -> None:
@@ -158,7 +158,7 @@ class DeepSpeedEngineAdapter(Engine):
     def mask_grads(self, params: Sequence[nn.Parameter], masks: Sequence[torch.Tensor]) -> None:
         """Mask this rank's partition of the reduced gradient, so Adam state stays zero off-mask."""
         with torch.no_grad():
-            for p, m in zip(params, masks):
+            for p, m in zip(params, masks, strict=True):
                 if self.stage == 3:
                     from deepspeed.utils import safe_get_local_grad, safe_set_local_grad
 
@@ -176,7 +176,7 @@ class DeepSpeedEngineAdapter(Engine):
 
     def apply_masks(self, params: Sequence[nn.Parameter], masks: Sequence[torch.Tensor]) -> None:
         with torch.no_grad():
-            for p, m in zip(params, masks):
+            for p, m in zip(params, masks, strict=True):
                 if self.stage == 3:
                     self._apply_mask_zero3(p, m)
                 else:
@@ -275,13 +275,13 @@ class FSDP2Engine(Engine):
         return None if param.grad is None else param.grad.detach().full_tensor()
 
     def mask_grads(self, params: Sequence[nn.Parameter], masks: Sequence[torch.Tensor]) -> None:
-        for p, m in zip(params, masks):
+        for p, m in zip(params, masks, strict=True):
             if p.grad is not None:
                 zero_outside(p.grad.to_local(), self._local_slice(p, m))
 
     def apply_masks(self, params: Sequence[nn.Parameter], masks: Sequence[torch.Tensor]) -> None:
         with torch.no_grad():
-            for p, m in zip(params, masks):
+            for p, m in zip(params, masks, strict=True):
                 zero_outside(p.to_local(), self._local_slice(p, m))
 
     def mask_optimizer_state(self, param: nn.Parameter, keep: torch.Tensor) -> None:

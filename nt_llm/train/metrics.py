@@ -109,8 +109,11 @@ class RunLog:
     def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         if exc is not None and self.handler is not None:
             # The file says how the run ended; the terminal hears it from whoever catches the exception.
-            self.handler.handle(logger.makeRecord(logger.name, logging.ERROR, __file__, 0, "run stopped: %s: %s",
-                                                  (exc_type.__name__, exc), None))
+            self.handler.handle(
+                logger.makeRecord(
+                    logger.name, logging.ERROR, __file__, 0, "run stopped: %s: %s", (exc_type.__name__, exc), None
+                )
+            )
         while self._undo:
             self._undo.pop()()
         if self.handler is not None:
@@ -181,8 +184,10 @@ class _Tee(logging.Filter):
 def _is_terminal(handler: logging.Handler) -> bool:
     stream = getattr(handler, "stream", None)
     terminal_streams = (sys.stderr, sys.stdout, sys.__stderr__, sys.__stdout__)
-    return isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler) and any(
-        stream is s for s in terminal_streams
+    return (
+        isinstance(handler, logging.StreamHandler)
+        and not isinstance(handler, logging.FileHandler)
+        and any(stream is s for s in terminal_streams)
     )
 
 

@@ -94,7 +94,9 @@ class OptimRecipe:
         _require(0 <= self.min_lr_ratio <= 1, "optim.min_lr_ratio", f"must be in [0, 1], got {self.min_lr_ratio}")
         _require_int("optim.total_batch_size", self.total_batch_size, 1)
         _require(self.grad_clip >= 0, "optim.grad_clip", f"must be >= 0, got {self.grad_clip}")
-        _require(self.precision in PRECISIONS, "optim.precision", f"must be one of {PRECISIONS}, got {self.precision!r}")
+        _require(
+            self.precision in PRECISIONS, "optim.precision", f"must be one of {PRECISIONS}, got {self.precision!r}"
+        )
 
 
 @dataclass
@@ -253,7 +255,7 @@ def _read_yaml(path: Path) -> Any:
 
 
 def _parse_yaml(text: str) -> Any:
-    return yaml.load(text, Loader=_RecipeLoader)  # noqa: S506 (a SafeLoader subclass)
+    return yaml.load(text, Loader=_RecipeLoader)  # a SafeLoader subclass: safe
 
 
 def _yaml_error_text(err: yaml.YAMLError) -> str:
@@ -359,7 +361,7 @@ def _typed_sequence(key: str, value: Any, origin: type, args: tuple[Any, ...]) -
         if len(value) != len(args):
             raise _type_error(key, value, f"a list of {len(args)} values", False)
         element_types = list(args)
-    return origin(_typed(f"{key}[{i}]", v, t) for i, (v, t) in enumerate(zip(value, element_types)))
+    return origin(_typed(f"{key}[{i}]", v, t) for i, (v, t) in enumerate(zip(value, element_types, strict=True)))
 
 
 def _untyped(value: Any) -> Any:

@@ -351,11 +351,17 @@ class Trainer:
 
         options = self.recipe.checkpoint
         try:
-            push_checkpoint(checkpoint, options.push_to_hub, private=options.hub_private,
-                            revision=options.hub_revision, note="checkpoint")
+            push_checkpoint(
+                checkpoint,
+                options.push_to_hub,
+                private=options.hub_private,
+                revision=options.hub_revision,
+                note="checkpoint",
+            )
         except hub.HubPushError as err:
-            logger.warning("checkpoint %s is saved locally, but the push to %s failed: %s",
-                           checkpoint, options.push_to_hub, err)
+            logger.warning(
+                "checkpoint %s is saved locally, but the push to %s failed: %s", checkpoint, options.push_to_hub, err
+            )
 
     def _load(self, source: Path, meta: dict[str, Any]) -> tuple[int, int]:
         """Engine, sparsity and data state from a checkpoint whose manifest ``meta`` was checked."""
