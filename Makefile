@@ -12,7 +12,7 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 
 .PHONY: install lint format test test-all demo data bench bench-dst reproduce ablate eval-tasks zero-shot clean
 
-$(VENV)/.installed: setup.py
+$(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	if [ -n "$(TORCH_SPEC)" ]; then $(PY) -m pip install -q "$(TORCH_SPEC)"; fi
 	$(PY) -m pip install -q -e ".[dev,eval,deepspeed]"

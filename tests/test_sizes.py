@@ -1,5 +1,7 @@
 """The CPU-study sizes: with the 4k tokenizer the decoder blocks, not the vocabulary, hold most of the weights."""
 
+from pathlib import Path
+
 import pytest
 
 from nt_llm.modeling import NeuroTrailsForCausalLM
@@ -38,3 +40,19 @@ def test_neurotrails_cpu_size_splits_two_thirds_of_the_blocks_into_heads() -> No
     assert config.head_layers == 4 and len(head_blocks) == 3 * 4
     # Against the 32k paper sizes, whose tiny and 9m configurations are nearly all vocabulary.
     assert block_share(NeuroTrailsForCausalLM(build_config("9m", "dense"))) < 0.1
+
+
+def test_sizes_ship_inside_the_package_and_a_path_still_works(tmp_path) -> None:
+    import yaml
+
+    import nt_llm
+    from nt_llm.modeling.sizes import SIZES_DIR, available_sizes, load_size
+
+    # Package data, not a folder beside the source tree: an installed wheel has no recipes/ (tests/test_wheel.py).
+    assert str(SIZES_DIR).startswith(str(Path(nt_llm.__file__).parent))
+    assert {"tiny", "130m", "350m", "cpu-4m"} <= set(available_sizes())
+    path = tmp_path / "size.yaml"
+    path.write_text(yaml.safe_dump({**load_size("tiny"), "hidden_size": 32}))
+    assert load_size(str(path))["hidden_size"] == 32
+    with pytest.raises(FileNotFoundError, match="known sizes: 100m, 130m"):
+        load_size("13m")

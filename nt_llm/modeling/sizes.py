@@ -1,33 +1,37 @@
-"""Model sizes by name (``recipes/models/<name>.yaml``) and the paper's methods as configs."""
+"""Model sizes by name (package data, ``nt_llm/resources/models/<name>.yaml``) and the paper's methods as configs."""
 
+from importlib.resources import files
 from pathlib import Path
 
 import yaml
 
 from nt_llm.modeling.configuration_neurotrails import NeuroTrailsConfig
 
-SIZES_DIR = Path(__file__).resolve().parents[2] / "recipes" / "models"
+# Shipped inside the package (a wheel has no recipes/ folder beside it); read through importlib.resources so that
+# an installed wheel, an editable install and a source checkout all find them.
+SIZES_DIR = files("nt_llm") / "resources" / "models"
 METHODS = ("dense", "treenet", "neurotrails", "full_ensemble")
 
 
 def available_sizes() -> list[str]:
-    """Names of the sizes in ``recipes/models``."""
-    return sorted(path.stem for path in SIZES_DIR.glob("*.yaml"))
+    """Names of the sizes shipped with the package."""
+    return sorted(item.name[: -len(".yaml")] for item in SIZES_DIR.iterdir() if item.name.endswith(".yaml"))
 
 
 def load_size(name_or_path: str) -> dict:
-    """LlamaConfig fields of a size: a name from ``recipes/models`` (``"130m"``) or a path to a YAML file."""
-    path = Path(name_or_path)
-    if path.suffix not in (".yaml", ".yml"):
-        path = SIZES_DIR / f"{name_or_path}.yaml"
-    if not path.is_file():
+    """LlamaConfig fields of a size: a shipped name (``"130m"``, see ``available_sizes``) or a path to a YAML file."""
+    # A Path or an importlib.resources Traversable: both have is_file / read_text.
+    source = Path(name_or_path)
+    if source.suffix not in (".yaml", ".yml"):
+        source = SIZES_DIR / f"{name_or_path}.yaml"
+    if not source.is_file():
         raise FileNotFoundError(
-            f"unknown model size {name_or_path!r}: no file {path}; "
+            f"unknown model size {name_or_path!r}: no file {source}; "
             f"known sizes: {', '.join(available_sizes()) or 'none'}"
         )
-    fields = yaml.safe_load(path.read_text(encoding="utf-8"))
+    fields = yaml.safe_load(source.read_text(encoding="utf-8"))
     if not isinstance(fields, dict):
-        raise ValueError(f"model size file {path} must hold a mapping of LlamaConfig fields")
+        raise ValueError(f"model size file {source} must hold a mapping of LlamaConfig fields")
     return fields
 
 
