@@ -12,7 +12,7 @@ import logging
 import sys
 
 from nt_llm.train import NonFiniteLossError, RecipeError, load_recipe, train
-from nt_llm.train.checkpoint import CheckpointError
+from nt_llm.checkpoint import CheckpointError
 
 EXIT_BAD_INPUT, EXIT_NON_FINITE, EXIT_INTERRUPTED = 2, 3, 130
 

@@ -6,7 +6,8 @@
 
 CHECKPOINT is a ``step_<N>`` checkpoint, a run folder (its newest complete checkpoint) or a bare NeuroTrails
 model folder. Every engine (DDP, DeepSpeed ZeRO-1/2/3) leaves the gathered full weights in the checkpoint's
-``model/`` folder, so export reads only that, plus the DST masks to guarantee exact zeros.
+``model/`` folder, so export reads only that, plus the DST masks (``masks.safetensors``) to guarantee exact zeros;
+nt_llm.checkpoint says where each lies.
 
 The output holds config.json with ``auto_map``, the configuration/modeling code, ``model.safetensors`` (sharded
 past ``--max-shard-size``), the tokenizer, generation_config.json, a model card and the run's training record
@@ -36,17 +37,15 @@ from huggingface_hub.utils import validate_repo_id
 from safetensors.torch import load_file
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
+from nt_llm import checkpoint as ckpt
 from nt_llm import hub
 from nt_llm.console import hide_deepspeed_cpu_notice
 from nt_llm.model_card import TRAINING_RECORD_FORMAT, CardInfo, ParamCounts, build_model_card, training_record
 from nt_llm.modeling import NeuroTrailsConfig, NeuroTrailsForCausalLM, register_auto_classes
 from nt_llm.modeling.convert import head_to_llama
-from nt_llm.train import checkpoint as ckpt
 
 logger = logging.getLogger(__name__)
 
-MODEL_SUBDIR = "model"
-DST_STATE_GLOB = "state/custom_checkpoint_*.pkl"
 TRAINING_RECORD = "nt_llm_training.json"
 # What from_pretrained records about this machine's load; saved, a Hub user's tokenizer would inherit it.
 _TOKENIZER_LOAD_FLAGS = ("is_local", "local_files_only")
@@ -55,8 +54,6 @@ _NEUROTRAILS_ONLY = (
     "ensemble_size",
     "head_layers",
     "share_embeddings",
-    "head_execution",
-    "loss_reduction",
     "auto_map",
     "architectures",
     "model_type",
@@ -132,11 +129,10 @@ class PushOptions:
 
 @dataclass
 class Source:
-    """A resolved CHECKPOINT: the model folder to read, and the checkpoint's manifest when there is one."""
+    """A resolved CHECKPOINT: the model folder to read, and the training checkpoint it belongs to, if any."""
 
     model_dir: Path
-    checkpoint_dir: Path | None
-    manifest: dict[str, Any] | None
+    checkpoint: ckpt.Checkpoint | None = None
 
 
 @dataclass
@@ -179,33 +175,24 @@ def resolve_source(path: Path | str) -> Source:
         raise ExportError(f"checkpoint {path} does not exist")
     if not path.is_dir():
         raise ExportError(f"checkpoint {path} is a file; expected a step_<N> checkpoint, a run or a model folder")
-    if (path / ckpt.MANIFEST).is_file() or path.name.startswith("step_"):
-        return _checkpoint_source(path)
-    if ckpt.checkpoints_dir(path).is_dir():
-        found = ckpt.complete_checkpoints(path)
-        if not found:
-            raise ExportError(f"run {path} has no complete checkpoint under {ckpt.checkpoints_dir(path)}")
-        logger.info("run %s: exporting its newest complete checkpoint %s", path, found[-1].name)
-        return _checkpoint_source(found[-1])
-    if (path / "config.json").is_file():
-        _require_neurotrails(path)
-        return Source(model_dir=path, checkpoint_dir=None, manifest=None)
-    raise ExportError(
-        f"{path} is not a NeuroTrails checkpoint: expected a step_<N> folder with {ckpt.MANIFEST}, a run folder "
-        "with checkpoints/, or a model folder with config.json"
-    )
-
-
-def _checkpoint_source(path: Path) -> Source:
     try:
-        manifest = ckpt.read_manifest(path)
+        checkpoint = ckpt.locate(path)
     except ckpt.CheckpointError as err:
         raise ExportError(str(err)) from err
-    model_dir = path / MODEL_SUBDIR
-    if not (model_dir / "config.json").is_file():
-        raise ExportError(f"checkpoint {path} has no {MODEL_SUBDIR}/config.json: it was written by an older trainer")
-    _require_neurotrails(model_dir)
-    return Source(model_dir=model_dir, checkpoint_dir=path, manifest=manifest)
+    if checkpoint is not None:
+        if not (checkpoint.model_dir / "config.json").is_file():
+            raise ExportError(
+                f"checkpoint {checkpoint.path} has no {ckpt.MODEL}/config.json: it was written by an older trainer"
+            )
+        _require_neurotrails(checkpoint.model_dir)
+        return Source(model_dir=checkpoint.model_dir, checkpoint=checkpoint)
+    if (path / "config.json").is_file():
+        _require_neurotrails(path)
+        return Source(model_dir=path)
+    raise ExportError(
+        f"{path} is not a NeuroTrails checkpoint: expected a step_<N> folder with {ckpt.MANIFEST}, a run folder "
+        f"with {ckpt.CHECKPOINTS}/, or a model folder with config.json"
+    )
 
 
 def _require_neurotrails(model_dir: Path) -> None:
@@ -241,8 +228,8 @@ def load_state_dict(model_dir: Path) -> dict[str, torch.Tensor]:
 def load_lineage(source: Source, ensemble_size: int) -> Lineage:
     """The run behind `source` (a model with `ensemble_size` heads): its checkpoint's manifest, the record an
     earlier export left in the folder, or, for a bare folder, the folder itself with nothing known."""
-    if source.manifest is not None:
-        return Lineage(tuple(range(ensemble_size)), ensemble_size, training_record(source.manifest))
+    if source.checkpoint is not None:
+        return Lineage(tuple(range(ensemble_size)), ensemble_size, training_record(source.checkpoint.manifest))
     path = source.model_dir / TRAINING_RECORD
     if not path.is_file():
         return Lineage(tuple(range(ensemble_size)), ensemble_size, None)
@@ -274,30 +261,15 @@ def _is_index(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def load_masks(checkpoint_dir: Path | None) -> dict[str, torch.Tensor]:
-    """The DST masks saved with the checkpoint's engine state ({} for a dense run or a bare folder)."""
-    if checkpoint_dir is None:
-        return {}
-    for path in sorted(checkpoint_dir.glob(DST_STATE_GLOB)):
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and isinstance(state.get("masks"), dict):
-            return {name: mask.bool() for name, mask in state["masks"].items()}
-    return {}
-
-
-def apply_masks(state: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> int:
-    """Zero every masked-out weight in place; returns how many of them were not already exactly 0."""
-    fixed = 0
-    for name, mask in masks.items():
-        if name not in state:
-            raise ExportError(f"the DST state masks {name!r}, which the model's weights do not have")
-        weight = state[name]
-        if weight.shape != mask.shape:
-            raise ExportError(f"DST mask {name!r} has shape {tuple(mask.shape)}, the weight {tuple(weight.shape)}")
-        stray = (weight != 0) & ~mask
-        fixed += int(stray.sum())
-        weight.masked_fill_(~mask, 0)
-    return fixed
+def apply_source_masks(state: dict[str, torch.Tensor], source: Source) -> int:
+    """Zero the weights of `state` that the source checkpoint's DST masks switch off (nothing for a dense run or a
+    bare folder); returns how many of them were not already exactly 0."""
+    if source.checkpoint is None:
+        return 0
+    try:
+        return ckpt.apply_masks(state, source.checkpoint.masks())
+    except ckpt.CheckpointError as err:
+        raise ExportError(f"{source.checkpoint.path}: {err}") from err
 
 
 # ---- building the exported model -------------------------------------------------------------------------
@@ -397,14 +369,12 @@ def export(
 
     lineage = load_lineage(source, config.ensemble_size)
     state = load_state_dict(source.model_dir)
-    masked_nonzero = apply_masks(state, load_masks(source.checkpoint_dir))
+    masked_nonzero = apply_source_masks(state, source)
     if masked_nonzero:
         logger.warning(
             "%d weights outside the DST masks were not 0 in %s; exported as 0", masked_nonzero, source.model_dir
         )
     context = _context(options, source, config)
-    # Exported models always run the batched heads: the loop reference has no KV cache, so no fast generate().
-    config.head_execution = "batched"
     config.max_position_embeddings = context
     kept, kept_state, model = _export_model(state, config, options)
     heads = tuple(lineage.heads[h] for h in kept)  # named as in the trained run
@@ -517,7 +487,7 @@ def _umask() -> int:
 
 
 def _check_out(out: Path, source: Source, overwrite: bool) -> None:
-    protected = source.checkpoint_dir or source.model_dir
+    protected = source.checkpoint.path if source.checkpoint is not None else source.model_dir
     if _inside(out, protected) or _inside(protected, out):
         raise ExportError(
             f"{out} overlaps the checkpoint {protected.resolve()}: export somewhere else, replacing it "
@@ -551,11 +521,32 @@ def push_checkpoint(
         )
 
 
+@dataclass
+class HubPush:
+    """A training-loop checkpoint callback (``nt_llm.train.train(on_checkpoint=...)``; ``checkpoint.push_to_hub``
+    adds one): exports each saved checkpoint to a temporary folder and pushes it. A failed push is logged and
+    training goes on: the checkpoint is saved locally."""
+
+    repo_id: str
+    private: bool = False
+    revision: str | None = None
+
+    def __call__(self, checkpoint: ckpt.Checkpoint) -> None:
+        try:
+            push_checkpoint(
+                checkpoint.path, self.repo_id, private=self.private, revision=self.revision, note="checkpoint"
+            )
+        except hub.HubPushError as err:
+            logger.warning(
+                "checkpoint %s is saved locally, but the push to %s failed: %s", checkpoint.path, self.repo_id, err
+            )
+
+
 def _context(options: ExportOptions, source: Source, config: NeuroTrailsConfig) -> int:
     if options.max_position_embeddings is not None:
         return options.max_position_embeddings
-    seq_len = (((source.manifest or {}).get("recipe") or {}).get("data") or {}).get("seq_len")
-    return int(seq_len) if seq_len else int(config.max_position_embeddings)
+    seq_len = source.checkpoint.seq_len if source.checkpoint is not None else None
+    return seq_len or int(config.max_position_embeddings)
 
 
 def _save_tokenizer(model_dir: Path, out: Path, context: int) -> None:

@@ -8,36 +8,21 @@ import logging
 import sys
 from pathlib import Path
 
-from nt_llm.train.metrics import read_metrics
+from nt_llm.checkpoint import RunDir
 
 log = logging.getLogger("nt_llm.report")
 
 
-def evaluations(run_dir: Path) -> list[dict]:
-    """Every evaluation event of a run, in order."""
-    metrics = run_dir / "metrics.jsonl"
-    if not metrics.is_file():
-        raise FileNotFoundError(f"{run_dir} has no metrics.jsonl: is it a training run folder?")
-    evals = [e for e in read_metrics(metrics) if e["event"] == "eval"]
-    if not evals:
-        raise ValueError(f"{metrics} holds no evaluation yet")
-    return evals
-
-
-def last_eval(run_dir: Path) -> dict:
-    return evaluations(run_dir)[-1]
-
-
 def comparison_table(runs: list[Path]) -> str:
     """One row per run; the last run is the baseline the others' perplexity is compared with."""
-    baseline = last_eval(runs[-1])["ensemble_ppl"]
+    baseline = RunDir(runs[-1]).final_eval()["ensemble_ppl"]
     lines = [
         f"| run | step | tokens | ensemble ppl | vs {runs[-1].name} | head ppl | ensemble gain | disagreement | "
         "density |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for run in runs:
-        e = last_eval(run)
+        e = RunDir(run).final_eval()
         heads = sorted(k for k in e if k.startswith("head") and k.endswith("_ppl"))
         head_ppl = ", ".join(f"{e[k]:.2f}" for k in heads)
         change = f"{100 * (e['ensemble_ppl'] / baseline - 1):+.1f}%"
@@ -57,7 +42,7 @@ def plot_validation_loss(runs: list[Path], out: Path) -> Path:
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for run in runs:
-        evals = evaluations(run)
+        evals = RunDir(run).evaluations()
         tokens = [e["tokens"] for e in evals]
         (line,) = ax.plot(tokens, [e["ensemble_loss"] for e in evals], marker="o", markersize=3, label=run.name)
         if "head1_loss" in evals[0]:

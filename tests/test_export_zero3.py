@@ -15,6 +15,7 @@ from test_train_distributed import deepspeed_env, launch
 from train_support import tiny_recipe
 
 from nt_llm import export as nt_export
+from nt_llm.checkpoint import Checkpoint
 from nt_llm.modeling import NeuroTrailsConfig, NeuroTrailsForCausalLM
 
 
@@ -38,15 +39,16 @@ def test_zero3_export_matches_the_sharded_weights_and_loads_without_nt_llm(zero3
 
     ensemble = nt_export.export(zero3_step, tmp_path / "ensemble")
     assert ensemble.masked_nonzero == 0
-    # Whatever head execution trained under ZeRO-3, the export runs the batched heads (KV cache for generate()).
-    assert json.loads((ensemble.out / "config.json").read_text())["head_execution"] == "batched"
+    # How heads execute and training-only loss options are not part of an exported model.
+    config = json.loads((ensemble.out / "config.json").read_text())
+    assert not {"head_execution", "loss_reduction", "loss_chunk_size"} & set(config)
     exported = load_file(ensemble.out / "model.safetensors")
     # The engine's own fp32 master weights, consolidated from the two ranks' shards: the training model.
     master = get_fp32_state_dict_from_zero_checkpoint(str(zero3_step / "state"))
     assert set(master) == set(exported)
     for name, weight in exported.items():
         assert torch.equal(weight, master[name].to(weight.dtype)), name
-    for name, mask in nt_export.load_masks(zero3_step).items():
+    for name, mask in Checkpoint(zero3_step).masks().items():
         assert not exported[name][~mask].any(), name
 
     config = NeuroTrailsConfig.from_pretrained(zero3_step / "model")

@@ -14,8 +14,8 @@ import yaml
 from accelerate.state import AcceleratorState, GradientState
 from train_support import tiny_recipe
 
+from nt_llm.checkpoint import Checkpoint, CheckpointError, RunDir
 from nt_llm.train import recipe_from_dict, train
-from nt_llm.train.checkpoint import CheckpointError, plan_start
 from nt_llm.train.metrics import LOG_FILE, TERMINAL, RunLog, read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,43 +61,43 @@ def train_steps(run: Path) -> list[int]:
 
 
 def test_a_fresh_folder_starts_and_latest_without_checkpoints_starts_from_scratch(tmp_path: Path) -> None:
-    assert plan_start(tmp_path / "new", None) is None
-    assert plan_start(tmp_path / "new", "latest") is None
+    assert RunDir(tmp_path / "new").plan_start(None) is None
+    assert RunDir(tmp_path / "new").plan_start("latest") is None
     (tmp_path / "failed").mkdir()
     (tmp_path / "failed" / "recipe.yaml").write_text("run: {}\n")  # a start that never trained
-    assert plan_start(tmp_path / "failed", None) is None
+    assert RunDir(tmp_path / "failed").plan_start(None) is None
 
 
 def test_a_folder_holding_a_run_is_refused_without_resume_or_restart(tmp_path: Path) -> None:
     run = tmp_path / "run"
     fake_checkpoint(run, 4)
     with pytest.raises(CheckpointError, match=r"holds a run \(checkpoints/step_4\).*--resume latest.*run\.output_dir"):
-        plan_start(run, None)
-    assert plan_start(run, None, restart=True) is None
-    assert plan_start(run, "latest") == run / "checkpoints" / "step_4"
+        RunDir(run).plan_start(None)
+    assert RunDir(run).plan_start(None, restart=True) is None
+    assert RunDir(run).plan_start("latest") == Checkpoint(run / "checkpoints" / "step_4")
     with pytest.raises(CheckpointError, match="--restart"):
-        plan_start(run, "latest", restart=True)
+        RunDir(run).plan_start("latest", restart=True)
 
     metrics_only = tmp_path / "metrics_only"  # trained, stopped before its first checkpoint
     metrics_only.mkdir()
     (metrics_only / "metrics.jsonl").write_text('{"event": "train", "step": 1}\n')
     with pytest.raises(CheckpointError, match="metrics.jsonl"):
-        plan_start(metrics_only, None)
+        RunDir(metrics_only).plan_start(None)
     with pytest.raises(CheckpointError, match=r"--resume latest: .*no checkpoint.*--restart"):
-        plan_start(metrics_only, "latest")
+        RunDir(metrics_only).plan_start("latest")
 
 
 def test_resumes_that_would_overwrite_or_mix_checkpoints_are_refused(tmp_path: Path) -> None:
     run = tmp_path / "run"
     early, _ = fake_checkpoint(run, 4), fake_checkpoint(run, 8)
     with pytest.raises(CheckpointError, match=r"later checkpoints \(step_8\).*overwrite"):
-        plan_start(run, str(early))
-    assert plan_start(run, str(run / "checkpoints" / "step_8")) == run / "checkpoints" / "step_8"
+        RunDir(run).plan_start(str(early))
+    assert RunDir(run).plan_start(str(run / "checkpoints" / "step_8")) == Checkpoint(run / "checkpoints" / "step_8")
 
     other = fake_checkpoint(tmp_path / "other", 2)
     with pytest.raises(CheckpointError, match=r"holds a run of its own .*mix"):
-        plan_start(run, str(other))
-    assert plan_start(tmp_path / "fresh", str(other)) == other
+        RunDir(run).plan_start(str(other))
+    assert RunDir(tmp_path / "fresh").plan_start(str(other)) == Checkpoint(other)
 
 
 # ---- real runs ----------------------------------------------------------------------------------------

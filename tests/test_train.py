@@ -15,9 +15,9 @@ from train_support import tiny_recipe
 from transformers import AutoModelForCausalLM
 
 import nt_llm  # noqa: F401  (Auto classes)
+from nt_llm.checkpoint import CheckpointError, complete_checkpoints
 from nt_llm.modeling import NeuroTrailsForCausalLM
 from nt_llm.train import NonFiniteLossError, RecipeError, load_recipe, recipe_from_dict, train
-from nt_llm.train.checkpoint import CheckpointError, complete_checkpoints
 from nt_llm.train.metrics import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]

@@ -27,14 +27,13 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerBase
 
-from nt_llm import export as nt_export
+from nt_llm import checkpoint as ckpt
 from nt_llm.console import hide_deepspeed_cpu_notice
 from nt_llm.data import DataConfig, ValidationSet, build_tokenizer, build_validation_set
 from nt_llm.data.config import FILE_FORMATS, TEXT_SAMPLE_BY
 from nt_llm.data.sources import infer_file_format, resolve_files
 from nt_llm.evaluation.ensemble import ACCELERATOR_CHUNK_TOKENS, CPU_CHUNK_TOKENS, evaluate
 from nt_llm.modeling import NeuroTrailsConfig, NeuroTrailsForCausalLM
-from nt_llm.train import checkpoint as ckpt
 
 logger = logging.getLogger(__name__)
 
@@ -48,10 +47,18 @@ class EvalInputError(ValueError):
 
 
 @dataclass
+class ModelSource:
+    """The model folder to load, and the training checkpoint it belongs to, if any."""
+
+    model_dir: Path
+    checkpoint: ckpt.Checkpoint | None = None
+
+
+@dataclass
 class LoadedModel:
     model: torch.nn.Module  # returns logits and head_logits, as `evaluate` wants
     tokenizer: PreTrainedTokenizerBase
-    source: nt_export.Source
+    source: ModelSource
     heads: int
     context: int  # the sequence length it was trained for
 
@@ -73,8 +80,9 @@ class SingleModel(torch.nn.Module):
 # ---- the model -------------------------------------------------------------------------------------------
 
 
-def resolve_model(path: Path) -> nt_export.Source:
-    """An exported (or any Hugging Face causal LM) folder as it is; checkpoints and runs as export reads them."""
+def resolve_model(path: Path) -> ModelSource:
+    """An exported (or any Hugging Face causal LM) folder as it is; a checkpoint's model/ folder; a run folder's
+    newest complete checkpoint."""
     path = path.expanduser()
     if not path.exists():
         raise EvalInputError(f"model {path} does not exist")
@@ -82,13 +90,18 @@ def resolve_model(path: Path) -> nt_export.Source:
         raise EvalInputError(
             f"model {path} is a file; expected an exported model folder, a step_<N> checkpoint or a run folder"
         )
-    if (path / "config.json").is_file() and not (path / ckpt.MANIFEST).is_file():
-        # export.resolve_source accepts only NeuroTrails folders; a single-head export is a plain Llama.
-        return nt_export.Source(model_dir=path, checkpoint_dir=None, manifest=None)
     try:
-        return nt_export.resolve_source(path)
-    except nt_export.ExportError as err:
+        checkpoint = ckpt.locate(path)
+    except ckpt.CheckpointError as err:
         raise EvalInputError(str(err)) from err
+    if checkpoint is not None:
+        return ModelSource(checkpoint.model_dir, checkpoint)
+    if (path / "config.json").is_file():
+        return ModelSource(path)  # any causal LM: a single-head export is a plain Llama
+    raise EvalInputError(
+        f"{path} is not a NeuroTrails checkpoint: expected a model folder with config.json, a step_<N> folder "
+        f"with {ckpt.MANIFEST}, or a run folder with {ckpt.CHECKPOINTS}/"
+    )
 
 
 def load_model(path: Path, device: torch.device) -> LoadedModel:
@@ -110,7 +123,7 @@ def load_model(path: Path, device: torch.device) -> LoadedModel:
     if masked:
         logger.warning(
             "%s: %d weights the DST masks switch off were not 0; evaluating them as 0, as export does",
-            source.checkpoint_dir,
+            source.model_dir,
             masked,
         )
     tokenizer = _tokenizer(source.model_dir)
@@ -118,16 +131,15 @@ def load_model(path: Path, device: torch.device) -> LoadedModel:
     return LoadedModel(model.to(device).eval(), tokenizer, source, heads, _context(source, model))
 
 
-def _apply_masks(model: torch.nn.Module, source: nt_export.Source) -> int:
-    masks = nt_export.load_masks(source.checkpoint_dir)
-    if not masks:
+def _apply_masks(model: torch.nn.Module, source: ModelSource) -> int:
+    if source.checkpoint is None:
         return 0
     with torch.no_grad():
         try:
             # state_dict() tensors share the parameters' storage: zeroing them zeroes the model's weights.
-            return nt_export.apply_masks(model.state_dict(), masks)
-        except nt_export.ExportError as err:
-            raise EvalInputError(f"{source.checkpoint_dir}: {err}") from err
+            return ckpt.apply_masks(model.state_dict(), source.checkpoint.masks())
+        except ckpt.CheckpointError as err:
+            raise EvalInputError(f"{source.checkpoint.path}: {err}") from err
 
 
 def _tokenizer(model_dir: Path) -> PreTrainedTokenizerBase:
@@ -141,11 +153,11 @@ def _tokenizer(model_dir: Path) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
-def _context(source: nt_export.Source, model: torch.nn.Module) -> int:
+def _context(source: ModelSource, model: torch.nn.Module) -> int:
     """A checkpoint's training seq_len (its config keeps the size's longer maximum); a folder's own maximum."""
-    seq_len = (((source.manifest or {}).get("recipe") or {}).get("data") or {}).get("seq_len")
+    seq_len = source.checkpoint.seq_len if source.checkpoint is not None else None
     config = model.model.config if isinstance(model, SingleModel) else model.config
-    return int(seq_len) if seq_len else int(config.max_position_embeddings)
+    return seq_len or int(config.max_position_embeddings)
 
 
 # ---- the data --------------------------------------------------------------------------------------------
@@ -350,7 +362,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         text_sample_by=args.text_sample_by,
     )
     metrics = evaluate(loaded.model, _with_progress(batches), device, chunk_tokens=args.chunk_tokens)
-    step = (loaded.source.manifest or {}).get("step")
+    step = loaded.source.checkpoint.step if loaded.source.checkpoint is not None else None
     return {
         "model": str(args.model),
         "step": step,

@@ -8,9 +8,9 @@ this code only asks the Accelerator. Shapes: a micro-batch is ``[data.batch_size
 import logging
 import math
 import os
-import shutil
 import signal
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -21,12 +21,13 @@ from accelerate import Accelerator
 from accelerate.utils import InitProcessGroupKwargs, set_seed
 from tqdm.auto import tqdm
 
+from nt_llm import checkpoint as ckpt
 from nt_llm.data import build_tokenizer, build_train_batches, build_validation_set, vocab_size_of
 from nt_llm.evaluation import evaluate
+from nt_llm.export import HubPush
 from nt_llm.modeling import NeuroTrailsConfig, NeuroTrailsForCausalLM
 from nt_llm.modeling.sizes import build_config, load_size
 from nt_llm.sparse import DynamicSparsity
-from nt_llm.train import checkpoint as ckpt
 from nt_llm.train.metrics import LOG_FILE, TERMINAL, MetricsLog, RunLog, resolve_trackers
 from nt_llm.train.recipe import ModelRecipe, Recipe, RecipeError, save_recipe
 from nt_llm.train.schedule import lr_at
@@ -50,13 +51,25 @@ class TrainResult:
     interrupted: bool = False
 
 
-def train(recipe: Recipe, resume: str | None = None, restart: bool = False) -> TrainResult:
+# Called on the main process with each checkpoint once it is complete (renamed into place, old ones pruned).
+CheckpointCallback = Callable[[ckpt.Checkpoint], None]
+
+
+def train(
+    recipe: Recipe,
+    resume: str | None = None,
+    restart: bool = False,
+    on_checkpoint: Sequence[CheckpointCallback] = (),
+) -> TrainResult:
     """Run (or resume) the recipe; returns where the final checkpoint is and the final metrics.
 
     ``resume``: ``"latest"`` or a checkpoint folder. A run folder that holds a previous run is refused without
     ``resume``, unless ``restart``, which moves that run aside (``<folder>.previous-<date>-<time>``) first.
+    ``on_checkpoint``: called with each saved checkpoint, after the Hub push that ``checkpoint.push_to_hub`` asks for.
     """
-    return Trainer(recipe).run(resume, restart=restart)
+    options = recipe.checkpoint
+    pushes = [HubPush(options.push_to_hub, options.hub_private, options.hub_revision)] if options.push_to_hub else []
+    return Trainer(recipe).run(resume, restart=restart, on_checkpoint=[*pushes, *on_checkpoint])
 
 
 class Trainer:
@@ -153,22 +166,24 @@ class Trainer:
 
     # ---- the loop ------------------------------------------------------------------------------
 
-    def run(self, resume: str | None, restart: bool = False) -> TrainResult:
+    def run(
+        self, resume: str | None, restart: bool = False, on_checkpoint: Sequence[CheckpointCallback] = ()
+    ) -> TrainResult:
         """Check the run folder and the resume, build, and only then write into the folder and train."""
         main = self.accelerator.is_main_process
+        self.run_dir = ckpt.RunDir(self.output_dir)
+        self.on_checkpoint = list(on_checkpoint)
         with RunLog(quiet_terminal=self.recipe.logging.progress_bar, write_file=main) as log:
-            source = ckpt.plan_start(self.output_dir, resume, restart)
+            source = self.run_dir.plan_start(resume, restart)
             self._build()
-            meta = None
             if source is not None:
-                meta = ckpt.read_manifest(source)
-                check_compatible(meta, self.recipe, self.accelerator.num_processes)
+                check_compatible(source.manifest, self.recipe, self.accelerator.num_processes)
             self._prepare_folder(restart, log)
             step, tokens = 0, 0
             if source is not None:
-                step, tokens = self._load(source, meta)
+                step, tokens = self._load(source)
             elif resume == "latest":
-                logger.info("no checkpoint under %s: starting from scratch", ckpt.checkpoints_dir(self.output_dir))
+                logger.info("no checkpoint under %s: starting from scratch", self.run_dir.checkpoints_dir)
             show_bar = main and self.recipe.logging.progress_bar
             return self._loop(step, tokens, resumed=source is not None, progress_bar=show_bar)
 
@@ -177,13 +192,13 @@ class Trainer:
         accelerator = self.accelerator
         accelerator.wait_for_everyone()  # every process has checked the folder before it changes
         if accelerator.is_main_process:
-            if restart and ckpt.previous_run(self.output_dir):
-                moved = ckpt.set_aside(self.output_dir)
+            if restart and self.run_dir.previous_run():
+                moved = self.run_dir.set_aside()
                 logger.warning("--restart: the previous run in %s was moved to %s", self.output_dir, moved)
             self.output_dir.mkdir(parents=True, exist_ok=True)
             log.open(self.output_dir / LOG_FILE)
-            save_recipe(self.recipe, self.output_dir / "recipe.yaml")
-            logger.info("resolved recipe:\n%s", (self.output_dir / "recipe.yaml").read_text())
+            save_recipe(self.recipe, self.run_dir.recipe_file)
+            logger.info("resolved recipe:\n%s", self.run_dir.recipe_file.read_text())
         accelerator.wait_for_everyone()
 
     def _loop(self, step: int, tokens: int, resumed: bool, progress_bar: bool) -> TrainResult:
@@ -208,7 +223,7 @@ class Trainer:
                 if not math.isfinite(losses[0]):
                     raise NonFiniteLossError(
                         f"loss is {losses[0]} at step {step}; stopping. The last good checkpoint is kept in "
-                        f"{ckpt.checkpoints_dir(self.output_dir)}"
+                        f"{self.run_dir.checkpoints_dir}"
                     )
                 if step % recipe.logging.every == 0 or step == recipe.optim.max_steps:
                     elapsed = time.perf_counter() - window_start
@@ -310,66 +325,49 @@ class Trainer:
     # ---- checkpoints ---------------------------------------------------------------------------
 
     def _checkpoint_path(self, step: int | None) -> Path | None:
-        return None if step is None else ckpt.checkpoints_dir(self.output_dir) / f"step_{step}"
+        return None if step is None else self.run_dir.checkpoint(step).path
 
     def _save(self, step: int, tokens: int, last_eval: dict[str, float]) -> None:
+        """Write ``step_<step>`` (layout: nt_llm.checkpoint), prune old ones, then run the checkpoint callbacks."""
         accelerator = self.accelerator
-        tmp = ckpt.temporary_dir(self.output_dir, step)
+        pending = self.run_dir.begin_checkpoint(step)
         if accelerator.is_main_process:
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
+            pending.create()
         accelerator.wait_for_everyone()
-        accelerator.save_state(str(tmp / "state"))
-        torch.save(self.train_batches.state_dict(), tmp / f"data_rank{accelerator.process_index}.pt")
+        # Resuming reads the engine state, DST state included (registered for checkpointing), through accelerate.
+        accelerator.save_state(str(pending.state_dir))
+        pending.save_data_state(accelerator.process_index, self.train_batches.state_dict())
         state_dict = accelerator.get_state_dict(self.model)  # a collective under ZeRO-3
         if accelerator.is_main_process:
-            # A standalone Hugging Face folder beside the engine state: export and evaluation read only this.
-            accelerator.unwrap_model(self.model).save_pretrained(tmp / "model", state_dict=state_dict)
-            self.tokenizer.save_pretrained(tmp / "model")
-            save_recipe(self.recipe, tmp / "recipe.yaml")
+            # A standalone Hugging Face folder and the masks beside the engine state: what readers read.
+            accelerator.unwrap_model(self.model).save_pretrained(pending.model_dir, state_dict=state_dict)
+            self.tokenizer.save_pretrained(pending.model_dir)
+            if self.sparsity is not None:
+                pending.save_masks(self.sparsity.masks)
+            save_recipe(self.recipe, pending.recipe_file)
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             meta = {
-                "step": step,
                 "tokens": tokens,
                 "world_size": accelerator.num_processes,
                 "recipe": self.recipe.to_dict(),
                 "eval": last_eval,
                 "density": self.sparsity.density if self.sparsity is not None else 1.0,
             }
-            final = ckpt.finalize(tmp, meta)
-            ckpt.prune(self.output_dir, self.recipe.checkpoint.keep_last)
-            logger.info("saved checkpoint %s", final)
-            if self.recipe.checkpoint.push_to_hub:
-                self._push(final)
+            checkpoint = pending.finalize(meta)
+            self.run_dir.prune(self.recipe.checkpoint.keep_last)
+            logger.info("saved checkpoint %s", checkpoint.path)
+            for callback in self.on_checkpoint:
+                callback(checkpoint)
         accelerator.wait_for_everyone()
 
-    def _push(self, checkpoint: Path) -> None:
-        """Export the checkpoint and push it; a failed push is logged and training goes on (it is saved)."""
-        from nt_llm import hub
-        from nt_llm.export import push_checkpoint  # not at the top: nt_llm.export imports nt_llm.train
-
-        options = self.recipe.checkpoint
-        try:
-            push_checkpoint(
-                checkpoint,
-                options.push_to_hub,
-                private=options.hub_private,
-                revision=options.hub_revision,
-                note="checkpoint",
-            )
-        except hub.HubPushError as err:
-            logger.warning(
-                "checkpoint %s is saved locally, but the push to %s failed: %s", checkpoint, options.push_to_hub, err
-            )
-
-    def _load(self, source: Path, meta: dict[str, Any]) -> tuple[int, int]:
-        """Engine, sparsity and data state from a checkpoint whose manifest ``meta`` was checked."""
-        self.accelerator.load_state(str(source / "state"))
-        data_state = source / f"data_rank{self.accelerator.process_index}.pt"
+    def _load(self, source: ckpt.Checkpoint) -> tuple[int, int]:
+        """Engine, sparsity and data state from a checkpoint whose manifest was checked against the recipe."""
+        self.accelerator.load_state(str(source.state_dir))
+        data_state = source.data_state_file(self.accelerator.process_index)
         self.train_batches.load_state_dict(torch.load(data_state, weights_only=False))
-        logger.info("resumed from %s at step %d", source, meta["step"])
-        return meta["step"], meta["tokens"]
+        logger.info("resumed from %s at step %d", source.path, source.step)
+        return source.step, source.tokens
 
     # ---- signals -------------------------------------------------------------------------------
 
