@@ -1,97 +1,171 @@
-"""Batched vs looped head execution: one training step (forward + backward) of a NeuroTrails model.
+"""The model's head path against the paper's plain loop of models: one training step (forward + backward).
 
-The two modes alternate step by step and the medians are compared, so both see the same machine load. On
-the CPU the process time is reported beside the wall time: on a shared machine it is the steadier number.
-    python bench/bench_heads.py --size 130m --batch 4 --seq 256 --steps 5 --threads 1
+The baseline is written here from the description of the paper's code: it builds H+1 whole LLaMA models and
+slices them, the first one's lower blocks being the backbone and each other one's upper blocks a head, then
+loops over them in Python; a head's final norm runs twice (inside its LlamaModel, and again before its LM head).
+nt_llm builds every module once and runs the backbone once, then each head's transformers modules in turn.
+Both compute whole logits and the sum of the heads' causal-LM losses.
+
+The two alternate step by step and the medians are compared, for each precision within the same run (fp32, and
+bf16 under autocast with fp32 weights, as in training), so both see the same machine load. On the CPU the
+process time is reported beside the wall time: on a shared machine it is the steadier number.
+
+    python bench/bench_heads.py --size 60m --batch 8 --seq 256 --steps 3 --threads 1
 """
 
 import argparse
 import logging
 import statistics
 import time
+from collections.abc import Callable
 
 import torch
+from torch import nn
+from transformers import LlamaConfig, LlamaForCausalLM
 
-from nt_llm.modeling import NeuroTrailsForCausalLM
-from nt_llm.modeling.sizes import build_config
+from nt_llm.modeling import NeuroTrailsConfig, NeuroTrailsForCausalLM
+from nt_llm.modeling.sizes import METHODS, build_config
 
 log = logging.getLogger("bench_heads")
-MODES = ("loop", "batched")
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
+PATHS = ("nt_llm", "paper_loop")
+NEUROTRAILS_ONLY = ("ensemble_size", "head_layers", "share_embeddings", "model_type", "architectures", "auto_map")
 
 
-def timed_step(model: NeuroTrailsForCausalLM, input_ids: torch.Tensor, dtype: torch.dtype) -> tuple[float, float]:
+class PaperLoop(nn.Module):
+    """The paper's layout: whole ``LlamaForCausalLM`` s sliced into a backbone and H heads, run one after another.
+
+    A full ensemble (nothing shared) is H whole models and no backbone.
+    """
+
+    def __init__(self, config: NeuroTrailsConfig):
+        super().__init__()
+        fields = {k: v for k, v in config.to_dict().items() if k not in NEUROTRAILS_ONLY}
+        llama = LlamaConfig(**fields)
+        shared = config.num_shared_layers
+        self.backbone = None
+        if config.share_embeddings:
+            self.backbone = LlamaForCausalLM(llama)
+            self.backbone.model.layers = self.backbone.model.layers[:shared]
+            self.backbone.model.norm = nn.Identity()  # the heads' blocks take the raw backbone output
+        self.heads = nn.ModuleList(LlamaForCausalLM(llama) for _ in range(config.ensemble_size))
+        for head in self.heads:
+            head.model.layers = head.model.layers[shared:]
+
+    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if self.backbone is not None:
+            hidden = self.backbone.model(input_ids=input_ids, use_cache=False).last_hidden_state
+        losses = []
+        for head in self.heads:
+            if self.backbone is None:
+                out = head.model(input_ids=input_ids, use_cache=False).last_hidden_state
+            else:
+                out = head.model(inputs_embeds=hidden, use_cache=False).last_hidden_state
+            logits = head.lm_head(head.model.norm(out))  # the final norm a second time, as the paper's code does
+            losses.append(head.loss_function(logits=logits, labels=labels, vocab_size=head.config.vocab_size))
+        return torch.stack(losses).sum()
+
+
+def timed_step(loss_of: Callable[[], torch.Tensor], device: torch.device, dtype: torch.dtype) -> tuple[float, float]:
     """(wall seconds, process CPU seconds) of one forward + backward."""
-    device_type = input_ids.device.type
-    model.zero_grad(set_to_none=True)
-    if device_type == "cuda":
-        torch.cuda.synchronize()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     wall, cpu = time.perf_counter(), time.process_time()
-    with torch.autocast(device_type, dtype=dtype, enabled=dtype != torch.float32):
-        loss = model(input_ids, labels=input_ids).loss
+    with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+        loss = loss_of()
     loss.backward()
-    if device_type == "cuda":
-        torch.cuda.synchronize()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def main() -> None:
+def measure(args: argparse.Namespace, config: NeuroTrailsConfig, dtype: torch.dtype) -> dict[str, dict[str, float]]:
+    """Median wall and CPU seconds per step of each path, alternating paths step by step (step 0 warms up)."""
+    device = torch.device(args.device)
+    model = NeuroTrailsForCausalLM(config).to(device).train()
+    paper = PaperLoop(config).to(device).train()
+    input_ids = torch.randint(0, config.vocab_size, (args.batch, args.seq), device=device)
+    steps = {
+        "nt_llm": lambda: (
+            model(
+                input_ids, labels=input_ids, use_cache=False, return_logits=False, loss_chunk_size=args.loss_chunk_size
+            ).loss
+        ),
+        "paper_loop": lambda: paper(input_ids, input_ids),
+    }
+    samples: dict[str, list[tuple[float, float]]] = {path: [] for path in PATHS}
+    for step in range(args.steps + 1):
+        for path in PATHS:
+            model.zero_grad(set_to_none=True)
+            paper.zero_grad(set_to_none=True)
+            sample = timed_step(steps[path], device, dtype)
+            if step:
+                samples[path].append(sample)
+    return {
+        path: {
+            "wall": statistics.median(s[0] for s in samples[path]),
+            "cpu": statistics.median(s[1] for s in samples[path]),
+        }
+        for path in PATHS
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", default="130m")
+    parser.add_argument("--size", default="60m", help="a model size name or a YAML file of LlamaConfig fields")
+    parser.add_argument("--method", choices=METHODS, default="neurotrails")
     parser.add_argument("--ensemble-size", type=int, default=3)
-    parser.add_argument("--head-layers", type=int, default=8)
-    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--head-layers", type=int, default=None, help="default: the paper's two-thirds split")
+    parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seq", type=int, default=256)
-    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per path and precision, after one warm-up")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
-    args = parser.parse_args()
+    parser.add_argument("--precision", nargs="+", choices=list(PRECISIONS), default=list(PRECISIONS))
+    parser.add_argument("--loss-chunk-size", type=int, default=0, help="nt_llm's chunked loss (0: whole logits)")
+    args = parser.parse_args(argv)
+    if args.steps < 1:
+        parser.error("--steps must be at least 1")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
-
-    dtype = getattr(torch, args.dtype)
-    device = torch.device(args.device)
-    config = build_config(args.size, "neurotrails", ensemble_size=args.ensemble_size, head_layers=args.head_layers)
-    model = NeuroTrailsForCausalLM(config).to(device).train()
-    input_ids = torch.randint(0, config.vocab_size, (args.batch, args.seq), device=device)
-
-    samples: dict[str, list[tuple[float, float]]] = {mode: [] for mode in MODES}
-    for step in range(args.steps + 1):  # step 0 warms up both modes
-        for mode in MODES:
-            model.config.head_execution = mode
-            sample = timed_step(model, input_ids, dtype)
-            if step:
-                samples[mode].append(sample)
-    wall = {mode: statistics.median(s[0] for s in samples[mode]) for mode in MODES}
-    cpu = {mode: statistics.median(s[1] for s in samples[mode]) for mode in MODES}
-
+    config = build_config(args.size, args.method, ensemble_size=args.ensemble_size, head_layers=args.head_layers)
     log.info(
-        "size=%s H=%d head_layers=%d batch=%dx%d device=%s dtype=%s torch=%s threads=%d steps=%d",
+        "size=%s method=%s H=%d head_layers=%d of %d batch=%dx%d device=%s torch=%s threads=%d steps=%d",
         args.size,
-        args.ensemble_size,
-        args.head_layers,
+        args.method,
+        config.ensemble_size,
+        config.head_layers,
+        config.num_hidden_layers,
         args.batch,
         args.seq,
-        device,
-        args.dtype,
+        args.device,
         torch.__version__,
         args.threads,
         args.steps,
     )
     tokens = args.batch * args.seq
-    for mode in MODES:
+    results = {}
+    for precision in args.precision:
+        times = measure(args, config, PRECISIONS[precision])
+        for path in PATHS:
+            t = times[path]
+            log.info(
+                "%s %-10s wall %7.3f s/step (%7.0f tokens/s)   cpu %7.3f s/step",
+                precision,
+                path,
+                t["wall"],
+                tokens / t["wall"],
+                t["cpu"],
+            )
+        speedup = {kind: times["paper_loop"][kind] / times["nt_llm"][kind] for kind in ("wall", "cpu")}
         log.info(
-            "%-8s wall %7.3f s/step (%7.0f tokens/s)   cpu %7.3f s/step",
-            mode,
-            wall[mode],
-            tokens / wall[mode],
-            cpu[mode],
+            "%s paper_loop / nt_llm: wall %.3fx  cpu %.3fx  (>1: nt_llm is faster)",
+            precision,
+            speedup["wall"],
+            speedup["cpu"],
         )
-    log.info(
-        "loop / batched: wall %.3fx  cpu %.3fx  (>1: batched is faster)",
-        wall["loop"] / wall["batched"],
-        cpu["loop"] / cpu["batched"],
-    )
+        results[precision] = {**times, "speedup": speedup}
+    return results
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ def child(args: argparse.Namespace) -> dict[str, float]:
     """One configuration in this (fresh) process: build, then two forward + backward steps."""
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    config = build_config(args.size, args.method, args.ensemble_size, vocab_size=args.vocab, loss_chunk_size=args.chunk)
+    config = build_config(args.size, args.method, args.ensemble_size, vocab_size=args.vocab)
     model = NeuroTrailsForCausalLM(config).to(device).train()
     input_ids = torch.randint(0, config.vocab_size, (args.batch, args.seq), device=device)
     if device.type == "cuda":
@@ -50,7 +50,7 @@ def child(args: argparse.Namespace) -> dict[str, float]:
     for _ in range(2):  # the second step is timed: the first pays one-time allocation and kernel setup
         model.zero_grad(set_to_none=True)
         start, cpu = time.perf_counter(), time.process_time()
-        model(input_ids, labels=input_ids, return_logits=False).loss.backward()
+        model(input_ids, labels=input_ids, return_logits=False, loss_chunk_size=args.chunk).loss.backward()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
     return {

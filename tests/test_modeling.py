@@ -1,12 +1,13 @@
-"""The NeuroTrails model: parity with LLaMA, head averaging, batched == looped heads, caching, configs."""
+"""The NeuroTrails model: parity with LLaMA (whole model and every head), head averaging, caching, configs."""
 
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
+from transformers.models.llama.modeling_llama import LlamaDecoderLayer
 
 from nt_llm.modeling import NeuroTrailsConfig, NeuroTrailsForCausalLM
-from nt_llm.modeling.convert import head_to_llama, llama_to_neurotrails
+from nt_llm.modeling.convert import head_to_llama, llama_names, llama_to_neurotrails
 from nt_llm.modeling.sizes import available_sizes, build_config, load_size
 
 TINY = dict(
@@ -20,8 +21,8 @@ TINY = dict(
 )
 
 
-def tiny_model(execution: str = "batched", **overrides) -> NeuroTrailsForCausalLM:
-    fields = {**TINY, "ensemble_size": 3, "head_layers": 2, "head_execution": execution, **overrides}
+def tiny_model(**overrides) -> NeuroTrailsForCausalLM:
+    fields = {**TINY, "ensemble_size": 3, "head_layers": 2, **overrides}
     return NeuroTrailsForCausalLM(NeuroTrailsConfig(**fields)).eval()
 
 
@@ -36,10 +37,9 @@ def padded_batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tenso
 
 
 @pytest.mark.parametrize("head_layers", [1, 2, 3])
-@pytest.mark.parametrize("execution", ["batched", "loop"])
-def test_single_head_reproduces_llama(head_layers: int, execution: str) -> None:
+def test_single_head_reproduces_llama(head_layers: int) -> None:
     llama = LlamaForCausalLM(LlamaConfig(**TINY)).eval()
-    config = NeuroTrailsConfig(**TINY, ensemble_size=1, head_layers=head_layers, head_execution=execution)
+    config = NeuroTrailsConfig(**TINY, ensemble_size=1, head_layers=head_layers)
     model = NeuroTrailsForCausalLM(config).eval()
     model.load_state_dict(llama_to_neurotrails(llama.state_dict(), config), strict=True)
     input_ids, attention_mask, labels = padded_batch()
@@ -63,9 +63,11 @@ def test_head_exported_as_llama_gives_that_heads_logits() -> None:
 
 @pytest.mark.parametrize("reduction", ["sum", "mean"])
 def test_logits_are_head_mean_and_loss_combines_head_losses(reduction: str) -> None:
-    model = tiny_model(loss_reduction=reduction)
+    model = tiny_model()
     input_ids, attention_mask, labels = padded_batch()
-    out = model(input_ids, attention_mask=attention_mask, labels=labels, output_head_logits=True)
+    out = model(
+        input_ids, attention_mask=attention_mask, labels=labels, output_head_logits=True, loss_reduction=reduction
+    )
 
     assert out.head_logits.shape == (3, 2, 10, TINY["vocab_size"])
     torch.testing.assert_close(out.logits, out.head_logits.mean(dim=0))
@@ -80,6 +82,9 @@ def test_logits_are_head_mean_and_loss_combines_head_losses(reduction: str) -> N
     assert len(set(by_hand.tolist())) == 3, "heads were initialised identically"
 
 
+LLAMA_FIELDS = ("num_key_value_heads", "attention_bias", "mlp_bias")
+
+
 @pytest.mark.parametrize(
     "overrides",
     [
@@ -89,21 +94,29 @@ def test_logits_are_head_mean_and_loss_combines_head_losses(reduction: str) -> N
     ],
     ids=["treenet", "full_ensemble", "mha_with_biases"],
 )
-def test_batched_heads_match_looped_heads_in_values_and_gradients(overrides: dict) -> None:
-    batched = tiny_model("batched", **overrides).train()
-    looped = tiny_model("loop", **overrides).train()
-    looped.load_state_dict(batched.state_dict())
+def test_every_head_matches_its_llama_in_values_and_gradients(overrides: dict) -> None:
+    # The reference for the heads' execution: each path through the model run as transformers' LlamaForCausalLM.
+    model = tiny_model(**overrides).train()
     input_ids, attention_mask, labels = padded_batch()
+    out = model(input_ids, attention_mask=attention_mask, labels=labels, output_head_logits=True)
+    out.loss.backward()
 
-    outs = [
-        m(input_ids, attention_mask=attention_mask, labels=labels, output_head_logits=True) for m in (batched, looped)
-    ]
-    torch.testing.assert_close(outs[0].head_logits, outs[1].head_logits, rtol=1e-5, atol=1e-5)
-    for out in outs:
-        out.loss.backward()
-    for (name, p), q in zip(batched.named_parameters(), looped.parameters(), strict=True):
-        assert p.grad is not None, name
-        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6, msg=lambda m, name=name: f"{name}: {m}")
+    expected: dict[str, torch.Tensor] = {}
+    llama_config = LlamaConfig(**{**TINY, **{k: v for k, v in overrides.items() if k in LLAMA_FIELDS}})
+    for head in range(model.config.ensemble_size):
+        llama = LlamaForCausalLM(llama_config).train()
+        llama.load_state_dict(head_to_llama(model.state_dict(), model.config, head), strict=True)
+        reference = llama(input_ids, attention_mask=attention_mask, labels=labels)
+        torch.testing.assert_close(out.head_logits[head], reference.logits)
+        torch.testing.assert_close(out.head_losses[head], reference.loss)
+        reference.loss.backward()
+        for llama_name, name in llama_names(model.config, head).items():
+            grad = llama.get_parameter(llama_name).grad
+            expected[name] = expected[name] + grad if name in expected else grad  # shared parts: heads' sum
+    named = dict(model.named_parameters())
+    assert set(expected) == set(named)
+    for name, p in named.items():
+        torch.testing.assert_close(p.grad, expected[name], rtol=1e-4, atol=1e-6, msg=lambda m, n=name: f"{n}: {m}")
 
 
 @pytest.mark.parametrize("chunk", [5, 64])
@@ -114,11 +127,11 @@ def test_chunked_loss_matches_the_whole_logits_loss_and_gradients(chunk: int, mo
     real = modeling_neurotrails._summed_nll
     monkeypatch.setattr(modeling_neurotrails, "_summed_nll", lambda *a: calls.append(1) or real(*a))
     whole = tiny_model().train()
-    chunked = tiny_model(loss_chunk_size=chunk).train()
+    chunked = tiny_model().train()
     chunked.load_state_dict(whole.state_dict())
     input_ids, attention_mask, labels = padded_batch()
     expected = whole(input_ids, attention_mask=attention_mask, labels=labels, return_logits=False)
-    got = chunked(input_ids, attention_mask=attention_mask, labels=labels, return_logits=False)
+    got = chunked(input_ids, attention_mask=attention_mask, labels=labels, return_logits=False, loss_chunk_size=chunk)
     assert got.logits is None
     assert len(calls) == 3 * -(-input_ids.numel() // chunk)  # every head, every chunk of the 20 tokens
     torch.testing.assert_close(got.head_losses, expected.head_losses)
@@ -128,32 +141,20 @@ def test_chunked_loss_matches_the_whole_logits_loss_and_gradients(chunk: int, mo
         torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-6)
 
 
-def test_batched_heads_match_looped_heads_without_autograd() -> None:
-    batched, looped = tiny_model("batched"), tiny_model("loop")
-    looped.load_state_dict(batched.state_dict())
-    input_ids, attention_mask, _ = padded_batch()
-    with torch.no_grad():
-        outs = [
-            m(input_ids, attention_mask=attention_mask, output_head_logits=True, use_cache=False)
-            for m in (batched, looped)
-        ]
-    torch.testing.assert_close(outs[0].head_logits, outs[1].head_logits, rtol=1e-5, atol=1e-5)
-
-
-def test_activation_checkpointing_leaves_gradients_unchanged(monkeypatch: pytest.MonkeyPatch) -> None:
-    from nt_llm.modeling import modeling_neurotrails
-
-    calls = []
-    real_checkpoint = modeling_neurotrails.checkpoint
-    monkeypatch.setattr(modeling_neurotrails, "checkpoint", lambda *a, **k: calls.append(1) or real_checkpoint(*a, **k))
+def test_activation_checkpointing_leaves_gradients_unchanged() -> None:
     plain = tiny_model().train()
     checkpointed = tiny_model().train()
     checkpointed.load_state_dict(plain.state_dict())
     checkpointed.activation_checkpointing_enable()
+    calls = []
+    for block in checkpointed.modules():
+        if isinstance(block, LlamaDecoderLayer):
+            real = block._gradient_checkpointing_func
+            block._gradient_checkpointing_func = lambda *a, real=real, **k: calls.append(1) or real(*a, **k)
     input_ids, attention_mask, labels = padded_batch()
     for m in (plain, checkpointed):
         m(input_ids, attention_mask=attention_mask, labels=labels).loss.backward()
-    assert len(calls) == checkpointed.config.head_layers
+    assert len(calls) == checkpointed.config.num_cache_layers  # every block: the backbone's and each head's
     for p, q in zip(plain.parameters(), checkpointed.parameters(), strict=True):
         torch.testing.assert_close(p.grad, q.grad)
 
@@ -163,18 +164,50 @@ def peaked_model(**overrides) -> NeuroTrailsForCausalLM:
     return tiny_model(initializer_range=0.5, **overrides)
 
 
-@pytest.mark.parametrize(
-    "overrides", [{}, {"head_layers": 3, "share_embeddings": False}], ids=["treenet", "full_ensemble"]
+SHAPES = pytest.mark.parametrize(
+    "overrides",
+    [{}, {"head_layers": 3, "share_embeddings": False}, {"ensemble_size": 1}],
+    ids=["treenet", "full_ensemble", "dense"],
 )
+
+
+@SHAPES
+def test_cached_forward_gives_the_full_forwards_logits(overrides: dict) -> None:
+    model = tiny_model(**overrides)
+    input_ids, _, _ = padded_batch()
+    full = model(input_ids, use_cache=False, output_head_logits=True)
+    prefix = model(input_ids[:, :6], use_cache=True)
+    assert len(prefix.cache.layers) == model.config.num_cache_layers  # each head's blocks own their slots
+    assert prefix.cache.get_seq_length() == 6
+    step = model(input_ids[:, 6:], cache=prefix.cache, output_head_logits=True)
+    torch.testing.assert_close(step.head_logits, full.head_logits[:, :, 6:], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(step.logits, full.logits[:, 6:], rtol=1e-5, atol=1e-5)
+
+
+def test_a_cache_built_from_the_config_gets_the_heads_slots_and_a_filled_short_one_is_refused() -> None:
+    model = tiny_model()
+    prompt = torch.randint(0, TINY["vocab_size"], (1, 4), generator=torch.Generator().manual_seed(4))
+    cache = DynamicCache(config=model.config)  # what generate() builds: num_hidden_layers layers
+    assert len(cache.layers) == model.config.num_hidden_layers < model.config.num_cache_layers
+    model(prompt, cache=cache)
+    assert len(cache.layers) == model.config.num_cache_layers
+    short = DynamicCache(config=LlamaConfig(**TINY))
+    short.update(torch.zeros(1, 2, 4, 8), torch.zeros(1, 2, 4, 8), layer_idx=0)
+    with pytest.raises(ValueError, match="layers"):
+        model(prompt, cache=short)
+
+
+@SHAPES
 def test_generate_with_cache_matches_without(overrides: dict) -> None:
     model = peaked_model(**overrides)
     prompt = torch.randint(0, TINY["vocab_size"], (2, 5), generator=torch.Generator().manual_seed(1))
-    kwargs = dict(max_new_tokens=8, do_sample=False, pad_token_id=0)
-    cached = model.generate(prompt, attention_mask=torch.ones_like(prompt), use_cache=True, **kwargs)
-    uncached = model.generate(prompt, attention_mask=torch.ones_like(prompt), use_cache=False, **kwargs)
-    assert cached.shape == (2, 13)
-    assert torch.equal(cached, uncached)
-    assert cached[:, 5:].unique().numel() > 1, "degenerate generation proves nothing"
+    kwargs = dict(max_new_tokens=8, do_sample=False, pad_token_id=0, attention_mask=torch.ones_like(prompt))
+    cached = model.generate(prompt, use_cache=True, return_dict_in_generate=True, **kwargs)
+    uncached = model.generate(prompt, use_cache=False, **kwargs)
+    assert len(cached.cache.layers) == model.config.num_cache_layers
+    assert cached.sequences.shape == (2, 13)
+    assert torch.equal(cached.sequences, uncached)
+    assert uncached[:, 5:].unique().numel() > 1, "degenerate generation proves nothing"
 
 
 def test_left_padded_batch_generates_as_each_prompt_alone() -> None:
@@ -191,8 +224,9 @@ def test_left_padded_batch_generates_as_each_prompt_alone() -> None:
     assert torch.equal(together[1, 6:], alone[1][0, 4:])
 
 
-def test_beam_search_with_cache_matches_without() -> None:
-    model = peaked_model()
+@SHAPES
+def test_beam_search_with_cache_matches_without(overrides: dict) -> None:
+    model = peaked_model(**overrides)
     prompt = torch.randint(0, TINY["vocab_size"], (2, 4), generator=torch.Generator().manual_seed(3))
     kwargs = dict(
         max_new_tokens=5, do_sample=False, num_beams=3, pad_token_id=0, attention_mask=torch.ones_like(prompt)
@@ -202,10 +236,13 @@ def test_beam_search_with_cache_matches_without() -> None:
     )
 
 
-def test_loop_execution_refuses_a_cache() -> None:
-    model = tiny_model("loop")
-    with pytest.raises(ValueError, match="loop"):
-        model(torch.zeros(1, 3, dtype=torch.long), use_cache=True)
+@pytest.mark.parametrize(
+    "arguments,named", [({"loss_reduction": "max"}, "loss_reduction"), ({"loss_chunk_size": -1}, "loss_chunk_size")]
+)
+def test_invalid_training_arguments_name_the_argument(arguments: dict, named: str) -> None:
+    ids = torch.zeros(1, 3, dtype=torch.long)
+    with pytest.raises(ValueError, match=named):
+        tiny_model()(ids, labels=ids, **arguments)
 
 
 def expected_parameters(config: NeuroTrailsConfig) -> int:
@@ -253,10 +290,9 @@ def test_every_size_loads_and_builds_a_valid_config() -> None:
         ({"head_layers": 0}, "head_layers"),
         ({"head_layers": 4}, "head_layers"),
         ({"share_embeddings": False}, "share_embeddings"),
-        ({"head_execution": "parallel"}, "head_execution"),
-        ({"loss_reduction": "max"}, "loss_reduction"),
-        ({"loss_chunk_size": -1}, "loss_chunk_size"),
         ({"tie_word_embeddings": True}, "tie_word_embeddings"),
+        ({"head_execution": "batched"}, "head_execution"),  # gone: one head path
+        ({"loss_chunk_size": 512}, "loss_chunk_size"),  # now an argument of the forward
         ({"hidden_size": 30}, "hidden_size"),
         ({"num_key_value_heads": 3}, "num_key_value_heads"),
     ],

@@ -1,5 +1,6 @@
 """save_pretrained / from_pretrained, in this process and in fresh ones (with and without nt_llm)."""
 
+import json
 import os
 import subprocess
 import sys
@@ -54,6 +55,21 @@ def test_round_trip_in_process_restores_weights_and_rotary_buffers(tmp_path: Pat
     torch.testing.assert_close(loaded.rotary_emb.inv_freq, fresh.rotary_emb.inv_freq, rtol=0, atol=0)
     with torch.no_grad():
         torch.testing.assert_close(loaded(input_ids).logits, logits)
+
+
+def test_a_folder_saved_before_the_one_head_path_loads_and_resaves_without_its_old_keys(tmp_path: Path) -> None:
+    # Until December 2026 config.json carried how heads executed and two training-only loss options; the weight
+    # layout (heads.{h}.layers.{j}...) is unchanged.
+    folder, input_ids, logits = saved_model(tmp_path)
+    config_file = folder / "config.json"
+    legacy = {"head_execution": "batched", "loss_reduction": "sum", "loss_chunk_size": 512}
+    config_file.write_text(json.dumps({**json.loads(config_file.read_text()), **legacy}))
+    loaded = AutoModelForCausalLM.from_pretrained(folder).eval()
+    assert not any(hasattr(loaded.config, key) for key in legacy)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(input_ids).logits, logits)
+    loaded.save_pretrained(tmp_path / "resaved")
+    assert not set(legacy) & set(json.loads((tmp_path / "resaved" / "config.json").read_text()))
 
 
 CHILD_CHECK = """

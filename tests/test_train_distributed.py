@@ -101,7 +101,8 @@ def test_deepspeed_zero_trains_with_invariants(tmp_path: Path, stage: int) -> No
     summary = launch(tmp_path, tiny_recipe(tmp_path, data={"batch_size": 2}), deepspeed_env(tmp_path, stage))
     assert_invariants(summary, "DEEPSPEED")
     assert summary["zero_stage"] == stage
-    assert summary["head_execution"] == ("loop" if stage == 3 else "batched")
+    # The same model under every engine: no engine rewrites the config (ZeRO-3 included).
+    assert not {"head_execution", "loss_reduction", "loss_chunk_size"} & set(summary["config_keys"])
     metrics = read_metrics(tmp_path / "run" / "metrics.jsonl")
     train = [e for e in metrics if e["event"] == "train"]
     assert train[-1]["loss"] < train[0]["loss"]

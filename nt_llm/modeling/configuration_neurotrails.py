@@ -6,9 +6,9 @@ torch, transformers and files in its own folder.
 
 from transformers import LlamaConfig
 
-# Keys that configs written before December 2026 carry: how the heads executed and two training-only loss
-# options. None of them changes the weights or the model's function; they are dropped on load, so a re-save
-# does not carry them on.
+# Keys that config.json files written before December 2026 carry: how the heads executed and two training-only
+# loss options. None changes the weights or what the model computes: loading drops them (a re-save does not carry
+# them on), while passing one to the constructor is a mistake worth naming.
 LEGACY_KEYS = ("head_execution", "loss_reduction", "loss_chunk_size")
 
 
@@ -44,16 +44,30 @@ class NeuroTrailsConfig(LlamaConfig):
 
     def __post_init__(self, **kwargs):
         for key in LEGACY_KEYS:
-            kwargs.pop(key, None)
+            if key in kwargs:
+                raise ValueError(
+                    f"{key} is not a NeuroTrailsConfig field any more: the heads have one execution path, and "
+                    f"loss_reduction / loss_chunk_size are arguments of the model's forward (training only)"
+                )
         super().__post_init__(**kwargs)
         if self.head_layers is None:
             self.head_layers = max(1, (2 * self.num_hidden_layers) // 3)
         self._validate_neurotrails()
 
+    @classmethod
+    def from_dict(cls, config_dict: dict, **kwargs) -> "NeuroTrailsConfig":
+        """What ``from_pretrained`` builds from a config.json: an old folder's legacy keys are dropped."""
+        return super().from_dict({k: v for k, v in config_dict.items() if k not in LEGACY_KEYS}, **kwargs)
+
     @property
     def num_shared_layers(self) -> int:
         """Decoder blocks in the shared backbone."""
         return self.num_hidden_layers - self.head_layers
+
+    @property
+    def num_cache_layers(self) -> int:
+        """KV-cache layers the model uses: one per decoder block, the backbone's and every head's."""
+        return self.num_shared_layers + self.ensemble_size * self.head_layers
 
     def _validate_neurotrails(self) -> None:
         # LlamaConfig's own checks run only under its @strict decorator, which subclasses do not inherit.

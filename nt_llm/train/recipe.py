@@ -49,8 +49,7 @@ class ModelRecipe:
     method: str = "neurotrails"
     ensemble_size: int = 3
     head_layers: int | None = None  # None: two thirds of the blocks (the paper's split)
-    head_execution: str = "batched"
-    loss_reduction: str = "sum"
+    loss_reduction: str = "sum"  # how the heads' losses combine: "sum" (the paper) or "mean"
     loss_chunk_size: int = 0  # > 0: the training loss in chunks of this many tokens, no [B, T, vocab] logits
     activation_checkpointing: bool = False
     config_overrides: dict[str, Any] = field(default_factory=dict)  # any other LlamaConfig field
@@ -58,6 +57,10 @@ class ModelRecipe:
     def __post_init__(self) -> None:
         _require(self.method in METHODS, "model.method", f"must be one of {METHODS}, got {self.method!r}")
         _require_int("model.ensemble_size", self.ensemble_size, 1)
+        reductions = ("sum", "mean")
+        message = f"must be one of {reductions}, got {self.loss_reduction!r}"
+        _require(self.loss_reduction in reductions, "model.loss_reduction", message)
+        _require_int("model.loss_chunk_size", self.loss_chunk_size, 0)
         if self.head_layers is not None:
             _require_int("model.head_layers", self.head_layers, 1)
 

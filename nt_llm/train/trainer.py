@@ -126,11 +126,7 @@ class Trainer:
             betas=recipe.optim.betas,
             eps=recipe.optim.eps,
         )
-        if self._configure_deepspeed() == 3:
-            # ZeRO-3 gathers a weight only when its own module runs; the batched heads read stacked weights
-            # directly, so under ZeRO-3 the heads run as the loop of transformers modules.
-            model.config.head_execution = "loop"
-            logger.info("DeepSpeed ZeRO-3: heads run with head_execution='loop'")
+        self._configure_deepspeed()
         self.model, self.optimizer = accelerator.prepare(model, optimizer)
         self.sparsity = None
         if recipe.sparsity is not None:
@@ -263,7 +259,13 @@ class Trainer:
         for _ in range(self.grad_accum):
             batch = {k: v.to(accelerator.device) for k, v in self._next_batch(batches).items()}
             with accelerator.accumulate(model):
-                out = model(**batch, use_cache=False, return_logits=False)
+                out = model(
+                    **batch,
+                    use_cache=False,
+                    return_logits=False,
+                    loss_reduction=self.recipe.model.loss_reduction,
+                    loss_chunk_size=self.recipe.model.loss_chunk_size,
+                )
                 accelerator.backward(out.loss)
                 if accelerator.sync_gradients:
                     if self.sparsity is not None:
@@ -404,9 +406,6 @@ def model_config(recipe: Recipe, tokenizer) -> NeuroTrailsConfig:
             m.method,
             ensemble_size=m.ensemble_size,
             head_layers=m.head_layers,
-            head_execution=m.head_execution,
-            loss_reduction=m.loss_reduction,
-            loss_chunk_size=m.loss_chunk_size,
             **{
                 **m.config_overrides,
                 "vocab_size": vocab_size_of(tokenizer),

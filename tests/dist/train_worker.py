@@ -73,7 +73,7 @@ def main() -> None:
             "world_size": accelerator.num_processes,
             "distributed_type": accelerator.distributed_type.name,
             "zero_stage": accelerator.state.deepspeed_plugin.zero_stage if deepspeed else None,
-            "head_execution": module.config.head_execution,
+            "config_keys": sorted(module.config.to_dict()),
             "step": result.step,
             "checkpoint": str(result.checkpoint),
             "metrics": result.metrics,
