@@ -1,25 +1,38 @@
-"""DST cost relative to a plain training step, measured in the same run.
+"""DST cost relative to a training step, measured in the same run.
 
-    python bench/bench_dst.py                       # the 130m NeuroTrails config (H=3, 8 head layers)
-    python bench/bench_dst.py --size tiny --steps 3 # quick
+    python bench/bench_dst.py                        # the 130m NeuroTrails config (H=3, 8 head layers)
+    python bench/bench_dst.py --size tiny --steps 2  # quick
 
 Prints, for one process on the current device:
-- the plain step (forward + backward + AdamW step) in seconds;
-- the hook overhead per ordinary step (before_optimizer_step + after_optimizer_step, timed around
-  the calls themselves, and as the difference of whole-step times) as a fraction of the plain step;
-- one mask update (prune + regrow of every sparse tensor, with RigL's dense-gradient capture) as a
-  ratio to the plain step.
-Targets (the issue's): hook overhead < 2 % of a step, one update < 1 step.
+- the plain step on one micro-batch (forward + backward + AdamW step) in seconds, and the step at the
+  paper's batch (--paper-batch sequences of --seq-len tokens per optimizer step) SCALED from it:
+  forward/backward x (paper tokens / micro-batch tokens) + one AdamW step;
+- the hook overhead per optimizer step (before_optimizer_step + after_optimizer_step, timed around
+  the calls) as a fraction of the micro-batch step and of the paper-batch step;
+- one mask update (prune + regrow of every sparse tensor, RigL's dense gradient included) as a
+  ratio to the paper-batch step (target <= 0.1) and to the micro-batch step.
+Then, unless --world-sizes is empty, the per-rank time of one mask update with the work split over
+1 and 2 gloo processes (replicated tensors, as under DDP; --threads threads each) and their ratio
+(target <= 0.6; 0.5 is a perfect split).
+Targets (the issues'): hook overhead < 2 % of a step, one update <= 0.1 paper-batch step.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
+import socket
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from tqdm import tqdm
 
 from nt_llm.modeling import NeuroTrailsForCausalLM
@@ -34,8 +47,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--size", default="130m", help="model size from recipes/models")
     p.add_argument("--ensemble-size", type=int, default=3)
     p.add_argument("--head-layers", type=int, default=8)
-    p.add_argument("--batch", type=int, default=2)
-    p.add_argument("--seq-len", type=int, default=128)
+    p.add_argument("--batch", type=int, default=8, help="sequences per micro-batch (the timed step)")
+    p.add_argument("--seq-len", type=int, default=256)
+    p.add_argument("--paper-batch", type=int, default=512, help="sequences per optimizer step in the paper")
     p.add_argument("--steps", type=int, default=4, help="timed steps per variant (after one warm-up)")
     p.add_argument("--updates", type=int, default=2, help="timed mask updates")
     p.add_argument("--density", type=float, default=0.9)
@@ -43,7 +57,82 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--growth", default="gradient")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    return p.parse_args(argv)
+    p.add_argument(
+        "--world-sizes", default="1,2", help="comma-separated process counts for the split update ('' skips it)"
+    )
+    args = p.parse_args(argv)
+    try:
+        args.world_sizes = [int(w) for w in args.world_sizes.split(",") if w.strip()]
+    except ValueError:
+        p.error(f"--world-sizes must be comma-separated integers, got {args.world_sizes!r}")
+    if any(w < 1 for w in args.world_sizes):
+        p.error(f"--world-sizes must be >= 1, got {args.world_sizes}")
+    return args
+
+
+def build(args: argparse.Namespace, device: torch.device) -> tuple[NeuroTrailsForCausalLM, torch.optim.Optimizer]:
+    torch.manual_seed(0)
+    config = build_config(args.size, "neurotrails", ensemble_size=args.ensemble_size, head_layers=args.head_layers)
+    model = NeuroTrailsForCausalLM(config).to(device)
+    return model, torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1)
+
+
+def sparsity_config(args: argparse.Namespace) -> SparsityConfig:
+    # A huge update_frequency: no topology change inside the timed hooked steps.
+    return SparsityConfig(
+        density=args.density, prune=args.prune, growth=args.growth, update_frequency=10**9, total_steps=10**9
+    )
+
+
+def rank_update_times(rank: int, world: int, args: argparse.Namespace, port: int, out: str) -> None:
+    """One rank of the split-update timing: same model and gradients on every rank, as after DDP's all-reduce."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        if args.threads is not None:
+            torch.set_num_threads(args.threads)
+        device = torch.device(args.device)
+        model, optimizer = build(args, device)
+        sparsity = DynamicSparsity(model, sparsity_config(args), optimizer)
+        for i, p in enumerate(model.parameters()):
+            g = torch.Generator(device=device).manual_seed(i)
+            p.grad = torch.randn(p.shape, generator=g, device=device) * 1e-3
+        optimizer.step()  # creates the Adam state that updates also clean
+        times = []
+        for _ in range(args.updates):
+            dist.barrier()
+            sync(device)
+            t0 = time.perf_counter()
+            sparsity.update_topology()
+            sync(device)
+            times.append(time.perf_counter() - t0)
+        owned = sum(r.numel for r in sparsity.records if r.owner == rank) / sparsity.numel
+        rows = [None] * world
+        dist.all_gather_object(rows, {"rank": rank, "update": statistics.median(times), "owned": owned})
+        if rank == 0:
+            Path(out).write_text(json.dumps(rows))
+    finally:
+        dist.destroy_process_group()
+
+
+def split_update_times(args: argparse.Namespace, world: int) -> list[dict]:
+    """Per-rank median update time with the update split over `world` gloo processes."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        job = Path(tmp) / "job.json"
+        out = Path(tmp) / "rows.json"
+        job.write_text(json.dumps({"world": world, "port": port, "out": str(out), "args": vars(args)}))
+        # fresh interpreters running this file: works however this module was imported
+        procs = [
+            subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--rank-job", str(job), str(rank)])
+            for rank in range(world)
+        ]
+        codes = [p.wait() for p in procs]
+        if any(codes):
+            raise RuntimeError(f"split-update ranks exited with {codes}")
+        return json.loads(out.read_text())
 
 
 def sync(device: torch.device) -> None:
@@ -51,17 +140,11 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def main(argv: list[str] | None = None) -> dict[str, float]:
-    """Runs the benchmark, logs it and returns its numbers (seconds and ratios)."""
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+def single_process(args: argparse.Namespace) -> dict[str, float]:
+    """Step, hook and update times in this process; logs them and returns seconds and ratios."""
     device = torch.device(args.device)
-    torch.manual_seed(0)
-    config = build_config(args.size, "neurotrails", ensemble_size=args.ensemble_size, head_layers=args.head_layers)
-    model = NeuroTrailsForCausalLM(config).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1)
+    model, optimizer = build(args, device)
+    config = model.config
     gen = torch.Generator().manual_seed(0)
     batches = [
         torch.randint(0, config.vocab_size, (args.batch, args.seq_len), generator=gen).to(device)
@@ -84,11 +167,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         sync(device)
         return time.perf_counter() - t0, opt_s
 
-    # A huge update_frequency: no topology change inside the timed hooked steps.
-    sparsity_config = SparsityConfig(
-        density=args.density, prune=args.prune, growth=args.growth, update_frequency=10**9, total_steps=10**9
-    )
-    sparsity = DynamicSparsity(model, sparsity_config, optimizer)
+    sparsity = DynamicSparsity(model, sparsity_config(args), optimizer)
     n_sparse = sum(p.numel() for p in sparsity.params)
     n_total = sum(p.numel() for p in model.parameters())
 
@@ -133,50 +212,85 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         optimizer.zero_grad(set_to_none=True)
 
     step_s = statistics.median(plain)
+    opt_s = statistics.median(opt_steps)
     hook_s = statistics.median(hooks)
     update_s = statistics.median(updates)
+    tokens = args.batch * args.seq_len
+    paper_tokens = args.paper_batch * args.seq_len
+    # Scaled, not measured: forward/backward grow linearly with the tokens, AdamW and the hook are
+    # paid once per optimizer step whatever the batch.
+    fb_s = step_s - opt_s
+    paper_step_s = fb_s * paper_tokens / tokens + opt_s
+    last = sparsity.last_update
     log.info(
         f"device={device} size={args.size} H={args.ensemble_size} head_layers={args.head_layers} "
-        f"batch={args.batch}x{args.seq_len} threads={torch.get_num_threads()}"
+        f"micro-batch={args.batch}x{args.seq_len} threads={torch.get_num_threads()}"
     )
     log.info(
         f"params: {n_total / 1e6:.1f}M, sparse: {n_sparse / 1e6:.1f}M in {len(sparsity.names)} tensors, "
         f"density {sparsity.density:.4f}"
     )
-    tokens = args.batch * args.seq_len
-    log.info(f"plain step          : {step_s:.3f} s (median of {len(plain)}; {tokens} tokens per optimizer step)")
-    log.info(f"  of which AdamW    : {statistics.median(opt_steps):.3f} s")
-    log.info(f"hooked step         : {statistics.median(hooked):.3f} s")
+    log.info(f"micro-batch step    : {step_s:.3f} s measured (median of {len(plain)}; {tokens} tokens)")
+    log.info(f"  of which AdamW    : {opt_s:.3f} s")
     log.info(
-        f"hook overhead       : {hook_s * 1e3:.1f} ms = {100 * hook_s / step_s:.2f} % of a plain step (target < 2 %), "
-        f"{100 * hook_s / statistics.median(opt_steps):.1f} % of AdamW's step"
+        f"paper-batch step    : {paper_step_s:.1f} s SCALED from the micro-batch step "
+        f"(forward/backward x {paper_tokens / tokens:g} for {args.paper_batch}x{args.seq_len} tokens, + one AdamW step)"
     )
-    # The hook and AdamW cost the same per optimizer step whatever the batch; forward/backward
-    # grow with the tokens: the batch at which the hook falls under 2 %, on this machine.
-    fb_s = step_s - statistics.median(opt_steps)
-    need = tokens * max(0.0, hook_s / 0.02 - statistics.median(opt_steps)) / fb_s
-    log.info(f"  < 2 % from about  : {int(need)} tokens per optimizer step (forward/backward scaled linearly)")
-    log.info(f"step-time difference: {100 * (statistics.median(hooked) - step_s) / step_s:+.2f} % (noisier)")
-    log.info(f"mask update         : {update_s:.3f} s = {update_s / step_s:.2f} plain steps (target < 1)")
-    need = tokens * max(0.0, update_s - statistics.median(opt_steps)) / fb_s
+    log.info(f"hooked step         : {statistics.median(hooked):.3f} s (micro-batch)")
     log.info(
-        f"  < 1 step from about: {int(need)} tokens per optimizer step; "
-        f"amortised over update_frequency=50: {update_s / 50 / step_s:.3f} steps per step"
+        f"hook overhead       : {hook_s * 1e3:.1f} ms per optimizer step = {100 * hook_s / paper_step_s:.3f} % of a "
+        f"paper-batch step (target < 2 %), {100 * hook_s / step_s:.2f} % of a micro-batch step"
     )
-    log.info(f"last update         : pruned {sparsity.last_update.pruned}, grown {sparsity.last_update.grown}")
-    return {
+    log.info(
+        f"mask update         : {update_s:.3f} s = {update_s / paper_step_s:.4f} paper-batch steps (target <= 0.1), "
+        f"{update_s / step_s:.2f} micro-batch steps; pruned {last.pruned}, grown {last.grown}"
+    )
+    row = {
         "step": step_s,
-        "optimizer_step": statistics.median(opt_steps),
+        "optimizer_step": opt_s,
+        "paper_step": paper_step_s,
         "hooked_step": statistics.median(hooked),
         "hook": hook_s,
         "hook_ratio": hook_s / step_s,
+        "hook_paper_ratio": hook_s / paper_step_s,
         "update": update_s,
         "update_ratio": update_s / step_s,
+        "update_paper_ratio": update_s / paper_step_s,
         "density": sparsity.density,
-        "pruned": float(sparsity.last_update.pruned),
-        "grown": float(sparsity.last_update.grown),
+        "pruned": float(last.pruned),
+        "grown": float(last.grown),
     }
+    return row
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Runs the benchmark, logs it and returns its numbers (seconds and ratios)."""
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    row = single_process(args)  # its model is freed before the ranks build theirs
+    per_world = {}
+    for world in args.world_sizes:
+        ranks = split_update_times(args, world)
+        per_world[world] = max(r["update"] for r in ranks)
+        shares = ", ".join(f"rank {r['rank']}: {r['update']:.3f} s, {100 * r['owned']:.0f} % of weights" for r in ranks)
+        log.info(f"split update, world {world}: {per_world[world]:.3f} s per rank (slowest; {shares})")
+    row["world_update"] = per_world
+    if 1 in per_world and len(per_world) > 1:
+        for world, seconds in per_world.items():
+            if world != 1:
+                ratio = seconds / per_world[1]
+                row[f"world_ratio_{world}"] = ratio
+                log.info(
+                    f"  world {world} / world 1: {ratio:.2f} (target <= 0.6 for 2; {1 / world:.2f} is a perfect split)"
+                )
+    return row
 
 
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) == 4 and sys.argv[1] == "--rank-job":
+        job = json.loads(Path(sys.argv[2]).read_text())
+        rank_update_times(int(sys.argv[3]), job["world"], argparse.Namespace(**job["args"]), job["port"], job["out"])
+    else:
+        main()

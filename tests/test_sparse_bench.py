@@ -1,5 +1,7 @@
-"""bench/bench_dst.py runs end to end on a tiny config and reports consistent numbers (no timing targets)."""
+"""bench/bench_dst.py runs end to end on a tiny config and reports consistent numbers (no timing targets),
+the split update over 1 and 2 spawned gloo processes included."""
 
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -7,9 +9,11 @@ import pytest
 import torch
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-
-import bench_dst  # noqa: E402  (bench/ is a folder of scripts, not a package)
+# By path: bench/ is a folder of scripts that import only nt_llm, so nothing goes on sys.path.
+_spec = importlib.util.spec_from_file_location("bench_dst", Path(__file__).parents[1] / "bench" / "bench_dst.py")
+bench_dst = importlib.util.module_from_spec(_spec)
+sys.modules["bench_dst"] = bench_dst  # registered as an import would: dataclasses look their module up there
+_spec.loader.exec_module(bench_dst)
 
 SIZE = {
     "hidden_size": 32,
@@ -21,7 +25,7 @@ SIZE = {
 }
 
 
-def test_bench_dst_reports_hook_and_update_against_the_plain_step(tmp_path):
+def _run(tmp_path, world_sizes: str) -> dict:
     size = tmp_path / "size.yaml"
     size.write_text(yaml.safe_dump(SIZE))
     threads = torch.get_num_threads()
@@ -44,13 +48,42 @@ def test_bench_dst_reports_hook_and_update_against_the_plain_step(tmp_path):
                 "1",
                 "--device",
                 "cpu",
+                "--paper-batch",
+                "64",
+                "--world-sizes",
+                world_sizes,
             ]
         )
     finally:
         torch.set_num_threads(threads)
+    return row
+
+
+def test_bench_dst_reports_hook_and_update_against_the_step(tmp_path):
+    row = _run(tmp_path, "1")  # one spawned gloo rank: the split-update path, quickly
     assert row["step"] > row["optimizer_step"] > 0
     assert row["hook"] > 0 and row["update"] > 0
     assert row["hook_ratio"] == pytest.approx(row["hook"] / row["step"])
     assert row["update_ratio"] == pytest.approx(row["update"] / row["step"])
     assert row["density"] == pytest.approx(0.9, abs=0.01)
     assert row["pruned"] == row["grown"] > 0
+    # the paper-batch step is scaled from the micro-batch: forward/backward x 32, one AdamW step
+    fb = row["step"] - row["optimizer_step"]
+    assert row["paper_step"] == pytest.approx(fb * 32 + row["optimizer_step"])
+    assert row["update_paper_ratio"] == pytest.approx(row["update"] / row["paper_step"])
+    assert row["hook_paper_ratio"] == pytest.approx(row["hook"] / row["paper_step"])
+    assert set(row["world_update"]) == {1} and row["world_update"][1] > 0
+
+
+@pytest.mark.slow  # three more interpreters (about 30 s on the shared 2 cores)
+def test_bench_dst_compares_the_split_update_over_one_and_two_ranks(tmp_path):
+    row = _run(tmp_path, "1,2")
+    assert set(row["world_update"]) == {1, 2} and all(t > 0 for t in row["world_update"].values())
+    assert row["world_ratio_2"] == pytest.approx(row["world_update"][2] / row["world_update"][1])
+
+
+def test_bench_dst_rejects_bad_world_sizes():
+    with pytest.raises(SystemExit):
+        bench_dst.parse_args(["--world-sizes", "1,x"])
+    with pytest.raises(SystemExit):
+        bench_dst.parse_args(["--world-sizes", "0"])

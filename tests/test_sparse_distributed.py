@@ -72,6 +72,8 @@ def _check_summary(summary: dict, engine: str) -> None:
     assert [u["step"] for u in summary["updates"]] == [2, 4, 6, 8]
     assert all(u["pruned"] == u["grown"] > 0 for u in summary["updates"])
     assert summary["rigl_grads_checked"] == ["blocks.0.weight", "blocks.1.weight", "head.weight"]
+    # every update was split over both ranks and matched a single-process update exactly
+    assert summary["single_process_checked"] == [2, 4, 6, 8]
     assert abs(summary["density"] - 0.4) < 0.01
 
 

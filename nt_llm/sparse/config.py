@@ -7,6 +7,7 @@ from typing import Any
 
 from nt_llm.sparse.criteria import GROWTH_CRITERIA, PRUNE_CRITERIA
 from nt_llm.sparse.distribution import DISTRIBUTIONS
+from nt_llm.sparse.registry import Registry
 from nt_llm.sparse.schedules import SCHEDULES
 
 # NeuroTrails' design: the heads' decoder projections and LM heads are sparse; backbone, embedding
@@ -114,9 +115,13 @@ class SparsityConfig:
         return out
 
 
-def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"SparsityConfig.{name} must be one of {choices}, got {value!r}")
+def _choice(name: str, value: str, registry: Registry) -> None:
+    # read at construction: names registered at run time are accepted like the built-in ones
+    if value not in registry:
+        raise ValueError(
+            f"SparsityConfig.{name} must be one of the registered {registry.kind} names {registry.names()}, "
+            f"got {value!r}"
+        )
 
 
 def _in_range(name: str, value: float, low: float, high: float, low_open: bool = False) -> None:

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from abc import ABC, abstractmethod
+from typing import ClassVar
 
 import torch
 
-PRUNE_CRITERIA = ("magnitude", "soft_magnitude")
-GROWTH_CRITERIA = ("random", "gradient")
+from nt_llm.sparse.registry import Registry
 
 logger = logging.getLogger(__name__)
 
@@ -32,11 +32,12 @@ def soft_magnitude_scores(weight: torch.Tensor, temperature: float, generator: t
     exactly successive sampling without replacement, and unlike torch.multinomial it has no 2**24
     category limit. T=0 makes every position equally likely; a large T approaches hard magnitude.
     """
-    noise = _gumbel(weight.shape, generator).to(weight.device)
+    noise = _gumbel(weight.shape, generator, weight.device)
     if temperature == 0.0:
         return noise
-    # log(0) = -inf: a zero weight is kept only once every nonzero weight is.
-    return temperature * weight.detach().abs().float().log() + noise
+    # log(0) = -inf: a zero weight is kept only once every nonzero weight is. In place on abs()'s
+    # fresh copy: one tensor-sized buffer less at an update.
+    return weight.detach().abs().float().log_().mul_(temperature).add_(noise)
 
 
 def random_scores(
@@ -44,7 +45,7 @@ def random_scores(
 ) -> torch.Tensor:
     """SET: every inactive position is equally likely to grow."""
     del grad
-    return torch.rand(shape, generator=generator).to(device)
+    return _rand(shape, generator, device)
 
 
 def gradient_scores(
@@ -59,11 +60,66 @@ def gradient_scores(
     return grad.detach().abs().float().to(device)
 
 
-PruneScoreFn = Callable[[torch.Tensor, float, torch.Generator], torch.Tensor]
-GrowthScoreFn = Callable[[torch.Tensor | None, torch.Size, torch.device, torch.Generator], torch.Tensor]
+class PruneCriterion(ABC):
+    """Scores shaped like the weight; the highest-scoring active positions are kept."""
 
-PRUNE_SCORES: dict[str, PruneScoreFn] = {"magnitude": magnitude_scores, "soft_magnitude": soft_magnitude_scores}
-GROWTH_SCORES: dict[str, GrowthScoreFn] = {"random": random_scores, "gradient": gradient_scores}
+    @abstractmethod
+    def scores(self, weight: torch.Tensor, temperature: float, generator: torch.Generator) -> torch.Tensor:
+        """`weight` is the full tensor (fp32 master under DeepSpeed); `generator` is this tensor's stream."""
+
+
+class GrowthCriterion(ABC):
+    """Scores shaped like the weight; the highest-scoring inactive positions grow.
+
+    A criterion that reads the dense (unmasked, all-reduced) gradient sets `needs_dense_grad`:
+    only then do the engines gather full gradients at an update.
+    """
+
+    needs_dense_grad: ClassVar[bool] = False
+
+    @abstractmethod
+    def scores(
+        self, grad: torch.Tensor | None, shape: torch.Size, device: torch.device, generator: torch.Generator
+    ) -> torch.Tensor:
+        """`grad` is the full dense gradient when `needs_dense_grad`, else None."""
+
+
+PRUNE_CRITERIA: Registry[type[PruneCriterion]] = Registry("prune criterion")
+GROWTH_CRITERIA: Registry[type[GrowthCriterion]] = Registry("growth criterion")
+
+
+@PRUNE_CRITERIA.register("magnitude")
+class MagnitudePrune(PruneCriterion):
+    def scores(self, weight: torch.Tensor, temperature: float, generator: torch.Generator) -> torch.Tensor:
+        return magnitude_scores(weight, temperature, generator)
+
+
+@PRUNE_CRITERIA.register("soft_magnitude")
+class SoftMagnitudePrune(PruneCriterion):
+    def scores(self, weight: torch.Tensor, temperature: float, generator: torch.Generator) -> torch.Tensor:
+        return soft_magnitude_scores(weight, temperature, generator)
+
+
+@GROWTH_CRITERIA.register("random")
+class RandomGrowth(GrowthCriterion):
+    """SET."""
+
+    def scores(
+        self, grad: torch.Tensor | None, shape: torch.Size, device: torch.device, generator: torch.Generator
+    ) -> torch.Tensor:
+        return random_scores(grad, shape, device, generator)
+
+
+@GROWTH_CRITERIA.register("gradient")
+class GradientGrowth(GrowthCriterion):
+    """RigL."""
+
+    needs_dense_grad = True
+
+    def scores(
+        self, grad: torch.Tensor | None, shape: torch.Size, device: torch.device, generator: torch.Generator
+    ) -> torch.Tensor:
+        return gradient_scores(grad, shape, device, generator)
 
 
 def select_top(
@@ -136,8 +192,8 @@ def random_mask(shape: torch.Size, n_active: int, generator: torch.Generator, de
     numel = shape.numel()
     if not 0 <= n_active <= numel:
         raise ValueError(f"cannot activate {n_active} of {numel} positions")
-    mask = torch.zeros(numel, dtype=torch.bool)
-    mask[torch.randperm(numel, generator=generator)[:n_active]] = True
+    mask = torch.zeros(numel, dtype=torch.bool, device=generator.device)
+    mask[torch.randperm(numel, generator=generator, device=generator.device)[:n_active]] = True
     return mask.view(shape).to(device)
 
 
@@ -147,14 +203,17 @@ def update_mask(
     grow_scores: torch.Tensor,
     n_prune: int,
     n_target: int,
+    n_active: int | None = None,
 ) -> torch.Tensor:
     """One prune-then-grow step on one tensor: returns the new mask (the score tensors are consumed).
 
     Drops the n_prune active positions with the lowest keep score, then grows the highest-scoring
     inactive positions until exactly n_target are active. A just-pruned position may win the
-    growth too; it then simply stays active (with its weight and optimizer state).
+    growth too; it then simply stays active (with its weight and optimizer state). Pass `n_active`
+    when it is known, to spare a device sync.
     """
-    n_active = int(torch.count_nonzero(mask))
+    if n_active is None:
+        n_active = int(torch.count_nonzero(mask))
     n_keep = n_active - n_prune
     if n_keep < 0 or n_keep > n_target:
         raise ValueError(f"n_prune={n_prune} leaves {n_keep} of {n_active} active, outside [0, n_target={n_target}]")
@@ -163,8 +222,14 @@ def update_mask(
     return kept | grown
 
 
-def _gumbel(shape: torch.Size, generator: torch.Generator) -> torch.Tensor:
+def _rand(shape: torch.Size, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    # Drawn on the generator's device (the weight's, for the per-tensor streams DST makes): no
+    # host-to-device copy of a tensor-sized buffer.
+    return torch.rand(shape, generator=generator, device=generator.device).to(device)
+
+
+def _gumbel(shape: torch.Size, generator: torch.Generator, device: torch.device) -> torch.Tensor:
     # -log(-log(u)); the clamp keeps it finite (an infinite key + log(0) = nan). In place, since
     # this runs over every weight at an update.
-    u = torch.rand(shape, generator=generator).clamp_(min=torch.finfo(torch.float32).tiny, max=1.0 - 1e-7)
+    u = _rand(shape, generator, device).clamp_(min=torch.finfo(torch.float32).tiny, max=1.0 - 1e-7)
     return u.log_().neg_().log_().neg_()

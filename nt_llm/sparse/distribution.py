@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
-DISTRIBUTIONS = ("uniform", "erk")
+from nt_llm.sparse.registry import Registry
+
+# name -> f(shapes, density, power_scale) -> density per tensor
+Distribution = Callable[[Mapping[str, Sequence[int]], float, float], dict[str, float]]
+DISTRIBUTIONS: Registry[Distribution] = Registry("distribution")
 
 
-def uniform_densities(shapes: Mapping[str, Sequence[int]], density: float) -> dict[str, float]:
-    """Every tensor gets the global density."""
+def uniform_densities(
+    shapes: Mapping[str, Sequence[int]], density: float, power_scale: float = 1.0
+) -> dict[str, float]:
+    """Every tensor gets the global density (power_scale is ERK's and unused here)."""
+    del power_scale
     _check_density(density)
     return dict.fromkeys(shapes, density)
 
@@ -50,6 +57,10 @@ def erk_densities(shapes: Mapping[str, Sequence[int]], density: float, power_sca
     return {n: 1.0 if n in dense else eps * raw[n] for n in shapes}
 
 
+DISTRIBUTIONS.register("uniform")(uniform_densities)
+DISTRIBUTIONS.register("erk")(erk_densities)
+
+
 def target_nonzeros(numel: int, density: float) -> int:
     """Nonzeros a tensor keeps at `density`: rounded, at least one so no tensor is cut off entirely."""
     return max(1, min(numel, round(density * numel)))
@@ -59,11 +70,7 @@ def layer_densities(
     shapes: Mapping[str, Sequence[int]], density: float, distribution: str, power_scale: float = 1.0
 ) -> dict[str, float]:
     """Dispatch on the distribution name (validated by SparsityConfig)."""
-    if distribution == "uniform":
-        return uniform_densities(shapes, density)
-    if distribution == "erk":
-        return erk_densities(shapes, density, power_scale)
-    raise ValueError(f"distribution must be one of {DISTRIBUTIONS}, got {distribution!r}")
+    return DISTRIBUTIONS.get(distribution)(shapes, density, power_scale)
 
 
 def _check_density(density: float) -> None:

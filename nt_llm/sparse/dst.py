@@ -21,6 +21,11 @@ those positions when they are few): with their optimizer state zeroed at each up
 and AdamW then leave the pruned weights exactly 0. `mask_weights_every_step` adds a pass over
 the weights for optimizers that move zero-gradient weights.
 
+Mask updates are split over ranks (see engines.py): each tensor is scored and selected by one
+owner rank, with its own random stream seeded from (config.seed, the tensor's name, the update
+step), so the masks are the same on every rank and the same as a single-process run's, whatever
+the world size. The streams need no saved state: resuming is exact by construction.
+
 Resuming: construct DynamicSparsity first, then restore model, optimizer and `load_state_dict`
 (the order of `accelerator.register_for_checkpointing(sparsity)` + `accelerator.load_state`).
 Construction applies a fresh random mask to the weights; restoring afterwards replaces it.
@@ -29,6 +34,7 @@ Construction applies a fresh random mask to the weights; restoring afterwards re
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -37,12 +43,16 @@ import torch
 from torch import nn
 
 from nt_llm.sparse.config import SparsityConfig
-from nt_llm.sparse.criteria import GROWTH_SCORES, PRUNE_SCORES, random_mask, update_mask
+from nt_llm.sparse.criteria import GROWTH_CRITERIA, PRUNE_CRITERIA, random_mask, update_mask
 from nt_llm.sparse.distribution import layer_densities, target_nonzeros
-from nt_llm.sparse.engines import Engine, detect_engine
+from nt_llm.sparse.engines import Engine, assign_owners, detect_engine
 from nt_llm.sparse.schedules import interpolate
 
 logger = logging.getLogger(__name__)
+
+#: Layout of `DynamicSparsity.state_dict()`. 1 (no "format" key) kept one global generator state;
+#: 2 derives every random stream from (seed, name, step) and saves none.
+STATE_FORMAT = 2
 
 
 @dataclass
@@ -55,6 +65,36 @@ class UpdateStats:
     prune_rate: float = 0.0
     temperature: float = 0.0
     density: float = 0.0
+
+
+@dataclass(eq=False)
+class SparseTensor:
+    """One sparse parameter: its mask and everything DST tracks about it."""
+
+    name: str
+    param: nn.Parameter
+    shape: torch.Size
+    owner: int  # the rank that scores and selects its mask at updates
+    mask: torch.Tensor  # bool, full shape, identical on every rank
+    ever_active: torch.Tensor  # bool: positions active at any time so far (in-time over-parameterisation)
+    target: int  # nonzeros it must hold
+    count: int  # nonzeros it holds (== target after every update)
+
+    @property
+    def numel(self) -> int:
+        return self.shape.numel()
+
+
+def stream_seed(seed: int, name: str, step: int) -> int:
+    """Seed of a tensor's random stream at an update: a digest, stable across processes and runs
+    (Python's hash() is salted per process)."""
+    digest = hashlib.sha256(f"{seed}/{name}/{step}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def tensor_generator(seed: int, name: str, step: int, device: torch.device) -> torch.Generator:
+    """The tensor's stream at `step`, on the device its random numbers are used on."""
+    return torch.Generator(device=device).manual_seed(stream_seed(seed, name, step))
 
 
 def select_parameters(names: list[str], include: tuple[str, ...], exclude: tuple[str, ...]) -> list[str]:
@@ -78,8 +118,8 @@ def select_parameters(names: list[str], include: tuple[str, ...], exclude: tuple
 class DynamicSparsity:
     """Masks, schedules and the optimizer-step hooks of dynamic sparse training (RigL / SET).
 
-    Masks are boolean tensors, one per selected parameter, identical on every rank (rank 0's are
-    broadcast at each update). Steps count real optimizer steps only.
+    Masks are boolean tensors, one per selected parameter (`records`), identical on every rank.
+    Steps count real optimizer steps only.
     """
 
     def __init__(
@@ -91,35 +131,71 @@ class DynamicSparsity:
     ) -> None:
         self.config = config
         self.engine = engine if engine is not None else detect_engine(model, optimizer)
+        self.prune_criterion = PRUNE_CRITERIA.get(config.prune)()
+        self.growth_criterion = GROWTH_CRITERIA.get(config.growth)()
         named = dict(self.engine.named_parameters())
-        self.names = select_parameters(list(named), config.include, config.exclude)
-        self.params = [named[n] for n in self.names]
-        self.shapes = {n: self.engine.shape(p) for n, p in zip(self.names, self.params, strict=True)}
-        self.generator = torch.Generator().manual_seed(config.seed)
+        names = select_parameters(list(named), config.include, config.exclude)
+        shapes = {n: self.engine.shape(named[n]) for n in names}
+        owners = assign_owners([shapes[n].numel() for n in names], self.engine.world_size)
+        targets = self._targets_for(shapes, config.density)
+        # initial topology: each owner draws its tensors' masks from their step-0 streams
+        drawn = {
+            i: random_mask(shapes[n], targets[n], self._generator(n, 0, named[n].device), named[n].device)
+            for i, (n, owner) in enumerate(zip(names, owners, strict=True))
+            if owner == self.engine.rank
+        }
+        masks = self.engine.share_masks(drawn, owners, [shapes[n] for n in names], named[names[0]].device)
+        self.records = [
+            SparseTensor(n, named[n], shapes[n], owner, m, m.clone(), targets[n], targets[n])
+            for n, owner, m in zip(names, owners, masks, strict=True)
+        ]
         self.step = 0
         self.last_update = UpdateStats()
         self._armed = False  # before_optimizer_step ran since the last after_optimizer_step
         # Optimizers create their state lazily at the first step (DeepSpeed from unmasked
         # gradients): mask it once more after the next step.
         self._state_pending = True
-
-        self.targets = self._targets(config.density)
-        self.masks = {
-            n: random_mask(self.shapes[n], self.targets[n], self.generator, p.device)
-            for n, p in zip(self.names, self.params, strict=True)
-        }
-        self.engine.broadcast_masks(list(self.masks.values()))
-        self.ever_active = {n: m.clone() for n, m in self.masks.items()}
         self._masks_changed()
         self._apply_all()
         self.engine.install(self._pre_step, self._post_step)
         logger.info(
-            "DST: %d sparse tensors, %d of %d weights active (density %.4f)",
-            len(self.names),
-            sum(self.targets.values()),
+            "DST: %d sparse tensors over %d ranks, %d of %d weights active (density %.4f)",
+            len(self.records),
+            self.engine.world_size,
+            sum(r.target for r in self.records),
             self.numel,
             self.density,
         )
+
+    # ---- views by name (the public, read-only face of the records) ------------------------------
+
+    @property
+    def names(self) -> list[str]:
+        return [r.name for r in self.records]
+
+    @property
+    def params(self) -> list[nn.Parameter]:
+        return self._params
+
+    @property
+    def shapes(self) -> dict[str, torch.Size]:
+        return {r.name: r.shape for r in self.records}
+
+    @property
+    def masks(self) -> dict[str, torch.Tensor]:
+        return {r.name: r.mask for r in self.records}
+
+    @property
+    def ever_active(self) -> dict[str, torch.Tensor]:
+        return {r.name: r.ever_active for r in self.records}
+
+    @property
+    def targets(self) -> dict[str, int]:
+        return {r.name: r.target for r in self.records}
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {r.name: r.count for r in self.records}
 
     # ---- hooks ---------------------------------------------------------------------------------
 
@@ -149,15 +225,15 @@ class DynamicSparsity:
         upcoming = self.step + 1
         if self.is_update_step(upcoming) and self.last_update.step != upcoming:
             self.update_topology(upcoming)
-        self.engine.mask_grads(self.params, list(self.masks.values()))
+        self.engine.mask_grads(self._params, self._mask_list)
 
     def _post_step(self) -> None:
         self.step += 1
         if self.config.mask_weights_every_step:
-            self.engine.apply_masks(self.params, list(self.masks.values()))
+            self.engine.apply_masks(self._params, self._mask_list)
         if self._state_pending:
-            for n, p in zip(self.names, self.params, strict=True):
-                self.engine.mask_optimizer_state(p, self.masks[n])
+            for r in self.records:
+                self.engine.mask_optimizer_state(r.param, r.mask)
             self._state_pending = False
 
     # ---- schedules -----------------------------------------------------------------------------
@@ -185,10 +261,13 @@ class DynamicSparsity:
             return c.density
         return interpolate(c.density_schedule, c.density, c.final_density, self._progress(step))
 
-    def _targets(self, density: float) -> dict[str, int]:
+    def _targets_for(self, shapes: dict[str, torch.Size], density: float) -> dict[str, int]:
         c = self.config
-        densities = layer_densities(self.shapes, density, c.distribution, c.erk_power_scale)
-        return {n: target_nonzeros(self.shapes[n].numel(), densities[n]) for n in self.names}
+        densities = layer_densities(shapes, density, c.distribution, c.erk_power_scale)
+        return {n: target_nonzeros(shape.numel(), densities[n]) for n, shape in shapes.items()}
+
+    def _generator(self, name: str, step: int, device: torch.device) -> torch.Generator:
+        return tensor_generator(self.config.seed, name, step, device)
 
     # ---- topology update -----------------------------------------------------------------------
 
@@ -197,45 +276,51 @@ class DynamicSparsity:
         """Prune and regrow every sparse tensor now, with the schedules at `step` (default: the next step).
 
         The hook calls it before optimizer steps N, 2N, ..., after backward: gradient growth reads
-        the dense gradients then.
+        the dense gradients then. Every rank must call it (it is a collective when distributed);
+        each scores only the tensors it owns.
         """
-        c = self.config
         step = self.step + 1 if step is None else step
         rate = self.prune_rate(step)
         temperature = self.temperature(step)
-        density = self.target_density(step)
-        targets = self._targets(density)
-        prune_score = PRUNE_SCORES[c.prune]
-        grow_score = GROWTH_SCORES[c.growth]
-        new_masks: dict[str, torch.Tensor] = {}
-        for n, p in zip(self.names, self.params, strict=True):
-            mask = self.masks[n]
-            n_active = self.counts[n]
-            n_target = targets[n]
-            if n_target == mask.numel() and n_active == n_target:
-                new_masks[n] = mask  # dense tensor (ERK re-balancing): nothing to move
+        targets = self._targets_for(self.shapes, self.target_density(step))
+        rank = self.engine.rank
+        # a dense tensor at a dense target (ERK re-balancing) has nothing to move
+        work = [r for r in self.records if not (targets[r.name] == r.numel and r.count == r.numel)]
+        owners = [r.owner for r in work]
+        params = [r.param for r in work]
+        weights = self.engine.gather_full(params, owners, "weight")
+        grads = self.engine.gather_full(params, owners, "grad") if self.growth_criterion.needs_dense_grad else {}
+        new_masks: dict[int, torch.Tensor] = {}
+        for i, r in enumerate(work):
+            if r.owner != rank:
                 continue
-            n_prune = int(rate * n_active) + max(0, n_active - n_target)
-            weight = self.engine.full_weight(p)  # collective under DeepSpeed: same order on every rank
-            keep = prune_score(weight, temperature, self.generator)
-            grad = self.engine.full_grad(p) if c.growth == "gradient" else None  # collective too
-            grow = grow_score(grad, mask.shape, mask.device, self.generator)
-            new_masks[n] = update_mask(mask, keep, grow, min(n_prune, n_active), n_target)
-        self.engine.broadcast_masks(list(new_masks.values()))
+            n_target = targets[r.name]
+            n_prune = min(r.count, int(rate * r.count) + max(0, r.count - n_target))
+            generator = self._generator(r.name, step, r.mask.device)  # prune draws first, growth after
+            keep = self.prune_criterion.scores(weights.pop(i).to(r.mask.device), temperature, generator)
+            grad = grads.pop(i, None)
+            grow = self.growth_criterion.scores(
+                None if grad is None else grad.to(r.mask.device), r.shape, r.mask.device, generator
+            )
+            new_masks[i] = update_mask(r.mask, keep, grow, n_prune, n_target, n_active=r.count)
+            del keep, grow, grad
+        device = work[0].mask.device if work else torch.device("cpu")
+        shared = self.engine.share_masks(new_masks, owners, [r.shape for r in work], device)
 
-        pruned = grown = 0
-        for n, p in zip(self.names, self.params, strict=True):
-            old, new = self.masks[n], new_masks[n]
-            kept = old & new
-            n_kept = int(torch.count_nonzero(kept))
-            pruned += self.counts[n] - n_kept
-            grown += targets[n] - n_kept
-            self.engine.mask_optimizer_state(p, kept)
-            self.masks[n] = new
-            self.ever_active[n] |= new
-        self.targets = targets
+        # one device sync for all the kept counts, not one per tensor
+        kept = [r.mask & new for r, new in zip(work, shared, strict=True)]
+        n_kept = torch.stack([k.sum() for k in kept]).tolist() if kept else []
+        pruned = sum(r.count - k for r, k in zip(work, n_kept, strict=True))
+        grown = sum(targets[r.name] - k for r, k in zip(work, n_kept, strict=True))
+        for r, keep_mask, new in zip(work, kept, shared, strict=True):
+            self.engine.mask_optimizer_state(r.param, keep_mask)
+            r.mask = new
+            r.ever_active |= new
+        for r in self.records:
+            r.target = targets[r.name]
+            r.count = r.target  # selection is exact
         self._masks_changed()
-        self.engine.apply_masks(self.params, list(self.masks.values()))
+        self.engine.apply_masks(self._params, self._mask_list)
         self.last_update = UpdateStats(step, pruned, grown, rate, temperature, self.density)
         logger.info(
             "DST step %d: pruned %d, grown %d (prune rate %.4f, T %.3g, density %.4f)",
@@ -249,34 +334,34 @@ class DynamicSparsity:
         return self.last_update
 
     def _apply_all(self) -> None:
-        for n, p in zip(self.names, self.params, strict=True):
-            self.engine.mask_optimizer_state(p, self.masks[n])
-        self.engine.apply_masks(self.params, list(self.masks.values()))
+        for r in self.records:
+            self.engine.mask_optimizer_state(r.param, r.mask)
+        self.engine.apply_masks(self._params, self._mask_list)
 
     # ---- statistics ----------------------------------------------------------------------------
 
     @property
     def numel(self) -> int:
-        return sum(s.numel() for s in self.shapes.values())
+        return sum(r.numel for r in self.records)
 
     @property
     def density(self) -> float:
-        return sum(self.counts.values()) / self.numel
+        return sum(r.count for r in self.records) / self.numel
 
     def _masks_changed(self) -> None:
-        """Cache counts and the engine's per-step form of the masks (they change only at updates)."""
-        self.counts = {n: int(torch.count_nonzero(m)) for n, m in self.masks.items()}
-        self._ever_count = sum(int(torch.count_nonzero(m)) for m in self.ever_active.values())
-        self.engine.prepare_masks(self.params, list(self.masks.values()), [self.counts[n] for n in self.names])
+        """Cache the per-step lists, the ever-active count and the engine's per-step form of the masks."""
+        self._params = [r.param for r in self.records]
+        self._mask_list = [r.mask for r in self.records]
+        self._ever_count = int(torch.stack([r.ever_active.sum() for r in self.records]).sum())
+        self.engine.prepare_masks(self._params, self._mask_list, [r.count for r in self.records])
 
     def stats(self, per_tensor: bool = True) -> dict[str, float]:
         """Scalars for a tracker, keyed `sparsity/...` (cheap: counts are cached at mask changes)."""
-        active = sum(self.counts.values())
-        ever = self._ever_count
+        active = sum(r.count for r in self.records)
         last = self.last_update
         out = {
             "sparsity/density": active / self.numel,
-            "sparsity/itop_rate": ever / self.numel,  # in-time over-parameterisation: ever-active fraction
+            "sparsity/itop_rate": self._ever_count / self.numel,  # in-time over-parameterisation
             "sparsity/pruned": float(last.pruned),
             "sparsity/grown": float(last.grown),
             # fraction of the active weights that the last update replaced
@@ -286,42 +371,59 @@ class DynamicSparsity:
             "sparsity/last_update_step": float(last.step),
         }
         if per_tensor:
-            for n, m in self.masks.items():
-                out[f"sparsity/density/{n}"] = self.counts[n] / m.numel()
+            for r in self.records:
+                out[f"sparsity/density/{r.name}"] = r.count / r.numel
         return out
 
     # ---- checkpointing -------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
         return {
+            "format": STATE_FORMAT,
             "config": self.config.to_dict(),
             "step": self.step,
-            "masks": {n: m.cpu().clone() for n, m in self.masks.items()},
-            "ever_active": {n: m.cpu().clone() for n, m in self.ever_active.items()},
-            "targets": dict(self.targets),
-            "generator": self.generator.get_state(),
+            "masks": {r.name: r.mask.cpu().clone() for r in self.records},
+            "ever_active": {r.name: r.ever_active.cpu().clone() for r in self.records},
+            "targets": {r.name: r.target for r in self.records},
             "last_update": vars(self.last_update).copy(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore masks, counters and RNG; re-applies the masks to weights and optimizer state."""
+        """Restore masks, counters and schedule position; re-applies the masks to weights and optimizer state.
+
+        A format-1 state (one global generator, no "format" key) is converted: masks, counters and
+        schedules carry over, and later random draws follow this version's per-tensor streams (so
+        they differ from what the old version would have drawn; a warning says so).
+        """
+        version = state.get("format", 1)
+        if version == 1:
+            if "generator" not in state:
+                raise ValueError("DST state has neither a 'format' nor a 'generator' key: not a DynamicSparsity state")
+            logger.warning(
+                "DST state has the old layout (one global generator): converted; masks and schedules are restored, "
+                "later random choices use per-tensor streams and will differ from the old version's"
+            )
+        elif version != STATE_FORMAT:
+            raise ValueError(f"DST state format {version!r} is not supported (this version reads 1 and {STATE_FORMAT})")
         names = set(state["masks"])
-        if names != set(self.names):
-            missing, extra = sorted(set(self.names) - names), sorted(names - set(self.names))
+        own = {r.name for r in self.records}
+        if names != own:
+            missing, extra = sorted(own - names), sorted(names - own)
             raise ValueError(f"DST state does not match the model: missing {missing[:5]}, unexpected {extra[:5]}")
-        for n in self.names:
-            if tuple(state["masks"][n].shape) != tuple(self.shapes[n]):
-                raise ValueError(
-                    f"DST mask {n!r} has shape {tuple(state['masks'][n].shape)}, parameter has {tuple(self.shapes[n])}"
-                )
+        for r in self.records:
+            saved = tuple(state["masks"][r.name].shape)
+            if saved != tuple(r.shape):
+                raise ValueError(f"DST mask {r.name!r} has shape {saved}, parameter has {tuple(r.shape)}")
         if state["config"] != self.config.to_dict():
             logger.warning("DST state was saved with a different SparsityConfig; continuing with the current one")
-        device = {n: m.device for n, m in self.masks.items()}
-        self.masks = {n: state["masks"][n].to(device[n]).bool() for n in self.names}
-        self.ever_active = {n: state["ever_active"][n].to(device[n]).bool() for n in self.names}
-        self.targets = {n: int(state["targets"][n]) for n in self.names}
+        for r in self.records:
+            r.mask = state["masks"][r.name].to(r.mask.device).bool()
+            r.ever_active = state["ever_active"][r.name].to(r.mask.device).bool()
+            r.target = int(state["targets"][r.name])
+        counts = torch.stack([r.mask.sum() for r in self.records]).tolist()
+        for r, n in zip(self.records, counts, strict=True):
+            r.count = int(n)
         self.step = int(state["step"])
-        self.generator.set_state(state["generator"])
         self.last_update = UpdateStats(**state["last_update"])
         self._state_pending = True
         self._masks_changed()

@@ -1,39 +1,66 @@
 """How DST reads and writes weights, gradients and optimizer state under each training engine.
 
-An engine hides where the values live: the module itself (single process, DDP), DeepSpeed's fp32
-master partitions (ZeRO-1/2/3) or DTensor shards (FSDP2). Per-step masking uses only local data
-(no collectives); the full gathers (`full_weight`, `full_grad`) are called at mask updates only, by
-every rank, in the same order.
+An engine hides where the values live: the module itself (`LocalEngine`: single process, DDP),
+DeepSpeed's fp32 master partitions (`ZeroEngine`: ZeRO-1/2/3) or DTensor shards (`FSDP2Engine`).
+Per-step masking uses only local data (no collectives).
+
+A mask update is split over ranks: every tensor has one owner (`assign_owners`, the same on every
+rank), `gather_full` materialises full weights and gradients on their owners only, the owners
+score and select, and `share_masks` sends every new mask (bit-packed) from its owner to all ranks.
+Replicated engines gather nothing: the owner reads its local tensors. Sharded engines send each
+local piece straight to the owner (one `gather` per destination rank), never to every rank.
+
+A new engine subclasses `Engine` (or `ShardedEngine` if it only has to say which piece of each
+full tensor this rank holds) and registers an `EngineSpec` in `ENGINES`.
 """
 
 from __future__ import annotations
 
 import logging
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
+from nt_llm.sparse.registry import Registry
+
 logger = logging.getLogger(__name__)
 
 StepHook = Callable[[], None]
+Kind = Literal["weight", "grad"]
 
 
-class Engine:
-    """Single process (or any engine whose parameters are whole, replicated tensors, e.g. DDP)."""
+def assign_owners(sizes: Sequence[int], world_size: int) -> list[int]:
+    """Owner rank per tensor, balancing total size: largest first, each to the least-loaded rank.
+
+    Pure and deterministic (ties go to the lower index and the lower rank), so every rank computes
+    the same assignment without communicating. The busiest rank gets at most the average load plus
+    the largest tensor.
+    """
+    if world_size < 1:
+        raise ValueError(f"world_size must be >= 1, got {world_size}")
+    owners = [0] * len(sizes)
+    loads = [0] * world_size
+    for i in sorted(range(len(sizes)), key=lambda i: (-sizes[i], i)):
+        rank = min(range(world_size), key=lambda r: (loads[r], r))
+        owners[i] = rank
+        loads[rank] += sizes[i]
+    return owners
+
+
+class Engine(ABC):
+    """What DynamicSparsity needs from a training engine; subclasses say where the values live."""
 
     #: True when the engine runs the DST hooks itself around the real optimizer step.
     drives_hooks = False
-    #: Up to this fraction of inactive positions, gradients are zeroed through a list of those
-    #: positions: scattered writes to few elements beat a pass over every element and its mask
-    #: (about 3x at density 0.9 on CPU), and the list is no bigger than 2 bytes per element.
-    index_fraction = 0.25
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> None:
-        self.module = unwrap_model(model)
+    def __init__(self, module: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> None:
+        self.module = unwrap_model(module)
         self.optimizer = unwrap_optimizer(optimizer) if optimizer is not None else None
-        self._inactive: dict[int, torch.Tensor] = {}  # id(param) -> flat indices of inactive positions
 
     @property
     def rank(self) -> int:
@@ -49,26 +76,107 @@ class Engine:
     def shape(self, param: nn.Parameter) -> torch.Size:
         return param.shape
 
-    def install(self, pre_step: StepHook, post_step: StepHook) -> None:
+    def install(self, pre_step: StepHook, post_step: StepHook) -> None:  # noqa: B027 (optional hook)
         """Engines that own the optimizer step wrap it here; the user calls the hooks otherwise."""
 
-    def full_weight(self, param: nn.Parameter) -> torch.Tensor:
-        return param.detach()
+    # ---- update time ---------------------------------------------------------------------------
 
-    def full_grad(self, param: nn.Parameter) -> torch.Tensor | None:
-        return None if param.grad is None else param.grad.detach().clone()
+    @abstractmethod
+    def gather_full(
+        self, params: Sequence[nn.Parameter], owners: Sequence[int], kind: Kind
+    ) -> dict[int, torch.Tensor | None]:
+        """Full tensors of the parameters this rank owns, by position in `params`.
+
+        `kind="weight"`: the weight DST scores (DeepSpeed: the fp32 master); `kind="grad"`: the
+        dense, already reduced gradient (None where there is none). Every rank calls it with the
+        same arguments (it may be a collective).
+        """
+
+    def share_masks(
+        self, masks: dict[int, torch.Tensor], owners: Sequence[int], shapes: Sequence[torch.Size], device: torch.device
+    ) -> list[torch.Tensor]:
+        """Every position's mask on every rank, sent from its owner (`masks` holds this rank's).
+
+        One all_gather of bit-packed masks (1 bit per weight): each rank receives every mask once.
+        """
+        world = self.world_size
+        if world == 1:
+            return [masks[i] for i in range(len(owners))]
+        rank = self.rank
+        packed_sizes = [(s.numel() + 7) // 8 for s in shapes]
+        per_rank = [sum(n for n, o in zip(packed_sizes, owners, strict=True) if o == r) for r in range(world)]
+        width = max(per_rank)
+        if width == 0:
+            return []
+        mask_device = device
+        device = comm_device(device)
+        mine = [pack_bits(masks[i].to(device)) for i, o in enumerate(owners) if o == rank]
+        local = torch.zeros(width, dtype=torch.uint8, device=device)
+        if mine:
+            flat = torch.cat(mine)
+            local[: flat.numel()] = flat
+        received = [torch.empty_like(local) for _ in range(world)]
+        dist.all_gather(received, local)
+        offsets = [0] * world
+        out = []
+        for i, (owner, shape) in enumerate(zip(owners, shapes, strict=True)):
+            start = offsets[owner]
+            offsets[owner] += packed_sizes[i]
+            out.append(unpack_bits(received[owner][start : offsets[owner]], shape).to(mask_device))
+        return out
+
+    # ---- per step and at updates: local work only -----------------------------------------------
+
+    def prepare_masks(  # noqa: B027 (optional hook)
+        self, params: Sequence[nn.Parameter], masks: Sequence[torch.Tensor], counts: Sequence[int]
+    ) -> None:
+        """Called whenever the masks change (with their active counts): precompute the per-step form."""
+
+    @abstractmethod
+    def mask_grads(self, params: Sequence[nn.Parameter], masks: Sequence[torch.Tensor]) -> None:
+        """Zero gradients at inactive positions so that optimizer state stays zero there."""
+
+    @abstractmethod
+    def apply_masks(self, params: Sequence[nn.Parameter], masks: Sequence[torch.Tensor]) -> None:
+        """Zero the weights at inactive positions, wherever the engine keeps weights."""
+
+    @abstractmethod
+    def mask_optimizer_state(self, param: nn.Parameter, keep: torch.Tensor) -> None:
+        """Zero optimizer state (e.g. Adam moments) outside `keep`: grown weights start clean."""
+
+
+class LocalEngine(Engine):
+    """Single process, or any engine whose parameters are whole, replicated tensors (DDP)."""
+
+    #: Up to this fraction of inactive positions, gradients are zeroed through a list of those
+    #: positions: scattered writes to few elements beat a pass over every element and its mask
+    #: (about 3x at density 0.9 on CPU), and the list is no bigger than 2 bytes per element.
+    index_fraction = 0.25
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> None:
+        super().__init__(model, optimizer)
+        self._inactive: dict[int, torch.Tensor] = {}  # id(param) -> flat indices of inactive positions
+
+    def gather_full(
+        self, params: Sequence[nn.Parameter], owners: Sequence[int], kind: Kind
+    ) -> dict[int, torch.Tensor | None]:
+        """Replicated already (DDP all-reduces the gradients): the owner reads its own tensors."""
+        rank = self.rank
+        out: dict[int, torch.Tensor | None] = {}
+        for i, (p, owner) in enumerate(zip(params, owners, strict=True)):
+            if owner == rank:
+                out[i] = p.detach() if kind == "weight" else (None if p.grad is None else p.grad.detach())
+        return out
 
     def prepare_masks(
         self, params: Sequence[nn.Parameter], masks: Sequence[torch.Tensor], counts: Sequence[int]
     ) -> None:
-        """Called whenever the masks change (with their active counts): precompute the per-step form."""
         self._inactive = {}
         for p, m, n_active in zip(params, masks, counts, strict=True):
             if m.numel() - n_active <= self.index_fraction * m.numel():
                 self._inactive[id(p)] = (~m).reshape(-1).nonzero().squeeze(1)
 
     def mask_grads(self, params: Sequence[nn.Parameter], masks: Sequence[torch.Tensor]) -> None:
-        """Zero gradients at inactive positions so that optimizer state stays zero there."""
         for p, m in zip(params, masks, strict=True):
             grad = p.grad
             if grad is None:
@@ -80,30 +188,92 @@ class Engine:
                 zero_outside(grad, m)
 
     def apply_masks(self, params: Sequence[nn.Parameter], masks: Sequence[torch.Tensor]) -> None:
-        """Zero the weights at inactive positions, wherever the engine keeps weights."""
         with torch.no_grad():
             for p, m in zip(params, masks, strict=True):
                 zero_outside(p.data, m)
 
     def mask_optimizer_state(self, param: nn.Parameter, keep: torch.Tensor) -> None:
-        """Zero optimizer state (e.g. Adam moments) outside `keep`: grown weights start clean."""
         if self.optimizer is None:
             return
         for value in self.optimizer.state.get(param, {}).values():
             if torch.is_tensor(value) and value.shape == param.shape:
                 zero_outside(value, keep)
 
-    def broadcast_masks(self, masks: Sequence[torch.Tensor]) -> None:
-        """Make every rank hold rank 0's masks (gloo has no bool: sent as uint8)."""
-        if self.world_size == 1:
-            return
-        for m in masks:
-            buf = m.to(torch.uint8)
-            dist.broadcast(buf, src=0)
-            m.copy_(buf.bool())
+
+class ShardedEngine(Engine):
+    """Engines where each rank holds a contiguous piece of every flattened full tensor.
+
+    Subclasses say which piece (`local_piece`); `gather_full` sends every piece to the tensor's
+    owner only: one all_gather of the piece addresses, then one `gather` per destination rank.
+    """
+
+    @abstractmethod
+    def local_piece(self, param: nn.Parameter, kind: Kind) -> tuple[int, torch.Tensor] | None:
+        """(flat start, 1-D values) of the part of the full weight / reduced grad this rank holds."""
+
+    def gather_full(
+        self, params: Sequence[nn.Parameter], owners: Sequence[int], kind: Kind
+    ) -> dict[int, torch.Tensor | None]:
+        world, rank = self.world_size, self.rank
+        pieces = [self.local_piece(p, kind) for p in params]
+        device = comm_device(params[0].device if params else torch.device("cpu"))
+        # (start, numel) of every piece on every rank: the receive sizes, known to all
+        address = torch.tensor(
+            [[-1, 0] if piece is None else [piece[0], piece[1].numel()] for piece in pieces], dtype=torch.int64
+        ).reshape(-1, 2)
+        if world > 1:
+            table = [torch.empty_like(address) for _ in range(world)]
+            dist.all_gather(table, address.to(device))
+            addresses = [t.cpu() for t in table]
+        else:
+            addresses = [address]
+        counts = [a[:, 1].tolist() for a in addresses]
+        starts = [a[:, 0].tolist() for a in addresses]
+        out: dict[int, torch.Tensor | None] = {}
+        for dst in range(world):
+            mine = [i for i, o in enumerate(owners) if o == dst]
+            if not mine:
+                continue
+            width = max(sum(counts[src][i] for i in mine) for src in range(world))
+            received: list[torch.Tensor] = []
+            if width > 0:
+                send = torch.zeros(width, dtype=torch.float32, device=device)
+                held = [pieces[i] for i in mine if counts[rank][i] > 0]
+                parts = [piece[1].to(device, torch.float32) for piece in held if piece is not None]
+                if parts:
+                    flat = torch.cat(parts)
+                    send[: flat.numel()] = flat
+                if world == 1:
+                    received = [send]
+                else:
+                    received = [torch.empty_like(send) for _ in range(world)] if rank == dst else []
+                    dist.gather(send, received if rank == dst else None, dst=dst)
+            if rank != dst:
+                continue
+            for i in mine:
+                out[i] = None
+            offsets = [0] * world
+            for i in mine:
+                numel = self.shape(params[i]).numel()
+                full = torch.empty(numel, dtype=torch.float32, device=device)
+                covered = 0
+                for src in range(world):
+                    n = counts[src][i]
+                    if n == 0:
+                        continue
+                    start = starts[src][i]
+                    full[start : start + n] = received[src][offsets[src] : offsets[src] + n]
+                    offsets[src] += n
+                    covered += n
+                if covered == 0:
+                    continue  # no rank holds a gradient for it
+                if covered != numel:
+                    raise RuntimeError(f"DST gathered {covered} of {numel} values of a {kind}: pieces do not tile it")
+                out[i] = full.view(self.shape(params[i]))
+        return out
 
 
-class DeepSpeedEngineAdapter(Engine):
+class ZeroEngine(ShardedEngine):
     """DeepSpeed ZeRO-1/2/3: the fp32 master copy is partitioned over ranks and must be masked too.
 
     DeepSpeed (and accelerate's wrapper around it) steps inside `backward`, so the hooks are run by
@@ -139,21 +309,33 @@ class DeepSpeedEngineAdapter(Engine):
 
         engine.step = step
 
-    def prepare_masks(
-        self, params: Sequence[nn.Parameter], masks: Sequence[torch.Tensor], counts: Sequence[int]
-    ) -> None:
-        """Nothing: gradients are masked per local partition."""
+    def local_piece(self, param: nn.Parameter, kind: Kind) -> tuple[int, torch.Tensor] | None:
+        if self.stage == 3:
+            from deepspeed.utils import safe_get_local_fp32_param, safe_get_local_grad
 
-    def full_weight(self, param: nn.Parameter) -> torch.Tensor:
-        from deepspeed.utils import safe_get_full_fp32_param
-
-        return safe_get_full_fp32_param(param).reshape(self.shape(param))
-
-    def full_grad(self, param: nn.Parameter) -> torch.Tensor | None:
-        from deepspeed.utils import safe_get_full_grad
-
-        grad = safe_get_full_grad(param)
-        return None if grad is None else grad.detach().float().clone().reshape(self.shape(param))
+            values = safe_get_local_fp32_param(param) if kind == "weight" else safe_get_local_grad(param)
+            if values is None:
+                return None
+            # the flattened parameter, padded to a multiple of the world size, in equal partitions
+            size = param.ds_tensor.ds_numel
+            start = size * self._ds_optimizer._get_param_partition_rank(param)
+            n = max(0, min(size, param.ds_numel - start))
+            return start, values.reshape(-1)[:n]
+        mapping = getattr(param, "_hp_mapping", None)
+        if mapping is None:  # this rank holds no fragment of the parameter
+            return None
+        address = mapping.lp_fragment_address
+        if kind == "weight":
+            return address.start, mapping.hp_fragment.reshape(-1)
+        # the order of deepspeed.utils.safe_get_full_grad: BF16 accumulation buffer, whole reduced
+        # .grad, else the partitioned gradient fragment
+        if getattr(param, "_hp_grad", None) is None and param.grad is not None:
+            grad = param.grad.reshape(-1)
+        else:
+            grad = mapping.get_lp_grad_fragment(param._index_in_param_group).reshape(-1)
+        if grad.numel() == param.numel():  # whole-tensor buffer: contribute only this rank's part
+            grad = grad.narrow(0, address.start, address.numel)
+        return address.start, grad
 
     def mask_grads(self, params: Sequence[nn.Parameter], masks: Sequence[torch.Tensor]) -> None:
         """Mask this rank's partition of the reduced gradient, so Adam state stays zero off-mask."""
@@ -260,19 +442,16 @@ class DeepSpeedEngineAdapter(Engine):
         return [k for k, v in state.items() if torch.is_tensor(v) and v.shape == flat.shape]
 
 
-class FSDP2Engine(Engine):
+class FSDP2Engine(ShardedEngine):
     """torch FSDP2 (`fully_shard`): parameters, grads and optimizer state are DTensors sharded on dim 0."""
 
-    def prepare_masks(
-        self, params: Sequence[nn.Parameter], masks: Sequence[torch.Tensor], counts: Sequence[int]
-    ) -> None:
-        """Nothing: gradients are masked per local shard."""
-
-    def full_weight(self, param: nn.Parameter) -> torch.Tensor:
-        return param.detach().full_tensor()
-
-    def full_grad(self, param: nn.Parameter) -> torch.Tensor | None:
-        return None if param.grad is None else param.grad.detach().full_tensor()
+    def local_piece(self, param: nn.Parameter, kind: Kind) -> tuple[int, torch.Tensor] | None:
+        tensor = param if kind == "weight" else param.grad
+        if tensor is None:
+            return None
+        local = tensor.detach().to_local()
+        start_row = self._start_row(param)
+        return start_row * (param.numel() // max(1, param.shape[0])), local.reshape(-1)
 
     def mask_grads(self, params: Sequence[nn.Parameter], masks: Sequence[torch.Tensor]) -> None:
         for p, m in zip(params, masks, strict=True):
@@ -293,17 +472,36 @@ class FSDP2Engine(Engine):
                 zero_outside(value.to_local() if hasattr(value, "to_local") else value, local_keep)
 
     @staticmethod
-    def _local_slice(p: nn.Parameter, mask: torch.Tensor) -> torch.Tensor:
+    def _start_row(p: nn.Parameter) -> int:
         from torch.distributed.tensor import Shard
 
         placements = p.placements
         if len(placements) != 1 or not isinstance(placements[0], Shard) or placements[0].dim != 0:
             raise ValueError(f"FSDP2 DST supports one mesh dimension sharded on dim 0, got placements {placements}")
-        local = p.to_local()
         # torch.chunk semantics: every rank but the last gets ceil(n / world) rows.
-        rows = -(-mask.shape[0] // p.device_mesh.size())
-        start = rows * p.device_mesh.get_local_rank()
-        return mask[start : start + local.shape[0]]
+        rows = -(-p.shape[0] // p.device_mesh.size())
+        return rows * p.device_mesh.get_local_rank()
+
+    def _local_slice(self, p: nn.Parameter, mask: torch.Tensor) -> torch.Tensor:
+        start = self._start_row(p)
+        return mask[start : start + p.to_local().shape[0]]
+
+
+def pack_bits(mask: torch.Tensor) -> torch.Tensor:
+    """A bool tensor as uint8, 8 positions a byte (little-endian within the byte)."""
+    flat = mask.reshape(-1)
+    pad = -flat.numel() % 8
+    if pad:
+        flat = torch.cat([flat, flat.new_zeros(pad)])
+    shifts = torch.arange(8, dtype=torch.uint8, device=flat.device)
+    return (flat.view(-1, 8).to(torch.uint8) << shifts).sum(1, dtype=torch.uint8)
+
+
+def unpack_bits(packed: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """The inverse of pack_bits for a tensor of `shape`."""
+    shifts = torch.arange(8, dtype=torch.uint8, device=packed.device)
+    bits = (packed.unsqueeze(1) >> shifts) & 1
+    return bits.reshape(-1)[: shape.numel()].bool().view(shape)
 
 
 def zero_outside(tensor: torch.Tensor, keep: torch.Tensor) -> None:
@@ -333,16 +531,6 @@ def unwrap_optimizer(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
     return optimizer
 
 
-def detect_engine(model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> Engine:
-    """Pick the engine from the (prepared) model: DeepSpeed, FSDP2, else plain/DDP."""
-    if _is_deepspeed_engine(model):
-        return DeepSpeedEngineAdapter(model)
-    inner = unwrap_model(model)
-    if any(_is_dtensor(p) for p in inner.parameters()):
-        return FSDP2Engine(model, optimizer)
-    return Engine(model, optimizer)
-
-
 def _is_deepspeed_engine(model: nn.Module) -> bool:
     cls_names = {c.__name__ for c in type(model).__mro__}
     return "DeepSpeedEngine" in cls_names
@@ -352,5 +540,37 @@ def _is_dtensor(t: torch.Tensor) -> bool:
     return type(t).__name__ == "DTensor" or hasattr(t, "device_mesh")
 
 
+def comm_device(default: torch.device) -> torch.device:
+    """Where collective buffers live: the CPU under gloo, else next to the data (NCCL: the GPU)."""
+    if _distributed() and dist.get_backend() == "gloo":
+        return torch.device("cpu")
+    return default
+
+
 def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized()
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """How to recognise a prepared model that an engine serves, and how to build that engine."""
+
+    matches: Callable[[nn.Module], bool]
+    build: Callable[[nn.Module, torch.optim.Optimizer | None], Engine]
+    #: tried only when no other engine matches (the replicated local engine)
+    fallback: bool = False
+
+
+ENGINES: Registry[EngineSpec] = Registry("engine")
+ENGINES.register("deepspeed")(EngineSpec(lambda m: _is_deepspeed_engine(m), lambda m, o: ZeroEngine(m)))
+ENGINES.register("fsdp2")(EngineSpec(lambda m: any(_is_dtensor(p) for p in unwrap_model(m).parameters()), FSDP2Engine))
+ENGINES.register("local")(EngineSpec(lambda m: True, LocalEngine, fallback=True))
+
+
+def detect_engine(model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> Engine:
+    """The engine for a (prepared) model: the first registered match, else the fallback (plain / DDP)."""
+    specs = [ENGINES.get(name) for name in ENGINES]
+    for spec in [s for s in specs if not s.fallback] + [s for s in specs if s.fallback]:
+        if spec.matches(model):
+            return spec.build(model, optimizer)
+    raise ValueError(f"no DST engine matches {type(model).__name__}; registered: {ENGINES.names()}")

@@ -1,22 +1,41 @@
-"""Interpolation schedules for prune rate, density and temperature over the DST window."""
+"""Interpolation schedules for prune rate, density and temperature over the DST window.
+
+A schedule is a function of progress in [0, 1] giving the weight of the start value: 1 at the
+start, 0 at the end. Register a new one with `@SCHEDULES.register("name")`.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
-SCHEDULES = ("constant", "linear", "cosine")
+from nt_llm.sparse.registry import Registry
+
+Schedule = Callable[[float], float]
+SCHEDULES: Registry[Schedule] = Registry("schedule")
+
+
+@SCHEDULES.register("constant")
+def constant(progress: float) -> float:
+    del progress
+    return 1.0
+
+
+@SCHEDULES.register("linear")
+def linear(progress: float) -> float:
+    return 1.0 - progress
+
+
+@SCHEDULES.register("cosine")
+def cosine(progress: float) -> float:
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def decay_factor(kind: str, progress: float) -> float:
-    """Weight of the start value at `progress` in [0, 1]: 1 at the start, 0 at the end (constant: always 1)."""
-    p = min(max(progress, 0.0), 1.0)
-    if kind == "constant":
-        return 1.0
-    if kind == "linear":
-        return 1.0 - p
-    if kind == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * p))
-    raise ValueError(f"schedule must be one of {SCHEDULES}, got {kind!r}")
+    """Weight of the start value at `progress`, clamped to [0, 1] (constant: always 1)."""
+    if kind not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES.names()}, got {kind!r}")
+    return SCHEDULES.get(kind)(min(max(progress, 0.0), 1.0))
 
 
 def interpolate(kind: str, start: float, end: float, progress: float) -> float:

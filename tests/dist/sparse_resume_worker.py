@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from sparse_worker import ACCUM, STEPS, build, full_value, loss_fn, micro_batch, sparsity_config
 
 from nt_llm.sparse import DynamicSparsity
-from sparse_worker import ACCUM, STEPS, build, loss_fn, micro_batch, sparsity_config
 
 # Updates happen after steps 2, 4, 6, 8: stopping after 5 resumes between two updates.
 RESUME_AT = 5
@@ -54,7 +54,7 @@ def main() -> None:
     assert sparsity.step == STEPS
 
     inner = accelerator.unwrap_model(model)
-    weights = {n: sparsity.engine.full_weight(p).detach().cpu().clone() for n, p in inner.named_parameters()}
+    weights = {n: full_value(p, "weight").cpu() for n, p in inner.named_parameters()}
     if rank == 0:
         result = {
             "masks": {n: m.cpu() for n, m in sparsity.masks.items()},

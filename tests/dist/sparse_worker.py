@@ -5,8 +5,10 @@
 
 Trains a tiny model with DynamicSparsity and asserts, after every real optimizer step: masked-out
 weights are exactly zero in the module and (DeepSpeed) in the fp32 master copy; every tensor holds
-its target count; masks are identical on every rank (all-gathered); at the first update RigL's
-dense gradient is the global one (checked against a single-process reference on all ranks' data).
+its target count; masks are identical on every rank (all-gathered); every update is split over
+both ranks (each gathers full tensors only for the ones it owns) and gives exactly the masks a
+single-process update computes from the same full weights, gradients and seed; at the first update
+RigL's dense gradient is the global one (checked against a single-process reference on all ranks' data).
 At the end a checkpoint is saved and its weights are checked too. Rank 0 writes a JSON summary.
 """
 
@@ -20,7 +22,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from nt_llm.sparse import DynamicSparsity, SparsityConfig
+from nt_llm.sparse import DynamicSparsity, LocalEngine, SparsityConfig
 
 VOCAB, HIDDEN, STEPS, ACCUM, MICRO_BATCH = 32, 16, 8, 2, 2
 
@@ -99,16 +101,62 @@ def build(engine: str):
         kwargs["deepspeed_plugin"] = DeepSpeedPlugin(hf_ds_config=ds_config)
     accelerator = Accelerator(**kwargs)
     expected = "DEEPSPEED" if engine.startswith("zero") else "MULTI_CPU"
-    assert accelerator.distributed_type.name == expected, f"accelerate runs {accelerator.distributed_type}, expected {expected}"
+    got = accelerator.distributed_type
+    assert got.name == expected, f"accelerate runs {got}, expected {expected}"
     assert accelerator.num_processes == 2, f"accelerate sees {accelerator.num_processes} processes"
     model, optimizer = accelerator.prepare(model, optimizer)
     return accelerator, model, optimizer
 
 
+class SingleProcessEngine(LocalEngine):
+    """The local engine as one process sees it, inside a distributed run: the reference update."""
+
+    @property
+    def rank(self) -> int:
+        return 0
+
+    @property
+    def world_size(self) -> int:
+        return 1
+
+
+def full_value(p: nn.Parameter, kind: str) -> torch.Tensor | None:
+    """The full fp32 weight (DeepSpeed: master) or reduced gradient, by the engines' own collectives."""
+    if hasattr(p, "ds_id") or hasattr(p, "_hp_mapping"):
+        from deepspeed.utils import safe_get_full_fp32_param, safe_get_full_grad
+
+        value = safe_get_full_fp32_param(p) if kind == "weight" else safe_get_full_grad(p)
+        shape = p.ds_shape if hasattr(p, "ds_shape") else p.shape
+        return None if value is None else value.detach().float().clone().reshape(shape)
+    value = p if kind == "weight" else p.grad
+    if value is None:
+        return None
+    value = value.detach()
+    return (value.full_tensor() if hasattr(value, "full_tensor") else value).float().clone()
+
+
+def reference_update(
+    before: dict, weights: dict[str, torch.Tensor], grads: dict[str, torch.Tensor], step: int
+) -> DynamicSparsity:
+    """A single-process update from the same state, full weights and gradients."""
+    model = Stack()
+    reference = DynamicSparsity(model, sparsity_config(), engine=SingleProcessEngine(model))
+    reference.load_state_dict(before)
+    # after construction, which zeroes the weights outside its initial masks
+    named = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, weight in weights.items():
+            named[name].copy_(weight)
+    for name, grad in grads.items():
+        named[name].grad = grad.clone()
+    reference.update_topology(step)
+    return reference
+
+
 def full_weights(sparsity: DynamicSparsity) -> dict[str, torch.Tensor]:
     """Module weights as the forward sees them (gathered under ZeRO-3 / FSDP2)."""
     out = {}
-    for name, p in zip(sparsity.names, sparsity.params):
+    for name, p in zip(sparsity.names, sparsity.params, strict=True):
         if hasattr(p, "ds_id"):
             import deepspeed
 
@@ -129,7 +177,7 @@ def check_invariants(sparsity: DynamicSparsity, engine: str, optimizer_state: bo
     if engine.startswith("zero"):
         from deepspeed.utils import safe_get_full_fp32_param, safe_get_full_optimizer_state
 
-        for name, p in zip(sparsity.names, sparsity.params):
+        for name, p in zip(sparsity.names, sparsity.params, strict=True):
             mask = sparsity.masks[name]
             master = safe_get_full_fp32_param(p).reshape(mask.shape)
             assert torch.count_nonzero(master[~mask]) == 0, f"{engine}: fp32 master of {name} nonzero where masked"
@@ -159,23 +207,44 @@ def main() -> None:
     rank, world = dist.get_rank(), dist.get_world_size()
     assert world == 2, f"expected 2 processes, got {world}"
     sparsity = DynamicSparsity(model, sparsity_config(), optimizer)
-    expected_engine = {"ddp": "Engine", "fsdp2": "FSDP2Engine"}.get(engine, "DeepSpeedEngineAdapter")
+    expected_engine = {"ddp": "LocalEngine", "fsdp2": "FSDP2Engine"}.get(engine, "ZeroEngine")
     assert type(sparsity.engine).__name__ == expected_engine, type(sparsity.engine).__name__
+    owners = sorted({r.owner for r in sparsity.records})
+    assert owners == [0, 1], f"{engine}: the update is not split over both ranks: owners {owners}"
     inner = model if accelerator is None else accelerator.unwrap_model(model)
-    # Record what RigL sees at the first update: the dense grads and all pre-step weights.
+
+    # Each rank gets full tensors only for the ones it owns.
+    real_gather = sparsity.engine.gather_full
+
+    def owner_only_gather(params, owners, kind):
+        got = real_gather(params, owners, kind)
+        owned = {i for i, o in enumerate(owners) if o == rank}
+        assert set(got) == owned, f"{engine}: rank {rank} got {kind}s {sorted(got)}, owns {sorted(owned)}"
+        return got
+
+    sparsity.engine.gather_full = owner_only_gather
+
+    # Every update must equal a single-process one on the same full values; the first one's
+    # dense grads and all weights are kept for the global-gradient check below.
     captured: dict[str, dict[str, torch.Tensor]] = {}
-    real_full_grad = sparsity.engine.full_grad
-    index = {id(p): n for n, p in zip(sparsity.names, sparsity.params)}
+    real_update = sparsity.update_topology
+    checked_updates = []
 
-    def recording_full_grad(p):
-        grad = real_full_grad(p)
+    def checked_update(step=None):
+        weights = {n: full_value(p, "weight") for n, p in inner.named_parameters()}
+        grads = {n: full_value(p, "grad") for n, p in zip(sparsity.names, sparsity.params, strict=True)}
+        before = sparsity.state_dict()
+        stats = real_update(step)
+        reference = reference_update(before, weights, grads, stats.step)
+        for name, mask in sparsity.masks.items():
+            assert torch.equal(mask.cpu(), reference.masks[name]), f"{engine}: {name} differs from one process"
+        assert (stats.pruned, stats.grown) == (reference.last_update.pruned, reference.last_update.grown)
+        checked_updates.append(stats.step)
         if "grads" not in captured:
-            captured["weights"] = {n: sparsity.engine.full_weight(q).clone() for n, q in inner.named_parameters()}
-            captured["grads"] = {}
-        captured["grads"].setdefault(index[id(p)], grad.clone())
-        return grad
+            captured["weights"], captured["grads"] = weights, grads
+        return stats
 
-    sparsity.engine.full_grad = recording_full_grad
+    sparsity.update_topology = checked_update
     check_invariants(sparsity, engine, optimizer_state=False)  # DeepSpeed creates it at the first step
 
     updates = []
@@ -199,7 +268,8 @@ def main() -> None:
             optimizer.zero_grad()
         assert sparsity.step == step + 1, f"{engine}: DST counted {sparsity.step} steps, expected {step + 1}"
         if sparsity.last_update.step == sparsity.step:
-            updates.append({"step": sparsity.step, "pruned": sparsity.last_update.pruned, "grown": sparsity.last_update.grown})
+            last = sparsity.last_update
+            updates.append({"step": last.step, "pruned": last.pruned, "grown": last.grown})
         check_invariants(sparsity, engine)
 
     # RigL used the global dense gradient (mean over both ranks and both micro-batches of step 2).
@@ -207,7 +277,7 @@ def main() -> None:
     for name, grad in captured["grads"].items():
         # bf16 runs the forward in bf16: the fp32 reference then only agrees roughly
         tol = {"rtol": 5e-2, "atol": 2e-3} if engine.endswith("bf16") else {"rtol": 1e-4, "atol": 1e-6}
-        torch.testing.assert_close(grad, reference[name], **tol, msg=lambda m: f"{engine} {name}: {m}")
+        torch.testing.assert_close(grad, reference[name], **tol, msg=lambda m, name=name: f"{engine} {name}: {m}")
 
     checked_checkpoint = False
     if accelerator is not None:
@@ -237,6 +307,7 @@ def main() -> None:
             # final topology, to compare engines: active flat indices per tensor
             "active": {n: m.reshape(-1).nonzero().squeeze(1).tolist() for n, m in sparsity.masks.items()},
             "rigl_grads_checked": sorted(captured["grads"]),
+            "single_process_checked": checked_updates,
             "checked_checkpoint": checked_checkpoint,
         }
         (out_dir / "summary.json").write_text(json.dumps(summary))
@@ -251,7 +322,8 @@ def load_saved_weights(ckpt: Path, engine: str) -> list[dict[str, torch.Tensor]]
 
         copies = [get_fp32_state_dict_from_zero_checkpoint(str(ckpt), tag="pytorch_model")]
         if not engine.startswith("zero3"):
-            copies.append(torch.load(ckpt / "pytorch_model" / "mp_rank_00_model_states.pt", weights_only=False)["module"])
+            module_file = ckpt / "pytorch_model" / "mp_rank_00_model_states.pt"
+            copies.append(torch.load(module_file, weights_only=False)["module"])
         return copies
     from safetensors.torch import load_file
 

@@ -1,0 +1,138 @@
+"""The pieces of the sharded mask update that one process can check: owner assignment, bit packing,
+per-tensor random streams, and reading DST states of the old layout.
+
+The two-process checks (masks equal across ranks and equal to a single-process update, each rank
+gathering only the tensors it owns) are in tests/test_sparse_distributed.py.
+"""
+
+import logging
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from nt_llm.sparse import DynamicSparsity, SparsityConfig, assign_owners
+from nt_llm.sparse.dst import stream_seed
+from nt_llm.sparse.engines import pack_bits, unpack_bits
+
+
+class Stack(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(nn.Linear(8, 8) for _ in range(3))
+        self.head = nn.Linear(8, 16, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = torch.tanh(block(x))
+        return self.head(x)
+
+
+def _config(**kw) -> SparsityConfig:
+    base = dict(density=0.5, include=("blocks.*.weight", "head.weight"), update_frequency=2, total_steps=20)
+    return SparsityConfig(**(base | kw))
+
+
+def test_owners_balance_size_deterministically():
+    sizes = [4096, 1024, 1024, 1024, 1024, 512, 512, 100, 50, 7]
+    owners = assign_owners(sizes, 2)
+    assert owners == assign_owners(sizes, 2)
+    loads = [sum(s for s, o in zip(sizes, owners, strict=True) if o == r) for r in range(2)]
+    assert max(loads) - min(loads) <= max(sizes)
+    assert loads == [4708, 4665]  # largest first, each to the least-loaded rank
+    assert assign_owners(sizes, 1) == [0] * len(sizes)
+    # more ranks than tensors: each tensor its own rank, the rest idle
+    assert sorted(assign_owners([3, 2, 1], 5)) == [0, 1, 2]
+    eight = assign_owners([1000] * 64, 8)
+    assert [eight.count(r) for r in range(8)] == [8] * 8
+    with pytest.raises(ValueError, match="world_size"):
+        assign_owners([1], 0)
+
+
+@pytest.mark.parametrize("numel", [1, 7, 8, 9, 1000])
+def test_bit_packing_round_trips(numel):
+    g = torch.Generator().manual_seed(numel)
+    mask = torch.rand(numel, generator=g) < 0.4
+    packed = pack_bits(mask)
+    assert packed.dtype == torch.uint8 and packed.numel() == (numel + 7) // 8
+    assert torch.equal(unpack_bits(packed, torch.Size([numel])), mask)
+    assert torch.equal(unpack_bits(pack_bits(mask.view(1, -1)), torch.Size([1, numel])), mask.view(1, -1))
+
+
+def test_stream_seeds_are_stable_across_processes_and_distinct():
+    here = stream_seed(0, "heads.0.lm_head.weight", 50)
+    code = "from nt_llm.sparse.dst import stream_seed; print(stream_seed(0, 'heads.0.lm_head.weight', 50))"
+    env = dict(os.environ, PYTHONHASHSEED="123")  # a salted hash() would differ here
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert int(out.stdout.strip()) == here
+    seeds = {stream_seed(s, n, t) for s in (0, 1) for n in ("a.weight", "b.weight") for t in (0, 50, 100)}
+    assert len(seeds) == 12
+    assert 0 <= here < 2**63
+
+
+def test_masks_do_not_depend_on_tensor_order_or_neighbours():
+    """A tensor's stream is its own: sparsifying one more tensor leaves the others' masks alone."""
+    torch.manual_seed(0)
+    model = Stack()
+    few = DynamicSparsity(model, _config(include=("blocks.0.weight", "head.weight")))
+    many = DynamicSparsity(model, _config(include=("blocks.*.weight", "head.weight"), distribution="uniform"))
+    uniform_few = DynamicSparsity(model, _config(include=("blocks.0.weight", "head.weight"), distribution="uniform"))
+    assert torch.equal(many.masks["head.weight"], uniform_few.masks["head.weight"])
+    assert torch.equal(many.masks["blocks.0.weight"], uniform_few.masks["blocks.0.weight"])
+    assert few.masks.keys() == {"blocks.0.weight", "head.weight"}
+
+
+def _trained(steps: int) -> tuple[nn.Module, DynamicSparsity]:
+    torch.manual_seed(0)
+    model = Stack()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    sparsity = DynamicSparsity(model, _config(growth="random"), opt)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(steps):
+        model(torch.randn(4, 8, generator=g)).square().mean().backward()
+        sparsity.before_optimizer_step()
+        opt.step()
+        sparsity.after_optimizer_step()
+        opt.zero_grad()
+    return model, sparsity
+
+
+def test_state_dict_has_the_current_layout_and_no_generator():
+    _, sparsity = _trained(3)
+    state = sparsity.state_dict()
+    assert state["format"] == 2
+    assert set(state) == {"format", "config", "step", "masks", "ever_active", "targets", "last_update"}
+
+
+def test_old_layout_state_is_converted_with_a_warning(caplog):
+    _, sparsity = _trained(3)
+    old = sparsity.state_dict()
+    del old["format"]
+    old["generator"] = torch.Generator().manual_seed(0).get_state()  # what format 1 saved
+    _, fresh = _trained(0)
+    with caplog.at_level(logging.WARNING, logger="nt_llm.sparse.dst"):
+        fresh.load_state_dict(old)
+    assert "old layout" in caplog.text
+    assert fresh.step == 3 and fresh.last_update.step == 2
+    for name, mask in sparsity.masks.items():
+        assert torch.equal(fresh.masks[name], mask)
+        assert torch.equal(fresh.ever_active[name], sparsity.ever_active[name])
+    assert fresh.counts == sparsity.counts and fresh.density == sparsity.density
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda s: s.update(format=3), "format 3 is not supported"),
+        (lambda s: s.pop("format"), "neither a 'format' nor a 'generator'"),
+    ],
+)
+def test_unknown_state_layouts_are_refused(edit, message):
+    _, sparsity = _trained(1)
+    state = sparsity.state_dict()
+    edit(state)
+    with pytest.raises(ValueError, match=message):
+        sparsity.load_state_dict(state)
