@@ -9,6 +9,9 @@ What is counted, per token:
 Not counted: embedding lookups, norms, activations, softmax, rotary, the loss and the optimizer.
 """
 
+import functools
+import time
+
 import torch
 from torch import nn
 
@@ -70,3 +73,23 @@ def forward_flops_per_token(config: NeuroTrailsConfig, context: int, weights: fl
 def training_flops_per_token(config: NeuroTrailsConfig, context: int, weights: float | None = None) -> float:
     """Forward + backward FLOPs per token (3 x forward)."""
     return 3 * forward_flops_per_token(config, context, weights)
+
+
+@functools.cache
+def matmul_peak_flops(device: torch.device, dtype: torch.dtype, n: int = 4096, repeats: int = 10) -> float:
+    """Measured FLOP/s of an ``n`` x ``n`` matmul on ``device`` in ``dtype``: the denominator of MFU (a datasheet
+    peak is rarely reached; this is what the chip sustains here). Cached per process: about a second on a GPU."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    torch.mm(a, b)  # warm-up: kernel selection, clocks
+    _synchronize(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        torch.mm(a, b)
+    _synchronize(device)
+    return 2 * n**3 * repeats / (time.perf_counter() - start)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

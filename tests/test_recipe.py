@@ -29,6 +29,8 @@ def _field(recipe, dotted: str):
         ("data.batch_size=32", "data.batch_size", 32),
         ("logging.progress_bar=false", "logging.progress_bar", False),
         ("logging.progress_bar=True", "logging.progress_bar", True),
+        ("model.compile=yes", "model.compile", True),
+        ("optim.implementation=for_loop", "optim.implementation", "for_loop"),
         ("run.name=2024", "run.name", "2024"),  # a string field takes the text as typed
         ("checkpoint.hub_revision=yes", "checkpoint.hub_revision", "yes"),
         ("optim.precision=no", "optim.precision", "no"),

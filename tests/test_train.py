@@ -16,9 +16,11 @@ from transformers import AutoModelForCausalLM
 
 import nt_llm  # noqa: F401  (Auto classes)
 from nt_llm.checkpoint import CheckpointError, complete_checkpoints
-from nt_llm.modeling import NeuroTrailsForCausalLM
+from nt_llm.flops import training_flops_per_token
+from nt_llm.modeling import NeuroTrailsConfig, NeuroTrailsForCausalLM
 from nt_llm.train import NonFiniteLossError, RecipeError, load_recipe, recipe_from_dict, train
-from nt_llm.train.metrics import read_metrics
+from nt_llm.train.metrics import read_metrics, throughput_metrics
+from nt_llm.train.trainer import build_optimizer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -56,10 +58,58 @@ def test_each_method_trains_evaluates_and_checkpoints(tmp_path: Path, method: st
     assert model.config.share_embeddings == (method != "full_ensemble")
     assert (result.checkpoint / "model" / "tokenizer.json").is_file()
 
+    # Speed in every train line: achieved TFLOP/s from the analytic count of the model that was trained. One
+    # process: per device equals the total. No CUDA: no MFU (there is no measured peak to divide by).
+    flops = training_flops_per_token(NeuroTrailsConfig.from_pretrained(result.checkpoint / "model"), 16)
+    for e in train_events:
+        assert e["tokens_per_s"] > 0
+        assert e["tflops"] == pytest.approx(flops * e["tokens_per_s"] / 1e12, rel=1e-9)
+        assert e["tflops_per_device"] == e["tflops"] and "mfu" not in e
 
-def test_bf16_and_chunked_loss_train(tmp_path: Path) -> None:
+
+def test_throughput_metrics_divide_by_devices_and_the_measured_peak() -> None:
+    values = throughput_metrics(tokens_per_s=2000.0, flops_per_token=3e9, devices=4, matmul_peak=5e12)
+    assert values["tflops"] == pytest.approx(6.0) and values["tflops_per_device"] == pytest.approx(1.5)
+    assert values["mfu"] == pytest.approx(0.3)
+    assert "mfu" not in throughput_metrics(2000.0, 3e9, 1)
+
+
+@pytest.mark.parametrize(
+    "implementation,device,fused,foreach",
+    [
+        ("auto", "cpu", True, None),
+        ("auto", "cuda", True, None),
+        ("auto", "meta", None, True),
+        ("for_loop", "cpu", None, False),
+    ],
+)
+def test_adamw_kernel_follows_optim_implementation(implementation, device, fused, foreach) -> None:
+    recipe = recipe_from_dict({"model": {"method": "dense"}, "optim": {"implementation": implementation}})
+    model = torch.nn.Linear(4, 4)
+    optimizer = build_optimizer(model, recipe, torch.device(device))
+    assert optimizer.defaults["fused"] is fused and optimizer.defaults["foreach"] is foreach
+    assert [g["weight_decay"] for g in optimizer.param_groups] == [recipe.optim.weight_decay, 0.0]
+
+
+def test_fused_adamw_on_a_device_without_it_is_named() -> None:
+    recipe = recipe_from_dict({"model": {"method": "dense"}, "optim": {"implementation": "fused"}})
+    with pytest.raises(RecipeError, match="optim.implementation: torch has no fused AdamW for meta"):
+        build_optimizer(torch.nn.Linear(4, 4), recipe, torch.device("meta"))
+
+
+def test_bf16_and_chunked_loss_train(tmp_path: Path, monkeypatch) -> None:
+    # bf16 on the CPU is autocast (accelerate wraps the model's forward): the linear layers compute in bf16.
+    linear_forward, dtypes = torch.nn.Linear.forward, set()
+
+    def recording(self, x):
+        out = linear_forward(self, x)
+        dtypes.add(out.dtype)
+        return out
+
+    monkeypatch.setattr(torch.nn.Linear, "forward", recording)
     recipe = tiny_recipe(tmp_path, optim={"precision": "bf16"}, model={"loss_chunk_size": 16})
     result = train(recipe_from_dict(recipe))
+    assert dtypes == {torch.bfloat16}
     losses = [e["loss"] for e in events(tmp_path / "run", "train")]
     assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]
     assert result.metrics["ensemble_ppl"] < 1000
@@ -197,6 +247,8 @@ def test_sigterm_saves_a_checkpoint_and_exits(tmp_path: Path) -> None:
         (["sparsity=null"], "sparsity"),
         (["optim.lr"], "section.key=value"),
         (["checkpoint.push_to_hub=a/b/c"], "checkpoint.push_to_hub"),
+        (["optim.implementation=apex"], "optim.implementation"),
+        (["model.compile_mode=fastest"], "model.compile_mode"),
     ],
 )
 def test_bad_recipes_name_the_key(overrides: list[str], named: str) -> None:

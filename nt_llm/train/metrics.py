@@ -53,6 +53,24 @@ class MetricsLog:
             self.accelerator.log(scalars, step=step)
 
 
+def throughput_metrics(
+    tokens_per_s: float, flops_per_token: float, devices: int, matmul_peak: float | None = None
+) -> dict[str, float]:
+    """Speed of a training window. ``tokens_per_s`` over all processes; ``flops_per_token`` the training FLOPs
+    the hardware executes per token (``nt_llm.flops.training_flops_per_token``; masked weights still run dense
+    matmuls, so a sparse model counts as dense). ``tflops``: achieved model TFLOP/s over all devices,
+    ``tflops_per_device`` the same per device, and with a measured ``matmul_peak`` (FLOP/s of one device)
+    ``mfu``, the fraction of that peak each device sustains."""
+    values = {
+        "tokens_per_s": tokens_per_s,
+        "tflops": flops_per_token * tokens_per_s / 1e12,
+        "tflops_per_device": flops_per_token * tokens_per_s / devices / 1e12,
+    }
+    if matmul_peak is not None:
+        values["mfu"] = values["tflops_per_device"] * 1e12 / matmul_peak
+    return values
+
+
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     """All events of a ``metrics.jsonl``."""
     with open(path, encoding="utf-8") as handle:

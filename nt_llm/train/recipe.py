@@ -26,6 +26,8 @@ from nt_llm.modeling.sizes import METHODS
 from nt_llm.sparse import SparsityConfig
 
 PRECISIONS = ("no", "bf16", "fp16")
+OPTIMIZER_IMPLEMENTATIONS = ("auto", "fused", "foreach", "for_loop")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 class RecipeError(ValueError):
@@ -52,10 +54,20 @@ class ModelRecipe:
     loss_reduction: str = "sum"  # how the heads' losses combine: "sum" (the paper) or "mean"
     loss_chunk_size: int = 0  # > 0: the training loss in chunks of this many tokens, no [B, T, vocab] logits
     activation_checkpointing: bool = False
+    # torch.compile of the model, in place (nn.Module.compile): parameter names, checkpoints and exports are
+    # those of the plain model, so a compiled run resumes eagerly and the other way round.
+    compile: bool = False
+    compile_mode: str = "default"  # torch.compile's mode
+    compile_backend: str = "inductor"  # torch.compile's backend ("aot_eager": traced, no code generation)
     config_overrides: dict[str, Any] = field(default_factory=dict)  # any other LlamaConfig field
 
     def __post_init__(self) -> None:
         _require(self.method in METHODS, "model.method", f"must be one of {METHODS}, got {self.method!r}")
+        _require(
+            self.compile_mode in COMPILE_MODES,
+            "model.compile_mode",
+            f"must be one of {COMPILE_MODES}, got {self.compile_mode!r}",
+        )
         _require_int("model.ensemble_size", self.ensemble_size, 1)
         reductions = ("sum", "mean")
         message = f"must be one of {reductions}, got {self.loss_reduction!r}"
@@ -76,7 +88,11 @@ class OptimRecipe:
     min_lr_ratio: float = 0.1  # the cosine decays to lr * min_lr_ratio
     total_batch_size: int = 8  # sequences per optimizer step, over all processes and accumulation
     grad_clip: float = 1.0  # 0 disables clipping
+    # "bf16": autocast on GPU and CPU alike (weights and optimizer state stay fp32); "fp16" adds a loss scaler.
     precision: str = "no"
+    # The AdamW kernel: "auto" is "fused" where torch has the fused kernel for the device (CUDA and CPU: one
+    # pass over each tensor, ~4x the for-loop on this CPU), else "foreach"; "for_loop" is the reference.
+    implementation: str = "auto"
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)
@@ -99,6 +115,11 @@ class OptimRecipe:
         _require(self.grad_clip >= 0, "optim.grad_clip", f"must be >= 0, got {self.grad_clip}")
         _require(
             self.precision in PRECISIONS, "optim.precision", f"must be one of {PRECISIONS}, got {self.precision!r}"
+        )
+        _require(
+            self.implementation in OPTIMIZER_IMPLEMENTATIONS,
+            "optim.implementation",
+            f"must be one of {OPTIMIZER_IMPLEMENTATIONS}, got {self.implementation!r}",
         )
 
 

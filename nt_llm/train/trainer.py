@@ -25,17 +25,24 @@ from nt_llm import checkpoint as ckpt
 from nt_llm.data import build_tokenizer, build_train_batches, build_validation_set, vocab_size_of
 from nt_llm.evaluation import evaluate
 from nt_llm.export import HubPush
+from nt_llm.flops import matmul_peak_flops, training_flops_per_token
 from nt_llm.modeling import NeuroTrailsConfig, NeuroTrailsForCausalLM
 from nt_llm.modeling.sizes import build_config, load_size
 from nt_llm.sparse import DynamicSparsity
-from nt_llm.train.metrics import LOG_FILE, TERMINAL, MetricsLog, RunLog, resolve_trackers
+from nt_llm.train.metrics import LOG_FILE, TERMINAL, MetricsLog, RunLog, resolve_trackers, throughput_metrics
 from nt_llm.train.recipe import ModelRecipe, Recipe, RecipeError, save_recipe
 from nt_llm.train.schedule import lr_at
 
 logger = logging.getLogger(__name__)
 
-# What must match between a checkpoint and the run resuming from it (beyond the model's shape).
+# What must match between a checkpoint and the run resuming from it (beyond the model's shape), and what under
+# those may differ: derived values and how the same model executes.
 RESUME_MUST_MATCH = ("model", "sparsity", "data.source", "data.seq_len", "data.mode", "data.batch_size", "data.seed")
+RESUME_MAY_DIFFER = ("sparsity.total_steps", "model.compile", "model.compile_mode", "model.compile_backend")
+# Devices with torch's fused AdamW kernel (CPU since torch 2.4).
+FUSED_ADAMW_DEVICES = ("cuda", "cpu", "xpu", "mps")
+# The dtype whose matmul peak is MFU's denominator, by optim.precision.
+COMPUTE_DTYPES = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class NonFiniteLossError(RuntimeError):
@@ -120,14 +127,19 @@ class Trainer:
         model = NeuroTrailsForCausalLM(self.model_config)
         if recipe.model.activation_checkpointing:
             model.activation_checkpointing_enable()
-        optimizer = torch.optim.AdamW(
-            parameter_groups(model, recipe.optim.weight_decay),
-            lr=recipe.optim.lr,
-            betas=recipe.optim.betas,
-            eps=recipe.optim.eps,
-        )
+        if recipe.model.compile:
+            # In place: the module keeps its class and parameter names (DST patterns, checkpoints, export). It
+            # compiles at its first call, again for evaluation (eval mode) and for a new batch shape.
+            try:
+                model.compile(mode=recipe.model.compile_mode, backend=recipe.model.compile_backend)
+            except RuntimeError as err:  # dynamo's InvalidBackend: a name torch._dynamo.list_backends() lacks
+                raise RecipeError(f"model.compile_backend: {err}") from err
+        optimizer = build_optimizer(model, recipe, accelerator.device)
         self._configure_deepspeed()
         self.model, self.optimizer = accelerator.prepare(model, optimizer)
+        # Every linear weight runs a dense matmul, masked or not: the FLOPs the hardware executes.
+        self.flops_per_token = training_flops_per_token(self.model_config, recipe.data.seq_len)
+        self.matmul_peak = self._matmul_peak()
         self.sparsity = None
         if recipe.sparsity is not None:
             self.sparsity = DynamicSparsity(self.model, recipe.sparsity, self.optimizer)
@@ -138,6 +150,17 @@ class Trainer:
             self.validation = build_validation_set(recipe.data, self.tokenizer, rank, world)
         except (OSError, ValueError, KeyError) as err:  # files missing, empty or unreadable, a column absent
             raise RecipeError(f"data: {err.args[0] if isinstance(err, KeyError) else err}") from err
+
+    def _matmul_peak(self) -> float | None:
+        """On CUDA, the measured matmul FLOP/s of one device in the training's compute dtype (MFU's denominator);
+        elsewhere None: a CPU's matmul rate depends on threads and load too much to be a peak."""
+        device = self.accelerator.device
+        if device.type != "cuda":
+            return None
+        dtype = COMPUTE_DTYPES[self.recipe.optim.precision]
+        peak = matmul_peak_flops(device, dtype)
+        logger.info("mfu is against a measured %s matmul peak of %.1f TFLOP/s per device", dtype, peak / 1e12)
+        return peak
 
     def _configure_deepspeed(self) -> int | None:
         """Fill what accelerate cannot infer without a DataLoader (micro-batch size, clipping); return the ZeRO
@@ -225,15 +248,19 @@ class Trainer:
                     elapsed = time.perf_counter() - window_start
                     values = self._train_metrics(step, tokens, losses, window_tokens / elapsed)
                     self.metrics.log("train", step, values)
-                    progress.set_postfix(loss=f"{losses[0]:.3f}", tok_s=f"{values['tokens_per_s']:.0f}")
+                    progress.set_postfix(
+                        loss=f"{losses[0]:.3f}", tok_s=f"{values['tokens_per_s']:.0f}", tflops=f"{values['tflops']:.3g}"
+                    )
                     window_start, window_tokens = time.perf_counter(), 0
                 if self.sparsity is not None and self.sparsity.last_update.step == step:
                     self.metrics.log("dst", step, self._dst_metrics())
+                began = time.perf_counter()
                 if step % recipe.eval.every == 0 or step == recipe.optim.max_steps:
                     last_eval = self._evaluate(step, tokens)
                 if stop or step % recipe.checkpoint.every == 0 or step == recipe.optim.max_steps:
                     self._save(step, tokens, last_eval)
                     saved_at = step
+                window_start += time.perf_counter() - began  # tokens_per_s measures the training steps only
                 if stop:
                     logger.warning("stop requested: saved step %d, exiting", step)
                     return TrainResult(self.output_dir, self._checkpoint_path(saved_at), step, last_eval, True)
@@ -296,7 +323,7 @@ class Trainer:
             "tokens": tokens,
             "loss": losses[0],
             "lr": lr_at(step - 1, self.recipe.optim),
-            "tokens_per_s": tokens_per_s,
+            **throughput_metrics(tokens_per_s, self.flops_per_token, self.accelerator.num_processes, self.matmul_peak),
         }
         values.update({f"head{h}_loss": v for h, v in enumerate(losses[1:])})
         values["real_token_fraction"] = self.train_batches.stats()["real_token_fraction"]
@@ -433,6 +460,20 @@ def _check_head_layers(m: ModelRecipe) -> None:
         )
 
 
+def build_optimizer(model: torch.nn.Module, recipe: Recipe, device: torch.device) -> torch.optim.AdamW:
+    """AdamW over ``parameter_groups`` with the kernel ``optim.implementation`` names for ``device``."""
+    optim = recipe.optim
+    implementation = optim.implementation
+    if implementation == "auto":
+        implementation = "fused" if device.type in FUSED_ADAMW_DEVICES else "foreach"
+    elif implementation == "fused" and device.type not in FUSED_ADAMW_DEVICES:
+        raise RecipeError(f"optim.implementation: torch has no fused AdamW for {device.type} devices")
+    kernel = {"fused": {"fused": True}, "foreach": {"foreach": True}, "for_loop": {"foreach": False}}[implementation]
+    groups = parameter_groups(model, optim.weight_decay)
+    logger.info("AdamW: %s kernel", implementation)
+    return torch.optim.AdamW(groups, lr=optim.lr, betas=optim.betas, eps=optim.eps, **kernel)
+
+
 def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """Weight decay on matrices only: norms' gains are not decayed."""
     decay = [p for p in model.parameters() if p.ndim >= 2]
@@ -451,7 +492,7 @@ def check_compatible(meta: dict[str, Any], recipe: Recipe, world_size: int) -> N
     differing = sorted(
         key
         for key in set(saved) | set(current)
-        if key.startswith(RESUME_MUST_MATCH) and key != "sparsity.total_steps" and saved.get(key) != current.get(key)
+        if key.startswith(RESUME_MUST_MATCH) and key not in RESUME_MAY_DIFFER and saved.get(key) != current.get(key)
     )
     if differing:
         raise ckpt.CheckpointError(
