@@ -38,8 +38,10 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # 3 heads of 2 blocks over 1 shared block, half the heads' weights masked; checkpoints at steps 2 and 4.
     recipe = tiny_recipe(tmp, optim={"max_steps": 4}, eval={"every": 2}, checkpoint={"every": 2})
     assert recipe["data"]["seq_len"] == SEQ_LEN and recipe["model"]["ensemble_size"] == HEADS
-    result = train(recipe_from_dict(recipe))
+    seen: list[tuple[int, bool]] = []  # what a checkpoint callback sees: complete checkpoints, masks written
+    result = train(recipe_from_dict(recipe), on_checkpoint=[lambda c: seen.append((c.step, c.masks_file.is_file()))])
     assert result.step == 4 and result.checkpoint == tmp / "run" / "checkpoints" / "step_4"
+    assert seen == [(2, True), (4, True)]
     return tmp / "run"
 
 
@@ -340,6 +342,18 @@ def test_clear_errors_for_bad_sources(tmp_path: Path, run_dir: Path) -> None:
     with pytest.raises(nt_export.ExportError, match="torn"):
         nt_export.export(torn, out)
     assert not out.exists()
+
+
+def test_a_sparse_checkpoint_of_the_old_format_is_refused_with_what_to_do(step_dir: Path, tmp_path: Path) -> None:
+    old = shutil.copytree(step_dir, tmp_path / "step_4")
+    (old / "masks.safetensors").unlink()  # format 1 kept the masks only inside accelerate's state
+    manifest = json.loads((old / "checkpoint.json").read_text())
+    manifest.update(format_version=1, files=[f for f in manifest["files"] if f != "masks.safetensors"])
+    (old / "checkpoint.json").write_text(json.dumps(manifest))
+    with pytest.raises(nt_export.ExportError, match=r"older nt_llm \(checkpoint format 1\).*resume"):
+        nt_export.export(old, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    assert nt_export.export(old / "model", tmp_path / "bare").masked_nonzero == 0  # the way out it names
 
 
 def test_clear_errors_for_bad_options(step_dir: Path, tmp_path: Path) -> None:
