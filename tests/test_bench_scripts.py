@@ -1,21 +1,35 @@
 """The benchmark scripts run end to end on a tiny config and report consistent numbers (no timing targets)."""
 
 import argparse
+import importlib.util
 import math
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
+import torch
 import yaml
 
 from nt_llm.flops import training_flops_per_token
 from nt_llm.modeling.sizes import build_config
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+BENCH = Path(__file__).resolve().parents[1] / "bench"
 
-import bench_inference  # noqa: E402  (bench/ is a folder of scripts, not a package)
-import bench_memory  # noqa: E402
-import bench_train  # noqa: E402
+
+def load_script(name: str) -> ModuleType:
+    """A bench/ script as a module, by path: the scripts import only nt_llm, so nothing goes on sys.path."""
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # registered as an import would: dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+bench_inference = load_script("bench_inference")
+bench_memory = load_script("bench_memory")
+bench_train = load_script("bench_train")
+bench_gpu = load_script("gpu")
 
 SIZE = {
     "hidden_size": 32,
@@ -53,6 +67,46 @@ def test_bench_train_reports_every_method_against_its_flop_ideal(size_file):
 def test_bench_train_rejects_an_unknown_method(size_file):
     with pytest.raises(SystemExit):
         bench_train.main(["--size", size_file, "--methods", "dense_moe"])
+    with pytest.raises(SystemExit):  # --compare bf16 sets the dtypes itself
+        bench_train.main(["--size", size_file, "--compare", "bf16", "--dtype", "bfloat16"])
+
+
+@pytest.mark.parametrize("compare,configs", [("bf16", ("fp32", "bf16")), ("compile", ("eager", "compiled"))])
+def test_bench_train_compares_two_executions_of_each_method(size_file, compare, configs, monkeypatch):
+    if compare == "compile":  # dynamo and AOT autograd without inductor's code generation: seconds
+        compile_module = bench_train.NeuroTrailsForCausalLM.compile
+        monkeypatch.setattr(
+            bench_train.NeuroTrailsForCausalLM, "compile", lambda self: compile_module(self, backend="aot_eager")
+        )
+    args = ["--size", size_file, "--batch", "2", "--seq", "16", "--steps", "1", "--threads", "1"]
+    rows = bench_train.main([*args, "--compare", compare, "--methods", "dense,neurotrails"])
+    assert [(r["phase"], r["model"]) for r in rows] == [(m, c) for m in ("dense", "neurotrails") for c in configs]
+    for reference, other in zip(rows[::2], rows[1::2], strict=True):
+        assert reference["speedup_wall"] == 1 and reference["speedup_cpu"] == 1
+        assert other["speedup_wall"] == pytest.approx(reference["wall"] / other["wall"])
+        assert reference["tflops"] == pytest.approx(
+            training_flops_per_token(build_config(size_file, reference["phase"]), 16) * 32 / reference["wall"] / 1e12
+        )
+
+
+def test_gpu_script_refuses_without_cuda_and_runs_its_smoke_form_on_cpu(size_file, capsys):
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit) as refused:
+            bench_gpu.main(["--size", size_file])
+        assert refused.value.code == 2 and "needs a CUDA device" in capsys.readouterr().err
+    smoke = ["--device", "cpu", "--size", size_file, "--head-layers", "2", "--batch", "2", "--seq", "16"]
+    smoke += ["--steps", "1", "--warmup", "1", "--prompt", "4", "--new-tokens", "2", "--compile-backend", "aot_eager"]
+    result = bench_gpu.main(smoke)
+    printed = capsys.readouterr().out
+    steps = [(r.method, r.execution) for r in result["steps"]]
+    assert steps == [(m, e) for e in bench_gpu.EXECUTIONS for m in bench_gpu.METHODS]
+    assert result["mask_update_s"] > 0 and result["peak"] is None
+    assert set(result["generation_ms_per_token"]) == {"dense", "neurotrails"}
+    # The README table: a header, a rule and one row per (method, execution); dense is its own FLOP-ideal.
+    rows = [line for line in printed.splitlines() if line.startswith("| ")]
+    assert rows[0].startswith("| model | execution | step ms") and len(rows) == 2 + len(steps)
+    assert rows[2].startswith("| dense | eager |") and rows[2].endswith("| - | 1.000 |")
+    assert "mask update" in printed and "ms/token" in printed
 
 
 def test_bench_inference_reports_all_three_models(size_file):

@@ -1,17 +1,14 @@
-"""eval/head_gradients.py: agreement of the heads' gradients on the shared weights."""
+"""nt-llm head-gradients (nt_llm.study.head_gradients): agreement of the heads' gradients on the shared weights."""
 
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from train_support import TINY_SIZE
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "eval"))
-import head_gradients  # noqa: E402  (eval/ is a folder of scripts)
-
-from nt_llm.modeling import NeuroTrailsForCausalLM  # noqa: E402
-from nt_llm.modeling.sizes import build_config  # noqa: E402
+from nt_llm.modeling import NeuroTrailsForCausalLM
+from nt_llm.modeling.sizes import build_config
+from nt_llm.study import head_gradients
 
 
 def tiny_model(tmp_path: Path, method: str) -> NeuroTrailsForCausalLM:

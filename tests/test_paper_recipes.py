@@ -3,8 +3,10 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
 from nt_llm.modeling.sizes import load_size
+from nt_llm.study import ablate, reproduce
 from nt_llm.train import load_recipe
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
@@ -41,13 +43,7 @@ def test_paper_recipe(method: str, size: str, layers: int, head_layers: int) -> 
 
 @pytest.mark.parametrize("method", ["dense", "treenet", "neurotrails", "full_ensemble"])
 def test_cpu_recipes_are_the_study_settings_at_150_steps(method: str) -> None:
-    """`make demo` trains these: they must be the runs eval/ablate.py makes at 150 steps, seed 0, lr 2e-3."""
-    import sys
-
-    sys.path.insert(0, str(RECIPES.parent / "eval"))
-    import ablate  # noqa: E402  (eval/ is a folder of scripts)
-    import reproduce  # noqa: E402
-
+    """`make demo` trains these: they must be the runs `nt-llm ablate` makes at 150 steps, seed 0, lr 2e-3."""
     parser = reproduce.argparse.ArgumentParser()
     reproduce.add_common_arguments(parser)
     args = parser.parse_args(["--steps", "150", "--lr", "2e-3", "--seeds", "0"])
@@ -60,3 +56,10 @@ def test_cpu_recipes_are_the_study_settings_at_150_steps(method: str) -> None:
     assert {k: recipe["data"][k] for k in study["data"]} == study["data"]
     if method == "neurotrails":
         assert {k: recipe["sparsity"][k] for k in study["sparsity"]} == study["sparsity"]
+
+
+def test_the_studys_default_data_is_the_embedded_4k_recipe() -> None:
+    """Without --data the study (and head-gradients) train on STUDY_DATA, shipped in the package: the same fields in
+    the same order as recipes/data/embedded_4k.yaml, so a run trained from either has the same recipe text."""
+    data = yaml.safe_load((RECIPES / "data" / "embedded_4k.yaml").read_text(encoding="utf-8"))
+    assert list(data.items()) == list(reproduce.STUDY_DATA.items())

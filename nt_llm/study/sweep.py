@@ -1,10 +1,10 @@
 """Sweep NeuroTrails over head depth and density: the paper's "Goldilocks" analysis of prediction diversity
-against accuracy, with the same outputs as ``reproduce.py`` (results.md/json, loss.png, disagreement.png).
+against accuracy, with the same outputs as ``nt-llm reproduce`` (results.md/json, loss.png, diversity.png).
 
 Every grid point trains with the same data, token budget and seeds; a density of 1 is TreeNet at that depth.
 
-    python eval/sweep.py --head-layers 2,4,6 --density 0.5,0.9 --lr 4e-3      # cpu-4m, embedded corpus, 4k pieces
-    python eval/sweep.py --size cpu-7m --head-layers 2,4 --density 0.3,0.6,0.9 --steps 1000 --seeds 0,1
+    nt-llm sweep --head-layers 2,4,6 --density 0.5,0.9 --lr 4e-3      # cpu-4m, embedded corpus, 4k pieces
+    nt-llm sweep --size cpu-7m --head-layers 2,4 --density 0.3,0.6,0.9 --steps 1000 --seeds 0,1
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from reproduce import RunSpec, add_common_arguments, parse_list, run_cli
+from nt_llm.study.reproduce import RunSpec, add_common_arguments, parse_list, run_cli
 
 
 def grid_specs(head_layers: list[int], densities: list[float], seeds: list[int]) -> list[RunSpec]:

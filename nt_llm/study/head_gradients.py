@@ -7,8 +7,8 @@ a size), on a few batches of the validation split:
 - alignment = |sum_h g_h| / sum_h |g_h| (1: aligned; 1/sqrt(H): orthogonal; toward 0: cancelling), i.e. how much of
   the heads' gradient survives in the shared update.
 
-    python eval/head_gradients.py --size cpu-4m --method treenet                      # at initialisation
-    python eval/head_gradients.py --model out/reproduce/runs/treenet_s0/checkpoints/step_300/model
+    nt-llm head-gradients --size cpu-4m --method treenet                      # at initialisation
+    nt-llm head-gradients --model out/reproduce/runs/treenet_s0/checkpoints/step_300/model
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ import yaml
 from nt_llm.data import DataConfig, build_tokenizer, build_validation_set, vocab_size_of
 from nt_llm.modeling import NeuroTrailsForCausalLM
 from nt_llm.modeling.sizes import build_config
+from nt_llm.study.reproduce import STUDY_DATA
 
-log = logging.getLogger("head_gradients")
+log = logging.getLogger(__name__)
 
 
 def shared_parameters(model: NeuroTrailsForCausalLM) -> list[torch.nn.Parameter]:
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--method", default="treenet", choices=("treenet", "neurotrails"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--data", type=Path, default=Path(__file__).resolve().parents[1] / "recipes/data/embedded_4k.yaml"
+        "--data", type=Path, default=None, help="a YAML of data-section fields (default: the study's, see reproduce)"
     )
     parser.add_argument("--batches", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=4)
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        fields = yaml.safe_load(args.data.read_text(encoding="utf-8"))
+        fields = STUDY_DATA if args.data is None else yaml.safe_load(args.data.read_text(encoding="utf-8"))
         cfg = DataConfig(
             **{
                 **fields,

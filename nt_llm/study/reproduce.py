@@ -1,6 +1,6 @@
 """The paper's comparison at CPU scale: single dense model, TreeNet, NeuroTrails and the full ensemble.
 
-Every method trains in its own process (``pretrain.py``, as a user would run it) with the same token budget,
+Every method trains in its own process (``nt-llm train``, as a user would run it) with the same token budget,
 learning rate and data order (the data order follows the seed, so seed s is the same stream for every
 method), for several seeds. With ``--lr auto`` the learning rate is picked first by a short sweep of the dense
 baseline and then used for every method. Writes into ``--out``:
@@ -11,9 +11,12 @@ baseline and then used for every method. Writes into ``--out``:
   ``diversity.png``: disagreement, KL and ensemble gain over training.
 Runs that finished with the same recipe are reused, so an interrupted study resumes where it stopped.
 
-    python eval/reproduce.py                       # cpu-4m, 4k tokenizer, 3 seeds, lr picked by a dense sweep
-    python eval/reproduce.py --size cpu-2m --steps 200 --seeds 0 --jobs 2
-    python eval/reproduce.py --data recipes/data/c4_paper.yaml --size 350m ...   # the paper's C4 recipe
+    nt-llm reproduce                       # cpu-4m, 4k tokenizer, 3 seeds, lr picked by a dense sweep
+    nt-llm reproduce --size cpu-2m --steps 200 --seeds 0 --jobs 2
+    nt-llm reproduce --data recipes/data/c4_paper.yaml --size 350m ...   # the paper's C4 recipe
+
+Paths (``--out``, the runs, the data recipe's ``data_dir``) are relative to the working directory, as for
+``nt-llm train``; the embedded corpus is the one ``nt-llm prepare-data --out data`` writes.
 """
 
 from __future__ import annotations
@@ -36,11 +39,26 @@ from typing import Any
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+from nt_llm.checkpoint import RunDir
+
 METHODS = ("dense", "treenet", "neurotrails", "full_ensemble")
+# The study's data section without --data: the embedded corpus with its 4k tokenizer, packed. The same fields,
+# in the same order, as recipes/data/embedded_4k.yaml (a test keeps them equal), so that a run trained from either
+# has the same recipe text and is reused; kept here because an installed package has no recipes/ folder.
+STUDY_DATA: dict[str, Any] = {
+    "source": "embedded",
+    "data_dir": "data",
+    "tokenizer": "embedded-4k",
+    "seq_len": 256,
+    "mode": "pack",
+    "batch_size": 8,
+    "shuffle_buffer": 10000,
+    "seed": 0,
+    "validation_tokens": 49152,
+}
 # Relative cost of one step, to start the longest runs first when several run at once.
 METHOD_COST = {"dense": 1.0, "treenet": 2.5, "neurotrails": 2.6, "full_ensemble": 3.0}
-log = logging.getLogger("reproduce")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -71,8 +89,8 @@ def parse_list(text: str, kind: type) -> list:
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags shared with ``sweep.py`` and ``ablate.py``: size, budget, data, sparsity, output."""
-    parser.add_argument("--size", default="cpu-4m", help="a name in recipes/models or a YAML of LlamaConfig fields")
+    """Flags shared with ``nt-llm sweep`` and ``nt-llm ablate``: size, budget, data, sparsity, output."""
+    parser.add_argument("--size", default="cpu-4m", help="a shipped size name or a YAML of LlamaConfig fields")
     parser.add_argument("--ensemble-size", type=int, default=3)
     parser.add_argument("--seeds", type=lambda t: parse_list(t, int), default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=300, help="optimizer steps (same for every method)")
@@ -90,13 +108,13 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data",
         type=Path,
-        default=REPO / "recipes" / "data" / "embedded_4k.yaml",
-        help="a YAML of data-section fields (recipes/data/*.yaml); seq_len, batch and validation_tokens are set by "
-        "flags",
+        default=None,
+        help="a YAML of data-section fields (recipes/data/*.yaml; default: the embedded corpus, 4k tokenizer); "
+        "seq_len, batch and validation_tokens are set by flags",
     )
     parser.add_argument("--threads", type=int, default=1, help="torch threads of each training process")
     parser.add_argument("--jobs", type=int, default=2, help="training processes at once (jobs x threads <= cores)")
-    parser.add_argument("--out", type=Path, default=REPO / "out" / "reproduce")
+    parser.add_argument("--out", type=Path, default=Path("out") / "reproduce")
     parser.add_argument(
         "--runs-dir",
         type=Path,
@@ -107,6 +125,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def check_arguments(args: argparse.Namespace) -> None:
+    """Bad flags raise ValueError naming the flag."""
     for name in ("steps", "batch", "seq_len", "threads", "jobs", "validation_tokens"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
@@ -121,7 +140,7 @@ def check_arguments(args: argparse.Namespace) -> None:
 
 def build_recipe(spec: RunSpec, args: argparse.Namespace, run_dir: Path, lr: float, steps: int) -> dict[str, Any]:
     """The recipe of one run: everything but the method's shape and the overrides is shared by all runs."""
-    data = yaml.safe_load(args.data.read_text(encoding="utf-8"))
+    data = dict(STUDY_DATA) if args.data is None else yaml.safe_load(args.data.read_text(encoding="utf-8"))
     if not isinstance(data, dict):
         raise ValueError(f"--data {args.data} must hold a mapping of data-section fields")
     # The seed fixes the data order too: seed s is the same token stream for every method (paired runs).
@@ -183,7 +202,7 @@ def check_no_conflicts(specs: list[RunSpec], args: argparse.Namespace, lr: float
     conflicts = []
     for spec in specs:
         recipe_path = runs_dir / f"{spec.name}.yaml"
-        if _final_checkpoint(runs_dir / spec.name) is not None and (
+        if RunDir(runs_dir / spec.name).latest() is not None and (
             not recipe_path.is_file()
             or recipe_path.read_text(encoding="utf-8") != _recipe_text(spec, args, lr, steps, runs_dir)
         ):
@@ -202,9 +221,9 @@ def train_run(spec: RunSpec, args: argparse.Namespace, lr: float, steps: int, ru
     run_dir = runs_dir / spec.name
     recipe_path = runs_dir / f"{spec.name}.yaml"
     recipe_text = _recipe_text(spec, args, lr, steps, runs_dir)
-    final = _final_checkpoint(run_dir)
+    final = RunDir(run_dir).latest()
     same_recipe = recipe_path.is_file() and recipe_path.read_text(encoding="utf-8") == recipe_text
-    if not args.rerun and same_recipe and final is not None and final.parent.name == f"step_{steps}":
+    if not args.rerun and same_recipe and final is not None and final.step == steps:
         log.info("%s: finished earlier, reusing %s", spec.name, run_dir)
         return run_dir
     if run_dir.exists():
@@ -212,11 +231,11 @@ def train_run(spec: RunSpec, args: argparse.Namespace, lr: float, steps: int, ru
     run_dir.mkdir(parents=True)
     recipe_path.write_text(recipe_text, encoding="utf-8")
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
-    command = [sys.executable, str(REPO / "pretrain.py"), "--recipe", str(recipe_path)]
+    command = [sys.executable, "-m", "nt_llm.cli", "train", "--recipe", str(recipe_path)]
     log.info("%s: %s", spec.name, " ".join(command))
     started = time.perf_counter()
     with open(runs_dir / f"{spec.name}.log", "w", encoding="utf-8") as out:
-        result = subprocess.run(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, check=False)
+        result = subprocess.run(command, env=env, stdout=out, stderr=subprocess.STDOUT, check=False)
     if result.returncode != 0:
         raise RuntimeError(f"training {spec.name} failed (exit {result.returncode}); see {out.name}")
     log.info("%s: trained in %.0f s", spec.name, time.perf_counter() - started)
@@ -237,16 +256,6 @@ def train_all(specs: list[RunSpec], args: argparse.Namespace, lr: float, steps: 
             bar.update(1)
 
 
-def _final_checkpoint(run_dir: Path) -> Path | None:
-    steps = sorted(run_dir.glob("checkpoints/step_*/model"), key=lambda p: int(p.parent.name.split("_")[1]))
-    return steps[-1] if steps else None
-
-
-def read_events(run_dir: Path) -> list[dict[str, Any]]:
-    lines = (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
-    return [json.loads(line) for line in lines if line.strip()]
-
-
 def measure_run(run_dir: Path, seq_len: int) -> dict[str, Any]:
     """Final metrics, parameter counts and FLOPs of a finished run, from its metrics and final checkpoint."""
     import torch
@@ -254,21 +263,19 @@ def measure_run(run_dir: Path, seq_len: int) -> dict[str, Any]:
     from nt_llm.flops import forward_flops_per_token, model_linear_weights, training_flops_per_token
     from nt_llm.modeling import NeuroTrailsForCausalLM
 
-    events = read_events(run_dir)
-    evals = [e for e in events if e["event"] == "eval"]
-    if not evals:
-        raise ValueError(f"{run_dir}/metrics.jsonl holds no evaluation")
-    checkpoint = _final_checkpoint(run_dir)
+    run = RunDir(run_dir)
+    evals = run.evaluations()
+    checkpoint = run.latest()
     if checkpoint is None:
         raise FileNotFoundError(f"{run_dir} has no checkpoint to count parameters from")
-    model = NeuroTrailsForCausalLM.from_pretrained(checkpoint, dtype=torch.float32)
+    model = NeuroTrailsForCausalLM.from_pretrained(checkpoint.model_dir, dtype=torch.float32)
     config = model.config
     total = sum(p.numel() for p in model.parameters())
     nonzero = sum(int(torch.count_nonzero(p)) for p in model.parameters())
     weights = model_linear_weights(model, nonzero=True)
     final = evals[-1]
     heads = sorted((k for k in final if k.startswith("head") and k.endswith("_ppl")), key=lambda k: int(k[4:-4]))
-    trains = [e for e in events if e["event"] == "train"]
+    trains = run.metrics("train")
     # Training FLOPs use the final nonzero count: DST keeps the density constant over the run.
     return {
         "tokens": final["tokens"],
@@ -460,8 +467,7 @@ def pick_learning_rate(args: argparse.Namespace) -> tuple[float, str]:
             future.result()
     losses = {}
     for lr, spec in specs.items():
-        evals = [e for e in read_events(runs_dir / spec.name) if e["event"] == "eval"]
-        losses[lr] = evals[-1]["ensemble_loss"]
+        losses[lr] = RunDir(runs_dir / spec.name).final_eval()["ensemble_loss"]
     best = min(losses, key=losses.get)
     lines = [
         f"Dense baseline, seed {args.seeds[0]}, {steps} steps: the learning rate of every method is {best:g}.",
@@ -537,7 +543,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_cli(args: argparse.Namespace, make_specs: Callable[[], list[RunSpec]], title: str) -> int:
-    """The body of this script's and its siblings' mains: check, train, report; bad input exits 2."""
+    """The body of this module's and its siblings' (sweep, ablate) mains: check, train, report; bad input exits 2."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         check_arguments(args)

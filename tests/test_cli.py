@@ -1,0 +1,70 @@
+"""nt-llm (nt_llm.cli): one command that dispatches to each tool's own main, and pretrain.py as its train."""
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nt_llm import cli
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_help_lists_every_command(capsys: pytest.CaptureFixture) -> None:
+    assert cli.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for name, command in cli.COMMANDS.items():
+        assert f"  {name} " in out and command.summary in out
+    for wanted in ("train", "export", "report", "prepare-data", "zero-shot", "reproduce"):  # the issue's six
+        assert wanted in cli.COMMANDS
+
+
+@pytest.mark.parametrize("name", sorted(cli.COMMANDS))
+def test_every_command_resolves_to_a_main(name: str) -> None:
+    assert callable(cli.COMMANDS[name].load())
+
+
+def test_no_command_or_an_unknown_one_exits_2_naming_the_choices(capsys: pytest.CaptureFixture) -> None:
+    assert cli.main([]) == 2
+    assert "usage: nt-llm COMMAND" in capsys.readouterr().err
+    assert cli.main(["trian", "--recipe", "x.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown command 'trian'" in err and "train, export, report" in err
+
+
+def test_a_command_gets_its_arguments_and_its_name_in_usage(capsys: pytest.CaptureFixture) -> None:
+    argv = list(sys.argv)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["train", "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: nt-llm train") and "--recipe RECIPE" in out and "--restart" in out
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["report"])  # report's own parser: at least one run folder
+    assert exit_.value.code == 2
+    assert "usage: nt-llm report" in capsys.readouterr().err
+    assert sys.argv == argv  # restored for the caller
+
+
+def test_pretrain_py_is_the_train_command() -> None:
+    spec = importlib.util.spec_from_file_location("pretrain_script", REPO / "pretrain.py")
+    pretrain = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pretrain)
+    assert pretrain.main is cli.train_main and pretrain.parse_args is cli.parse_train_args
+    args = pretrain.parse_args(["--recipe", "r.yaml", "optim.lr=1e-3", "--resume", "latest"])
+    assert (args.recipe, args.resume, args.overrides) == ("r.yaml", "latest", ["optim.lr=1e-3"])
+
+
+def test_python_dash_m_nt_llm_runs_a_command_in_a_fresh_process(tmp_path: Path) -> None:
+    # From another folder: the package, not the checkout, provides the commands.
+    proc = subprocess.run(
+        [sys.executable, "-m", "nt_llm", "train", "--recipe", str(tmp_path / "missing.yaml")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "missing.yaml" in proc.stderr
