@@ -210,6 +210,15 @@ def test_generate_with_cache_matches_without(overrides: dict) -> None:
     assert uncached[:, 5:].unique().numel() > 1, "degenerate generation proves nothing"
 
 
+def test_static_cache_generation_matches_without() -> None:
+    # A StaticCache built by generate() gets the heads' slots the same way (copies of its empty last layer).
+    model = peaked_model()
+    prompt = torch.randint(0, TINY["vocab_size"], (2, 5), generator=torch.Generator().manual_seed(1))
+    kwargs = dict(max_new_tokens=6, do_sample=False, pad_token_id=0, attention_mask=torch.ones_like(prompt))
+    static = model.generate(prompt, cache_implementation="static", **kwargs)
+    assert torch.equal(static, model.generate(prompt, use_cache=False, **kwargs))
+
+
 def test_left_padded_batch_generates_as_each_prompt_alone() -> None:
     model = peaked_model()
     long_prompt = torch.randint(0, TINY["vocab_size"], (1, 6), generator=torch.Generator().manual_seed(2))
