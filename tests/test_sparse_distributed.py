@@ -2,7 +2,9 @@
 
 Each case runs tests/dist/sparse_worker.py under torchrun; the worker asserts the invariants after
 every optimizer step (zeros in module, fp32 master, optimizer state and checkpoint; exact counts;
-masks identical across ranks; RigL's gradient is the global one) and rank 0 writes a summary.
+masks identical across ranks; every update split over both ranks, each gathering full tensors for its own
+tensors only, and equal to a single-process update from the same full weights, gradients and seed; RigL's
+gradient is the global one) and rank 0 writes a summary.
 """
 
 import json

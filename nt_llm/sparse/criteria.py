@@ -150,10 +150,13 @@ def select_top(
         ranked = scores.float().clamp(min=lowest)
     ranked = ranked.masked_fill_(~candidates, float("-inf")).reshape(-1)
     threshold = kth_largest(ranked, k)
-    out = ranked > threshold
-    missing = k - int(torch.count_nonzero(out))
-    if missing > 0:
-        out[(ranked == threshold).nonzero().squeeze(1)[:missing]] = True
+    # With distinct scores exactly k reach the threshold; only ties at it need the (full-size)
+    # index list, to keep the lowest-index ones.
+    out = ranked >= threshold
+    excess = int(torch.count_nonzero(out)) - k
+    if excess > 0:
+        ties = (ranked == threshold).nonzero().squeeze(1)
+        out[ties[ties.numel() - excess :]] = False
     return out.view_as(candidates)
 
 

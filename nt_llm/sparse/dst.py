@@ -352,12 +352,14 @@ class DynamicSparsity:
         """Cache the per-step lists, the ever-active count and the engine's per-step form of the masks."""
         self._params = [r.param for r in self.records]
         self._mask_list = [r.mask for r in self.records]
-        self._ever_count = int(torch.stack([r.ever_active.sum() for r in self.records]).sum())
+        self._ever_count: int | None = None  # counted when stats() asks: a pass over every mask
         self.engine.prepare_masks(self._params, self._mask_list, [r.count for r in self.records])
 
     def stats(self, per_tensor: bool = True) -> dict[str, float]:
-        """Scalars for a tracker, keyed `sparsity/...` (cheap: counts are cached at mask changes)."""
+        """Scalars for a tracker, keyed `sparsity/...` (cheap: counts are cached between mask changes)."""
         active = sum(r.count for r in self.records)
+        if self._ever_count is None:
+            self._ever_count = int(torch.stack([r.ever_active.sum() for r in self.records]).sum())
         last = self.last_update
         out = {
             "sparsity/density": active / self.numel,

@@ -6,7 +6,7 @@ Per-step masking uses only local data (no collectives).
 
 A mask update is split over ranks: every tensor has one owner (`assign_owners`, the same on every
 rank), `gather_full` materialises full weights and gradients on their owners only, the owners
-score and select, and `share_masks` sends every new mask (bit-packed) from its owner to all ranks.
+score and select, and `share_masks` broadcasts every new mask (bit-packed) from its owner.
 Replicated engines gather nothing: the owner reads its local tensors. Sharded engines send each
 local piece straight to the owner (one `gather` per destination rank), never to every rank.
 
@@ -97,32 +97,32 @@ class Engine(ABC):
     ) -> list[torch.Tensor]:
         """Every position's mask on every rank, sent from its owner (`masks` holds this rank's).
 
-        One all_gather of bit-packed masks (1 bit per weight): each rank receives every mask once.
+        One broadcast per owning rank of its masks, bit-packed (1 bit per weight), of exactly their
+        size: each rank receives every mask once, total/8 bytes, however unequal the owners' shares
+        (an all_gather would pad every rank's share to the largest one).
         """
         world = self.world_size
         if world == 1:
             return [masks[i] for i in range(len(owners))]
         rank = self.rank
+        comm = comm_device(device)
         packed_sizes = [(s.numel() + 7) // 8 for s in shapes]
-        per_rank = [sum(n for n, o in zip(packed_sizes, owners, strict=True) if o == r) for r in range(world)]
-        width = max(per_rank)
-        if width == 0:
-            return []
-        mask_device = device
-        device = comm_device(device)
-        mine = [pack_bits(masks[i].to(device)) for i, o in enumerate(owners) if o == rank]
-        local = torch.zeros(width, dtype=torch.uint8, device=device)
-        if mine:
-            flat = torch.cat(mine)
-            local[: flat.numel()] = flat
-        received = [torch.empty_like(local) for _ in range(world)]
-        dist.all_gather(received, local)
-        offsets = [0] * world
-        out = []
-        for i, (owner, shape) in enumerate(zip(owners, shapes, strict=True)):
-            start = offsets[owner]
-            offsets[owner] += packed_sizes[i]
-            out.append(unpack_bits(received[owner][start : offsets[owner]], shape).to(mask_device))
+        out: list[torch.Tensor | None] = [None] * len(owners)
+        for src in range(world):
+            mine = [i for i, o in enumerate(owners) if o == src]
+            size = sum(packed_sizes[i] for i in mine)
+            if size == 0:
+                continue
+            if src == rank:
+                buf = torch.cat([pack_bits(masks[i].to(comm)) for i in mine])
+            else:
+                buf = torch.empty(size, dtype=torch.uint8, device=comm)
+            dist.broadcast(buf, src=src)
+            offset = 0
+            for i in mine:
+                piece = buf[offset : offset + packed_sizes[i]]
+                offset += packed_sizes[i]
+                out[i] = masks[i] if src == rank else unpack_bits(piece, shapes[i]).to(device)
         return out
 
     # ---- per step and at updates: local work only -----------------------------------------------
@@ -499,9 +499,9 @@ def pack_bits(mask: torch.Tensor) -> torch.Tensor:
 
 def unpack_bits(packed: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     """The inverse of pack_bits for a tensor of `shape`."""
-    shifts = torch.arange(8, dtype=torch.uint8, device=packed.device)
-    bits = (packed.unsqueeze(1) >> shifts) & 1
-    return bits.reshape(-1)[: shape.numel()].bool().view(shape)
+    powers = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8, device=packed.device)
+    bits = torch.ne(packed.unsqueeze(1) & powers, 0)  # two passes, straight to bool
+    return bits.reshape(-1)[: shape.numel()].view(shape)
 
 
 def zero_outside(tensor: torch.Tensor, keep: torch.Tensor) -> None:
