@@ -15,14 +15,13 @@ process time is reported beside the wall time: on a shared machine it is the ste
 
 import argparse
 import logging
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from nt_llm.benchmarking import Sample, median, timed
 from nt_llm.modeling import NeuroTrailsConfig, NeuroTrailsForCausalLM
 from nt_llm.modeling.sizes import METHODS, build_config
 
@@ -66,17 +65,15 @@ class PaperLoop(nn.Module):
         return torch.stack(losses).sum()
 
 
-def timed_step(loss_of: Callable[[], torch.Tensor], device: torch.device, dtype: torch.dtype) -> tuple[float, float]:
-    """(wall seconds, process CPU seconds) of one forward + backward."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    wall, cpu = time.perf_counter(), time.process_time()
-    with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-        loss = loss_of()
-    loss.backward()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - wall, time.process_time() - cpu
+def training_step(loss_of: Callable[[], torch.Tensor], dtype: torch.dtype, device: torch.device) -> Callable[[], None]:
+    """One forward (under autocast unless fp32) and backward."""
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+            loss = loss_of()
+        loss.backward()
+
+    return step
 
 
 def measure(args: argparse.Namespace, config: NeuroTrailsConfig, dtype: torch.dtype) -> dict[str, dict[str, float]]:
@@ -85,7 +82,7 @@ def measure(args: argparse.Namespace, config: NeuroTrailsConfig, dtype: torch.dt
     model = NeuroTrailsForCausalLM(config).to(device).train()
     paper = PaperLoop(config).to(device).train()
     input_ids = torch.randint(0, config.vocab_size, (args.batch, args.seq), device=device)
-    steps = {
+    losses = {
         "nt_llm": lambda: (
             model(
                 input_ids, labels=input_ids, use_cache=False, return_logits=False, loss_chunk_size=args.loss_chunk_size
@@ -93,21 +90,15 @@ def measure(args: argparse.Namespace, config: NeuroTrailsConfig, dtype: torch.dt
         ),
         "paper_loop": lambda: paper(input_ids, input_ids),
     }
-    samples: dict[str, list[tuple[float, float]]] = {path: [] for path in PATHS}
+    samples: dict[str, list[Sample]] = {path: [] for path in PATHS}
     for step in range(args.steps + 1):
         for path in PATHS:
             model.zero_grad(set_to_none=True)
             paper.zero_grad(set_to_none=True)
-            sample = timed_step(steps[path], device, dtype)
+            sample = timed(training_step(losses[path], dtype, device), device)
             if step:
                 samples[path].append(sample)
-    return {
-        path: {
-            "wall": statistics.median(s[0] for s in samples[path]),
-            "cpu": statistics.median(s[1] for s in samples[path]),
-        }
-        for path in PATHS
-    }
+    return {path: vars(median(samples[path])) for path in PATHS}
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict]:
