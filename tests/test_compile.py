@@ -89,3 +89,11 @@ def test_compiled_run_matches_eager_keeps_masks_exact_and_resumes_eagerly(tmp_pa
 def test_unknown_compile_backend_is_named(tmp_path: Path) -> None:
     with pytest.raises(RecipeError, match="model.compile_backend: .*nope"):
         run(tmp_path, "bad", compile=True, compile_backend="nope")
+
+
+@pytest.mark.slow  # two processes, each compiling: about a minute on 2 loaded cores
+def test_compiled_ddp_keeps_the_invariants_on_both_ranks(tmp_path: Path) -> None:
+    from test_train_distributed import assert_invariants, launch
+
+    recipe = tiny_recipe(tmp_path, data={"batch_size": 2}, model={"compile": True, "compile_backend": "aot_eager"})
+    assert_invariants(launch(tmp_path, recipe, {}), "MULTI_CPU")
