@@ -13,7 +13,7 @@ same machine load, and only two models with optimizer state are alive at once); 
   step / compiled step. ``--warmup`` steps (compilation included) are not timed.
 
 The DST hook here never updates the topology (update_frequency beyond the run): the cost of one mask
-update is bench/bench_dst.py's. Batched vs looped heads: bench/bench_heads.py.
+update is bench/bench_dst.py's. The heads' path against the paper's loop of whole models: bench/bench_heads.py.
 
     python bench/bench_train.py                                   # 130m, batch 1 x 128, CPU: ~5 min
     python bench/bench_train.py --size 9m --batch 4 --seq 128 --steps 3
