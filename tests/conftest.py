@@ -1,4 +1,5 @@
-"""Test-wide settings: no network, quiet libraries, deterministic CPU execution."""
+"""Test-wide settings and fixtures: no network, quiet libraries, deterministic CPU execution, a fresh accelerate
+state for every test; shared helpers are in tests/helpers/."""
 
 import os
 
@@ -8,10 +9,12 @@ for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
+from collections.abc import Iterator  # noqa: E402
 from unittest import mock  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from helpers.training import reset_accelerate  # noqa: E402
 from huggingface_hub import constants  # noqa: E402
 
 from nt_llm import hub  # noqa: E402
@@ -22,6 +25,13 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state() -> Iterator[None]:
+    """Every training builds its own Accelerator; none may see another test's process-wide accelerate state."""
+    yield
+    reset_accelerate()
 
 
 @pytest.fixture

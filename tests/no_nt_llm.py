@@ -1,12 +1,5 @@
-"""Code prepended to a child process's script so that `import nt_llm` fails there, as on a machine where only
-an exported folder exists (no tests here)."""
+"""Moved to helpers.no_nt_llm; this re-export lives only until its last importers switch over."""
 
-BLOCK_NT_LLM = """
-import importlib.abc, sys
-class _Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name == "nt_llm" or name.startswith("nt_llm."):
-            raise ImportError("nt_llm is not available in this process")
-        return None
-sys.meta_path.insert(0, _Block())
-"""
+from helpers.no_nt_llm import BLOCK_NT_LLM
+
+__all__ = ["BLOCK_NT_LLM"]

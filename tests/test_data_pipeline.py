@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from test_data_helpers import corpus, files_config, make_docs, tiny_tokenizer, tiny_tokenizer_dir, write_jsonl
+from helpers.data import corpus, files_config, make_docs, tiny_tokenizer, tiny_tokenizer_dir, write_jsonl
 from transformers import AutoTokenizer
 
 from nt_llm.data import (

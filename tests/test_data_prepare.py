@@ -8,7 +8,7 @@ from itertools import islice
 from pathlib import Path
 
 import pytest
-from test_data_helpers import make_docs, tiny_tokenizer_dir
+from helpers.data import make_docs, tiny_tokenizer_dir
 from transformers import AutoTokenizer
 
 from nt_llm.data import DataConfig, build_tokenizer, build_train_batches, build_validation_set, vocab_size_of

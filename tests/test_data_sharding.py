@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from test_data_helpers import corpus, files_config, tiny_tokenizer
+from helpers.data import corpus, files_config, tiny_tokenizer
 
 from nt_llm.data import TokenMeanLoss, build_document_stream, build_validation_set
 

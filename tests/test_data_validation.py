@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from test_data_helpers import corpus, files_config, tiny_tokenizer
+from helpers.data import corpus, files_config, tiny_tokenizer
 
 from nt_llm.data import TokenMeanLoss, build_validation_set, count_predicted_tokens
 

@@ -15,15 +15,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 from datasets import Dataset
-from test_data_helpers import make_docs, write_jsonl
-from test_zero_shot_support import save_tiny_neurotrails
-from train_support import tiny_recipe
+from helpers.configs import tiny_config
+from helpers.data import make_docs, write_jsonl
+from helpers.training import tiny_recipe
+from helpers.zero_shot import save_tiny_neurotrails
 
 from nt_llm import export as nt_export
 from nt_llm.data import DataConfig, build_tokenizer, build_validation_set
 from nt_llm.evaluation import ensemble, evaluate
 from nt_llm.evaluation.cli import main
-from nt_llm.modeling import NeuroTrailsConfig, NeuroTrailsForCausalLM
+from nt_llm.modeling import NeuroTrailsForCausalLM
 from nt_llm.train import train
 from nt_llm.train.recipe import recipe_from_dict
 
@@ -35,17 +36,7 @@ CPU = torch.device("cpu")
 
 
 def _tiny_model(heads: int = 3) -> NeuroTrailsForCausalLM:
-    config = NeuroTrailsConfig(
-        vocab_size=97,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        max_position_embeddings=32,
-        ensemble_size=heads,
-        head_layers=2,
-    )
-    return NeuroTrailsForCausalLM(config).eval()
+    return NeuroTrailsForCausalLM(tiny_config(ensemble_size=heads, max_position_embeddings=32)).eval()
 
 
 def _batches() -> list[dict[str, torch.Tensor]]:

@@ -15,10 +15,11 @@ from unittest import mock
 import pytest
 import torch
 import yaml
-from no_nt_llm import BLOCK_NT_LLM
+from helpers.configs import tiny_size_file
+from helpers.no_nt_llm import BLOCK_NT_LLM
+from helpers.training import tiny_recipe
+from helpers.zero_shot import save_tiny_llama, save_tiny_neurotrails
 from safetensors.torch import load_file, save_file
-from test_zero_shot_support import save_tiny_llama, save_tiny_neurotrails
-from train_support import tiny_recipe
 
 from nt_llm import export as nt_export
 from nt_llm import hub
@@ -474,27 +475,15 @@ def test_failed_push_keeps_the_export(step_dir: Path, tmp_path: Path, fake_api: 
 @pytest.mark.parametrize("method", ["full_ensemble", "dense"])
 def test_other_methods_export_subsets_and_single_heads(method: str, tmp_path: Path) -> None:
     # A full ensemble has an embedding per head and no backbone; dense is one head over every block.
-    from test_zero_shot_support import tiny_tokenizer
+    from helpers.zero_shot import tiny_tokenizer
     from transformers import LlamaForCausalLM
 
     from nt_llm.modeling.sizes import build_config
 
     tokenizer = tiny_tokenizer()
-    size = tmp_path / "size.yaml"
-    size.write_text(
-        yaml.safe_dump(
-            dict(
-                hidden_size=32,
-                intermediate_size=64,
-                num_hidden_layers=2,
-                num_attention_heads=4,
-                num_key_value_heads=2,
-                max_position_embeddings=64,
-            )
-        )
-    )
+    size = tiny_size_file(tmp_path, num_hidden_layers=2, num_key_value_heads=2)
     config = build_config(
-        str(size),
+        size,
         method,
         ensemble_size=2,
         vocab_size=len(tokenizer),

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from no_nt_llm import BLOCK_NT_LLM
-from train_support import tiny_recipe
+from helpers.no_nt_llm import BLOCK_NT_LLM
+from helpers.training import tiny_recipe
 
 from nt_llm import export as nt_export
 from nt_llm.model_card import CardInfo, ParamCounts, build_model_card, training_record

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.training import tiny_recipe
 from safetensors.torch import load_file
 from test_export import SEQ_LEN, check_loads_without_nt_llm
 from test_train_distributed import deepspeed_env, launch
-from train_support import tiny_recipe
 
 from nt_llm import export as nt_export
 from nt_llm.checkpoint import Checkpoint

