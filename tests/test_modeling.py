@@ -130,9 +130,12 @@ def test_chunked_loss_matches_the_whole_logits_loss_and_gradients(chunk: int, mo
     chunked = tiny_model().train()
     chunked.load_state_dict(whole.state_dict())
     input_ids, attention_mask, labels = padded_batch()
-    expected = whole(input_ids, attention_mask=attention_mask, labels=labels, return_logits=False)
+    expected = whole(input_ids, attention_mask=attention_mask, labels=labels)  # losses from the returned logits
     got = chunked(input_ids, attention_mask=attention_mask, labels=labels, return_logits=False, loss_chunk_size=chunk)
     assert got.logits is None
+    # The training path without chunks (each head's logits dropped after its loss) gives the same losses too.
+    unchunked = whole(input_ids, attention_mask=attention_mask, labels=labels, return_logits=False)
+    torch.testing.assert_close(unchunked.head_losses, expected.head_losses)
     assert len(calls) == 3 * -(-input_ids.numel() // chunk)  # every head, every chunk of the 20 tokens
     torch.testing.assert_close(got.head_losses, expected.head_losses)
     expected.loss.backward()

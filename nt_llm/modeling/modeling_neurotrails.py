@@ -166,12 +166,12 @@ class NeuroTrailsForCausalLM(LlamaPreTrainedModel, GenerationMixin):
             head_hidden.append(head.norm(_keep_last(x, logits_to_keep)))
 
         head_logits = head_losses = loss = None
-        if labels is not None and loss_chunk_size and not (return_logits or output_head_logits):
-            # Training without logits: [B, T, V] per head is never held, only one chunk of it at a time.
-            num_items = kwargs.get("num_items_in_batch")
+        if labels is not None and not (return_logits or output_head_logits):
+            # Training: no logits leave the forward, so each head's [B, T, V] logits live only while its loss is
+            # computed (chunked, one chunk of them at a time), never all H at once.
             head_losses = torch.stack(
                 [
-                    _chunked_causal_lm_loss(x, head.lm_head, labels, loss_chunk_size, num_items)
+                    self._head_loss(x, head.lm_head, labels, loss_chunk_size, **kwargs)
                     for x, head in zip(head_hidden, self.heads, strict=True)
                 ]
             )
@@ -195,6 +195,14 @@ class NeuroTrailsForCausalLM(LlamaPreTrainedModel, GenerationMixin):
             head_logits=torch.stack(head_logits) if output_head_logits else None,
             head_losses=head_losses,
         )
+
+    def _head_loss(
+        self, hidden: torch.Tensor, lm_head: nn.Linear, labels: torch.Tensor, chunk_size: int, **kwargs
+    ) -> torch.Tensor:
+        """One head's causal-LM loss from its normed ``hidden [B, T, D]``, in chunks of tokens when asked."""
+        if chunk_size:
+            return _chunked_causal_lm_loss(hidden, lm_head, labels, chunk_size, kwargs.get("num_items_in_batch"))
+        return self.loss_function(logits=lm_head(hidden), labels=labels, vocab_size=self.config.vocab_size, **kwargs)
 
 
 def _add_head_slots(cache: Cache, slots: int) -> None:
