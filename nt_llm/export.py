@@ -35,7 +35,7 @@ from huggingface_hub import CommitInfo
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 from safetensors.torch import load_file
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from transformers import AutoTokenizer, LlamaForCausalLM
 
 from nt_llm import checkpoint as ckpt
 from nt_llm import hub
@@ -49,16 +49,6 @@ logger = logging.getLogger(__name__)
 TRAINING_RECORD = "nt_llm_training.json"
 # What from_pretrained records about this machine's load; saved, a Hub user's tokenizer would inherit it.
 _TOKENIZER_LOAD_FLAGS = ("is_local", "local_files_only")
-# NeuroTrailsConfig fields a plain LlamaConfig does not have (plus what save_pretrained writes itself).
-_NEUROTRAILS_ONLY = (
-    "ensemble_size",
-    "head_layers",
-    "share_embeddings",
-    "auto_map",
-    "architectures",
-    "model_type",
-    "transformers_version",
-)
 EXIT_BAD_INPUT, EXIT_PUSH_FAILED = 2, 3
 
 
@@ -293,12 +283,6 @@ def select_heads(
     return selected, subset
 
 
-def llama_config(config: NeuroTrailsConfig) -> LlamaConfig:
-    """The LlamaConfig of one path through the model (backbone + one head)."""
-    fields = {k: v for k, v in config.to_dict().items() if k not in _NEUROTRAILS_ONLY}
-    return LlamaConfig(**fields)
-
-
 def count_params(state: dict[str, torch.Tensor], heads: tuple[int, ...]) -> ParamCounts:
     """Totals and nonzeros, overall, for the parts outside the heads, and per head (keyed by source head)."""
     per_head = {h: [0, 0] for h in heads}
@@ -437,7 +421,7 @@ def _export_model(
         return (
             heads,
             sub_state,
-            _build(LlamaForCausalLM, llama_config(sub_config), head_to_llama(sub_state, sub_config, 0)),
+            _build(LlamaForCausalLM, sub_config.to_llama_config(), head_to_llama(sub_state, sub_config, 0)),
         )
     heads = options.heads if options.heads is not None else tuple(range(config.ensemble_size))
     sub_state, sub_config = select_heads(state, config, heads)

@@ -164,6 +164,21 @@ def test_exports_load_without_nt_llm_and_match_the_training_model(
     check_loads_without_nt_llm(tmp_path, [exported.out, subset.out, single.out], reference)
 
 
+def test_a_single_head_export_has_a_plain_llama_config(
+    exported: nt_export.ExportResult, step_dir: Path, tmp_path: Path
+) -> None:
+    single = nt_export.export(step_dir, tmp_path / "single", nt_export.ExportOptions(single_head=0))
+    written = json.loads((single.out / "config.json").read_text())
+    trained = json.loads((exported.out / "config.json").read_text())
+    plain = json.loads((save_tiny_llama(tmp_path / "plain") / "config.json").read_text())
+    # A saved LlamaForCausalLM's keys exactly: none of the ensemble's (ensemble_size, head_layers, share_embeddings,
+    # auto_map), nothing missing.
+    assert set(written) == set(plain)
+    assert written["model_type"] == "llama" and written["architectures"] == ["LlamaForCausalLM"]
+    shape = ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size", "rope_parameters")
+    assert {k: written[k] for k in shape} == {k: trained[k] for k in shape}
+
+
 def test_folder_layout_config_and_context(exported: nt_export.ExportResult, step_dir: Path) -> None:
     out = exported.out
     for name in (

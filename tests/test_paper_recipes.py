@@ -1,13 +1,15 @@
 """The paper-sized recipes carry the paper's training setup (its LLM training script and Table settings)."""
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 import yaml
 
-from nt_llm.modeling.sizes import load_size
+from nt_llm.modeling.sizes import build_config, load_size
 from nt_llm.study import ablate, reproduce
 from nt_llm.train import load_recipe
+from nt_llm.train.recipe import ModelRecipe, recipe_from_dict
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
@@ -26,7 +28,7 @@ def test_paper_recipe(method: str, size: str, layers: int, head_layers: int) -> 
     # Warmup 1000 / density and 10k / density steps: a sparse model gets the steps its density saves.
     assert optim.max_steps == int(10_000 / density) and optim.warmup_steps == int(1_000 / density)
     if method in ("treenet", "neurotrails"):
-        assert (recipe.model.ensemble_size, recipe.model.head_layers) == (3, head_layers)
+        assert (recipe.model.config["ensemble_size"], recipe.model.config["head_layers"]) == (3, head_layers)
     if method == "neurotrails":
         s = recipe.sparsity
         assert (s.density, s.distribution, s.growth, s.prune, s.temperature) == (
@@ -49,10 +51,12 @@ def test_cpu_recipes_are_the_study_settings_at_150_steps(method: str) -> None:
     args = parser.parse_args(["--steps", "150", "--lr", "2e-3", "--seeds", "0"])
     spec = next(s for s in ablate.variant_specs({"paper": ()}, [0], 0.9, baselines=True) if s.method == method)
     study = reproduce.build_recipe(spec, args, RECIPES / "unused", 2e-3, 150)
-    recipe = load_recipe(RECIPES / f"{method}_cpu.yaml").to_dict()
+    loaded = load_recipe(RECIPES / f"{method}_cpu.yaml")
+    recipe = loaded.to_dict()
     # Evaluation cadence aside (it changes no training number): the same optimisation, model, data and sparsity.
     assert {k: recipe["optim"][k] for k in study["optim"]} == study["optim"]
-    assert {k: recipe["model"][k] for k in study["model"]} == study["model"]
+    # The same model, however each spells it (the study writes ensemble_size for a dense model too).
+    assert _built(loaded.model) == _built(recipe_from_dict(study).model)
     assert {k: recipe["data"][k] for k in study["data"]} == study["data"]
     if method == "neurotrails":
         assert {k: recipe["sparsity"][k] for k in study["sparsity"]} == study["sparsity"]
@@ -63,3 +67,8 @@ def test_the_studys_default_data_is_the_embedded_4k_recipe() -> None:
     the same order as recipes/data/embedded_4k.yaml, so a run trained from either has the same recipe text."""
     data = yaml.safe_load((RECIPES / "data" / "embedded_4k.yaml").read_text(encoding="utf-8"))
     assert list(data.items()) == list(reproduce.STUDY_DATA.items())
+
+
+def _built(model: ModelRecipe) -> tuple[dict, ModelRecipe]:
+    """The config a model section builds, and its training-only keys."""
+    return build_config(model.size, model.method, **model.config).to_dict(), dataclasses.replace(model, config={})

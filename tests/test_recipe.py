@@ -37,7 +37,11 @@ def _field(recipe, dotted: str):
         ("checkpoint.push_to_hub=null", "checkpoint.push_to_hub", None),
         ("eval.max_batches=5", "eval.max_batches", 5),
         ("optim.betas=[0.9, 9.5e-1]", "optim.betas", (0.9, 0.95)),
-        ("model.config_overrides.rope_theta=1e4", "model.config_overrides.rope_theta", 10000.0),
+        # A config field, flat under model: typed by the NeuroTrailsConfig field, kept in ModelRecipe.config.
+        ("model.hidden_size=1.28e2", "model.config.hidden_size", 128),
+        ("model.share_embeddings=no", "model.config.share_embeddings", False),
+        ("model.head_layers=null", "model.config.head_layers", None),
+        ("model.rope_parameters.rope_theta=1e4", "model.config.rope_parameters.rope_theta", 10000.0),
         ("sparsity.include=[heads.*.lm_head.weight]", "sparsity.include", ("heads.*.lm_head.weight",)),
     ],
 )
@@ -61,7 +65,12 @@ def test_the_sparsity_schedule_follows_an_overridden_step_count() -> None:
         ("eval.max_batches=all", "eval.max_batches: expected an integer or null, got 'all'"),
         ("optim.betas=[0.9]", "optim.betas: expected a list of 2 values, got [0.9]"),
         ("optim.betas=[0.9, x]", "optim.betas[1]: expected a number, got 'x'"),
-        ("model.config_overrides=3", "model.config_overrides: expected a mapping, got 3"),
+        ("model.hidden_size=wide", "model.hidden_size: expected an integer, got 'wide'"),
+        ("model.ensemble_size=0", "model.ensemble_size must be an integer >= 1, got 0"),
+        ("model.hidden_layers=4", "unknown key(s) ['model.hidden_layers']"),
+        ("model.vocab_size=8", "['model.vocab_size'] come from the tokenizer"),
+        ("model.config_overrides.rope_theta=1e4", "model.config_overrides is gone: write its keys ['rope_theta']"),
+        ("sparsity.total_steps=5", "sparsity.total_steps is derived from optim.max_steps"),
         ("optim.lr=[1,", "override 'optim.lr=[1,': the value is not valid YAML at line 1"),
     ],
 )
@@ -113,9 +122,13 @@ def test_recipe_files_read_numbers_as_typed(tmp_path: Path) -> None:
 
 
 def test_a_saved_recipe_reads_back_the_same(tmp_path: Path) -> None:
-    recipe = load_recipe(TINY, ["optim.eps=1e-8", "optim.lr=1e-3", "run.name=2024"])
+    recipe = load_recipe(TINY, ["optim.eps=1e-8", "optim.lr=1e-3", "run.name=2024", "model.rms_norm_eps=1e-5"])
     save_recipe(recipe, tmp_path / "saved.yaml")
     assert load_recipe(tmp_path / "saved.yaml").to_dict() == recipe.to_dict()
+    saved = recipe.to_dict()
+    # Flat as written, and without what is derived (a saved recipe is itself a valid recipe).
+    assert saved["model"]["rms_norm_eps"] == 1e-5 and "config" not in saved["model"]
+    assert "total_steps" not in saved["sparsity"]
 
 
 def test_malformed_yaml_names_the_file_and_the_line(tmp_path: Path) -> None:

@@ -56,3 +56,19 @@ def test_sizes_ship_inside_the_package_and_a_path_still_works(tmp_path) -> None:
     assert load_size(str(path))["hidden_size"] == 32
     with pytest.raises(FileNotFoundError, match="known sizes: 100m, 130m"):
         load_size("13m")
+
+
+def test_an_override_that_contradicts_the_method_is_named() -> None:
+    assert not build_config("tiny", "full_ensemble", share_embeddings=False).share_embeddings  # agrees: fine
+    with pytest.raises(
+        ValueError, match=r"method 'full_ensemble' sets share_embeddings=False, got share_embeddings=True"
+    ):
+        build_config("tiny", "full_ensemble", share_embeddings=True)
+
+
+def test_one_path_as_a_plain_llama_config() -> None:
+    config = build_config("tiny", "neurotrails", ensemble_size=3, head_layers=2, rms_norm_eps=1e-5)
+    llama = config.to_llama_config()
+    assert type(llama).__name__ == "LlamaConfig" and llama.model_type == "llama"
+    assert not {"ensemble_size", "head_layers", "share_embeddings"} & set(llama.to_dict())
+    assert (llama.num_hidden_layers, llama.hidden_size, llama.rms_norm_eps) == (4, 64, 1e-5)

@@ -4,8 +4,12 @@ This file is copied next to exported weights and loaded with ``trust_remote_code
 torch, transformers and files in its own folder.
 """
 
+import dataclasses
+
 from transformers import LlamaConfig
 
+# What names this class rather than the model (save_pretrained writes them): a plain LlamaConfig has its own.
+CLASS_KEYS = ("model_type", "architectures", "auto_map", "transformers_version")
 # Keys that config.json files written before December 2026 carry: how the heads executed and two training-only
 # loss options. None changes the weights or what the model computes: loading drops them (a re-save does not carry
 # them on), while passing one to the constructor is a mistake worth naming.
@@ -58,6 +62,14 @@ class NeuroTrailsConfig(LlamaConfig):
     def from_dict(cls, config_dict: dict, **kwargs) -> "NeuroTrailsConfig":
         """What ``from_pretrained`` builds from a config.json: an old folder's legacy keys are dropped."""
         return super().from_dict({k: v for k, v in config_dict.items() if k not in LEGACY_KEYS}, **kwargs)
+
+    def to_llama_config(self) -> LlamaConfig:
+        """The ``LlamaConfig`` of one path through the model (the backbone and one head), which
+        ``LlamaForCausalLM`` builds: every field but this class's own (the ensemble's shape) and its names."""
+        llama_fields = {f.name for f in dataclasses.fields(LlamaConfig)}
+        own = {f.name for f in dataclasses.fields(NeuroTrailsConfig)} - llama_fields
+        dropped = own | set(CLASS_KEYS)
+        return LlamaConfig(**{key: value for key, value in self.to_dict().items() if key not in dropped})
 
     @property
     def num_shared_layers(self) -> int:

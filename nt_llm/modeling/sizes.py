@@ -57,4 +57,9 @@ def build_config(
         shape = {"ensemble_size": ensemble_size, "head_layers": depth, "share_embeddings": False}
     else:
         shape = {"ensemble_size": ensemble_size, "head_layers": head_layers}
-    return NeuroTrailsConfig(**fields, **shape)
+    # The method fixes its shape: an override that contradicts it (share_embeddings=True for a full ensemble) is a
+    # mistake worth naming, not something to drop silently.
+    for key in sorted(set(overrides) & set(shape)):
+        if overrides[key] != shape[key]:
+            raise ValueError(f"method {method!r} sets {key}={shape[key]!r}, got {key}={overrides[key]!r}")
+    return NeuroTrailsConfig(**{**fields, **shape})

@@ -1,9 +1,12 @@
 """Recipes: a YAML file (plus ``key=value`` overrides) read into typed, validated dataclasses.
 
 A recipe has the sections ``run``, ``model``, ``sparsity`` (optional), ``data``, ``optim``, ``eval``,
-``checkpoint`` and ``logging``. ``data`` holds ``nt_llm.data.DataConfig`` fields and ``sparsity``
-``nt_llm.sparse.SparsityConfig`` fields; unknown keys anywhere are errors that name the key. A section may
-be a path to a YAML file of its own, relative to the recipe (``data: data/c4_paper.yaml``).
+``checkpoint`` and ``logging``. ``model`` holds ``size``, ``method``, the training-only keys of ``ModelRecipe``
+and, directly, any ``NeuroTrailsConfig`` field (``ensemble_size``, ``head_layers``, ``hidden_size``, ...) as an
+override of the size; ``data`` holds ``nt_llm.data.DataConfig`` fields and ``sparsity``
+``nt_llm.sparse.SparsityConfig`` fields except ``total_steps``, which is ``optim.max_steps``. Unknown keys anywhere
+are errors that name the key. A section may be a path to a YAML file of its own, relative to the recipe
+(``data: data/c4_paper.yaml``).
 
 Values are read as users type them: ``1e-3`` is a number (YAML 1.1 would read a string), and every value is
 converted to its field's type (``1e3`` for an integer field is 1000, ``true`` for a boolean); a value that does
@@ -22,12 +25,18 @@ from typing import Any
 import yaml
 
 from nt_llm.data import DataConfig
+from nt_llm.modeling.configuration_neurotrails import NeuroTrailsConfig
 from nt_llm.modeling.sizes import METHODS
 from nt_llm.sparse import SparsityConfig
 
 PRECISIONS = ("no", "bf16", "fp16")
 OPTIMIZER_IMPLEMENTATIONS = ("auto", "fused", "foreach", "for_loop")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+# The model config's fields a recipe may set (under ``model``), with their types; the tokenizer sets the rest.
+FROM_TOKENIZER = ("vocab_size", "bos_token_id", "eos_token_id", "pad_token_id")
+CONFIG_FIELDS: dict[str, Any] = {
+    f.name: f.type for f in dataclasses.fields(NeuroTrailsConfig) if f.init and f.name not in FROM_TOKENIZER
+}
 
 
 class RecipeError(ValueError):
@@ -47,10 +56,11 @@ class RunRecipe:
 
 @dataclass
 class ModelRecipe:
+    """``size`` and ``method``, what only training needs, and ``config``: the ``NeuroTrailsConfig`` fields that
+    override the size (``ensemble_size``, ``head_layers``, ``hidden_size``, ...), written flat under ``model``."""
+
     size: str = "tiny"  # a name in recipes/models or a path to a YAML file of LlamaConfig fields
     method: str = "neurotrails"
-    ensemble_size: int = 3
-    head_layers: int | None = None  # None: two thirds of the blocks (the paper's split)
     loss_reduction: str = "sum"  # how the heads' losses combine: "sum" (the paper) or "mean"
     loss_chunk_size: int = 0  # > 0: the training loss in chunks of this many tokens, no [B, T, vocab] logits
     activation_checkpointing: bool = False
@@ -59,7 +69,7 @@ class ModelRecipe:
     compile: bool = False
     compile_mode: str = "default"  # torch.compile's mode
     compile_backend: str = "inductor"  # torch.compile's backend ("aot_eager": traced, no code generation)
-    config_overrides: dict[str, Any] = field(default_factory=dict)  # any other LlamaConfig field
+    config: dict[str, Any] = field(default_factory=dict)  # NeuroTrailsConfig fields (not a YAML key: flat)
 
     def __post_init__(self) -> None:
         _require(self.method in METHODS, "model.method", f"must be one of {METHODS}, got {self.method!r}")
@@ -68,13 +78,21 @@ class ModelRecipe:
             "model.compile_mode",
             f"must be one of {COMPILE_MODES}, got {self.compile_mode!r}",
         )
-        _require_int("model.ensemble_size", self.ensemble_size, 1)
         reductions = ("sum", "mean")
         message = f"must be one of {reductions}, got {self.loss_reduction!r}"
         _require(self.loss_reduction in reductions, "model.loss_reduction", message)
         _require_int("model.loss_chunk_size", self.loss_chunk_size, 0)
-        if self.head_layers is not None:
-            _require_int("model.head_layers", self.head_layers, 1)
+        _check_config_keys(self.config)
+        # The config checks these too, but only when the trainer builds it: named here at load time.
+        if "ensemble_size" in self.config:
+            _require_int("model.ensemble_size", self.config["ensemble_size"], 1)
+        if self.config.get("head_layers") is not None:
+            _require_int("model.head_layers", self.config["head_layers"], 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``model`` section as written: size and method, the config fields, then the training-only keys."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "config"}
+        return {"size": values.pop("size"), "method": values.pop("method"), **self.config, **values}
 
 
 @dataclass
@@ -179,11 +197,10 @@ class Recipe:
     def __post_init__(self) -> None:
         if self.model.method == "neurotrails":
             _require(self.sparsity is not None, "sparsity", "is required for model.method=neurotrails")
-        if self.sparsity is not None and self.sparsity.total_steps != self.optim.max_steps:
-            raise RecipeError(
-                f"sparsity.total_steps ({self.sparsity.total_steps}) is derived from optim.max_steps "
-                f"({self.optim.max_steps}): leave it out"
-            )
+        if self.sparsity is not None:
+            # Derived, not chosen: the topology schedule spans the whole run (a resume that extends
+            # optim.max_steps stretches it).
+            self.sparsity = dataclasses.replace(self.sparsity, total_steps=self.optim.max_steps)
 
     def gradient_accumulation(self, world_size: int) -> int:
         """Micro-batches per optimizer step so that ``total_batch_size`` sequences make one step."""
@@ -196,7 +213,12 @@ class Recipe:
         return self.optim.total_batch_size // per_pass
 
     def to_dict(self) -> dict[str, Any]:
-        return _plain(dataclasses.asdict(self))
+        """The recipe as a recipe file writes it (derived values left out): ``load_recipe`` reads it back."""
+        values = dataclasses.asdict(self)
+        values["model"] = self.model.to_dict()
+        if values["sparsity"] is not None:
+            del values["sparsity"]["total_steps"]
+        return _plain(values)
 
 
 SECTIONS: dict[str, type] = {
@@ -233,18 +255,15 @@ def recipe_from_dict(raw: dict[str, Any]) -> Recipe:
         raise RecipeError(f"unknown recipe section(s) {unknown}; sections are {list(SECTIONS)}")
     sections: dict[str, Any] = {}
     for name, cls in SECTIONS.items():
-        if name == "sparsity":
-            continue  # after optim, from which it takes total_steps
-        sections[name] = _build_section(name, cls, raw.get(name) or {})
-    values = raw.get("sparsity")
-    if values is None:
-        sections["sparsity"] = None
-    else:
-        values = dict(values) if isinstance(values, dict) else values
-        if isinstance(values, dict):
-            # Derived, not chosen: the topology schedule spans the whole run.
-            values.setdefault("total_steps", sections["optim"].max_steps)
-        sections["sparsity"] = _build_section("sparsity", SparsityConfig, values)
+        values = raw.get(name)
+        if name == "sparsity" and values is None:
+            sections[name] = None
+        elif name == "sparsity" and isinstance(values, dict) and "total_steps" in values:
+            raise RecipeError("sparsity.total_steps is derived from optim.max_steps: leave it out")
+        elif name == "model":
+            sections[name] = _build_model(values or {})
+        else:
+            sections[name] = _build_section(name, cls, values or {})
     return Recipe(**sections)
 
 
@@ -292,6 +311,37 @@ def _yaml_error_text(err: yaml.YAMLError) -> str:
 
 def save_recipe(recipe: Recipe, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False), encoding="utf-8")
+
+
+def _build_model(values: dict[str, Any]) -> ModelRecipe:
+    """The flat ``model`` section: ModelRecipe's own keys, and the config fields gathered into ``config``."""
+    if not isinstance(values, dict):
+        raise RecipeError(f"recipe section 'model' must be a mapping, got {values!r}")
+    if "config_overrides" in values:
+        moved = sorted(values["config_overrides"]) if isinstance(values["config_overrides"], dict) else []
+        raise RecipeError(
+            f"model.config_overrides is gone: write its keys {moved} directly under model (model.rope_parameters, "
+            "model.hidden_size, ...)"
+        )
+    own = {f.name for f in dataclasses.fields(ModelRecipe)} - {"config"}
+    config = {key: value for key, value in values.items() if key not in own}
+    _check_config_keys(config)
+    typed_config = {key: _typed(f"model.{key}", value, CONFIG_FIELDS[key]) for key, value in config.items()}
+    model = _build_section("model", ModelRecipe, {key: value for key, value in values.items() if key in own})
+    return dataclasses.replace(model, config=typed_config)
+
+
+def _check_config_keys(config: dict[str, Any]) -> None:
+    taken = sorted(set(config) & set(FROM_TOKENIZER))
+    if taken:
+        raise RecipeError(f"{[f'model.{k}' for k in taken]} come from the tokenizer (data.tokenizer): leave them out")
+    unknown = sorted(set(config) - set(CONFIG_FIELDS))
+    if unknown:
+        own = sorted({f.name for f in dataclasses.fields(ModelRecipe)} - {"config"})
+        raise RecipeError(
+            f"unknown key(s) {[f'model.{k}' for k in unknown]}; model keys are {own} and the NeuroTrailsConfig "
+            f"fields {sorted(CONFIG_FIELDS)}"
+        )
 
 
 def _build_section(name: str, cls: type, values: dict[str, Any]) -> Any:
@@ -389,7 +439,7 @@ def _typed_sequence(key: str, value: Any, origin: type, args: tuple[Any, ...]) -
 
 
 def _untyped(value: Any) -> Any:
-    """A value for a field of any type (``model.config_overrides``): overrides read as YAML, recursively."""
+    """A value for a field of any type (``model.rope_parameters``): overrides read as YAML, recursively."""
     if isinstance(value, _Override):
         return value.parsed()
     if isinstance(value, dict):

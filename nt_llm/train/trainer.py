@@ -36,9 +36,10 @@ from nt_llm.train.schedule import lr_at
 logger = logging.getLogger(__name__)
 
 # What must match between a checkpoint and the run resuming from it (beyond the model's shape), and what under
-# those may differ: derived values and how the same model executes.
+# those may differ: how the same model executes. Derived values (sparsity.total_steps) are not in a saved recipe,
+# so a resume may extend optim.max_steps and the topology schedule stretches to the new end.
 RESUME_MUST_MATCH = ("model", "sparsity", "data.source", "data.seq_len", "data.mode", "data.batch_size", "data.seed")
-RESUME_MAY_DIFFER = ("sparsity.total_steps", "model.compile", "model.compile_mode", "model.compile_backend")
+RESUME_MAY_DIFFER = ("model.compile", "model.compile_mode", "model.compile_backend")
 # Devices with torch's fused AdamW kernel (CPU since torch 2.4).
 FUSED_ADAMW_DEVICES = ("cuda", "cpu", "xpu", "mps")
 # The dtype whose matmul peak is MFU's denominator, by optim.precision.
@@ -431,15 +432,11 @@ def model_config(recipe: Recipe, tokenizer) -> NeuroTrailsConfig:
         return build_config(
             m.size,
             m.method,
-            ensemble_size=m.ensemble_size,
-            head_layers=m.head_layers,
-            **{
-                **m.config_overrides,
-                "vocab_size": vocab_size_of(tokenizer),
-                "bos_token_id": tokenizer.bos_token_id,
-                "eos_token_id": tokenizer.eos_token_id,
-                "pad_token_id": tokenizer.pad_token_id,
-            },
+            **m.config,
+            vocab_size=vocab_size_of(tokenizer),
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
         )
     except RecipeError:
         raise
@@ -450,12 +447,13 @@ def model_config(recipe: Recipe, tokenizer) -> NeuroTrailsConfig:
 def _check_head_layers(m: ModelRecipe) -> None:
     """``model.head_layers`` up to the size's layers: equal shares only the embedding (a point of the paper's
     head-depth sweep); more is impossible. Named here, where the recipe key is known."""
-    if m.head_layers is None or m.method not in ("treenet", "neurotrails"):
+    head_layers = m.config.get("head_layers")
+    if head_layers is None or m.method not in ("treenet", "neurotrails"):
         return  # dense and full_ensemble take the whole depth
-    layers = {**load_size(m.size), **m.config_overrides}.get("num_hidden_layers")
-    if isinstance(layers, int) and m.head_layers > layers:
+    layers = {**load_size(m.size), **m.config}.get("num_hidden_layers")
+    if isinstance(layers, int) and head_layers > layers:
         raise RecipeError(
-            f"model.head_layers ({m.head_layers}) must be at most the {layers} layers of size {m.size!r} "
+            f"model.head_layers ({head_layers}) must be at most the {layers} layers of size {m.size!r} "
             f"(equal to it, the heads share only the embedding)"
         )
 
