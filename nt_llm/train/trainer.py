@@ -40,6 +40,10 @@ logger = logging.getLogger(__name__)
 # so a resume may extend optim.max_steps and the topology schedule stretches to the new end.
 RESUME_MUST_MATCH = ("model", "sparsity", "data.source", "data.seq_len", "data.mode", "data.batch_size", "data.seed")
 RESUME_MAY_DIFFER = ("model.compile", "model.compile_mode", "model.compile_backend")
+# Recipe keys only checkpoints of earlier nt_llm versions (before December 2026) carry: their recipe form differs
+# (the model section's config_overrides, head_execution, a saved sparsity.total_steps), so they are refused by
+# name instead of through a list of differing keys.
+LEGACY_RECIPE_KEYS = ("model.head_execution", "model.config_overrides", "sparsity.total_steps")
 # Devices with torch's fused AdamW kernel (CPU since torch 2.4).
 FUSED_ADAMW_DEVICES = ("cuda", "cpu", "xpu", "mps")
 # The dtype whose matmul peak is MFU's denominator, by optim.precision.
@@ -487,6 +491,12 @@ def check_compatible(meta: dict[str, Any], recipe: Recipe, world_size: int) -> N
             "position is per process, so resume with the same number of processes"
         )
     saved, current = _flat(meta["recipe"]), _flat(recipe.to_dict())
+    legacy = sorted({key for key in saved for old in LEGACY_RECIPE_KEYS if key == old or key.startswith(old + ".")})
+    if legacy:
+        raise ckpt.CheckpointError(
+            f"checkpoint was written by an earlier nt_llm version (its recipe has {', '.join(legacy)}), whose "
+            "training state this version does not resume: export or evaluate its model/ folder, or train anew"
+        )
     differing = sorted(
         key
         for key in set(saved) | set(current)
