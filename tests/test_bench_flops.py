@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from helpers.configs import TINY_FIELDS
 
 from nt_llm.flops import (
     attention_flops_per_token,
@@ -13,7 +14,7 @@ from nt_llm.flops import (
 )
 from nt_llm.modeling import NeuroTrailsConfig, NeuroTrailsForCausalLM
 
-TINY = dict(hidden_size=32, intermediate_size=64, num_attention_heads=4, num_hidden_layers=4, vocab_size=100)
+TINY = {**TINY_FIELDS, "num_hidden_layers": 4, "vocab_size": 100}
 
 
 def config(**shape) -> NeuroTrailsConfig:

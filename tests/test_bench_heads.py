@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from helpers.configs import TINY_SIZE
 
 from nt_llm.modeling.sizes import build_config
 
@@ -14,14 +15,7 @@ spec = importlib.util.spec_from_file_location("bench_heads", SCRIPT)
 bench_heads = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(bench_heads)
 
-SIZE = {
-    "hidden_size": 32,
-    "intermediate_size": 64,
-    "num_attention_heads": 4,
-    "num_hidden_layers": 3,
-    "vocab_size": 256,
-    "max_position_embeddings": 64,
-}
+SIZE = {**TINY_SIZE, "vocab_size": 256}
 
 
 @pytest.fixture

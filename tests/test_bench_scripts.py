@@ -10,6 +10,7 @@ from types import ModuleType
 import pytest
 import torch
 import yaml
+from helpers.configs import TINY_SIZE
 
 from nt_llm.flops import training_flops_per_token
 from nt_llm.modeling.sizes import build_config
@@ -31,14 +32,7 @@ bench_memory = load_script("bench_memory")
 bench_train = load_script("bench_train")
 bench_gpu = load_script("gpu")
 
-SIZE = {
-    "hidden_size": 32,
-    "intermediate_size": 64,
-    "num_attention_heads": 4,
-    "num_hidden_layers": 3,
-    "vocab_size": 256,
-    "max_position_embeddings": 64,
-}
+SIZE = {**TINY_SIZE, "vocab_size": 256}
 
 
 @pytest.fixture

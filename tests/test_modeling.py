@@ -3,6 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers.configs import TINY_FIELDS
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer
 
@@ -10,15 +11,7 @@ from nt_llm.modeling import NeuroTrailsConfig, NeuroTrailsForCausalLM
 from nt_llm.modeling.convert import head_to_llama, llama_names, llama_to_neurotrails
 from nt_llm.modeling.sizes import available_sizes, build_config, load_size
 
-TINY = dict(
-    vocab_size=97,
-    hidden_size=32,
-    intermediate_size=64,
-    num_hidden_layers=3,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    max_position_embeddings=64,
-)
+TINY = {**TINY_FIELDS, "num_key_value_heads": 2}
 
 
 def tiny_model(**overrides) -> NeuroTrailsForCausalLM:

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import torch
-from no_nt_llm import BLOCK_NT_LLM
+from helpers.no_nt_llm import BLOCK_NT_LLM
 from test_modeling import TINY as TINY_LLAMA
 from transformers import AutoConfig, AutoModelForCausalLM
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from helpers.configs import TINY_SIZE
 
 # By path: bench/ is a folder of scripts that import only nt_llm, so nothing goes on sys.path.
 _spec = importlib.util.spec_from_file_location("bench_dst", Path(__file__).parents[1] / "bench" / "bench_dst.py")
@@ -15,14 +16,7 @@ bench_dst = importlib.util.module_from_spec(_spec)
 sys.modules["bench_dst"] = bench_dst  # registered as an import would: dataclasses look their module up there
 _spec.loader.exec_module(bench_dst)
 
-SIZE = {
-    "hidden_size": 32,
-    "intermediate_size": 64,
-    "num_attention_heads": 4,
-    "num_hidden_layers": 3,
-    "vocab_size": 256,
-    "max_position_embeddings": 64,
-}
+SIZE = {**TINY_SIZE, "vocab_size": 256}
 
 
 def _run(tmp_path, world_sizes: str) -> dict:
