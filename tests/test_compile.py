@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 from accelerate.state import AcceleratorState, GradientState
+from helpers.training import tiny_recipe
 from safetensors.torch import load_file
-from train_support import tiny_recipe
 
 from nt_llm.sparse.engines import unwrap_model
 from nt_llm.train import RecipeError, recipe_from_dict

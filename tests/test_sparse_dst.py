@@ -298,18 +298,11 @@ def test_stats_report_global_and_per_tensor_density():
 
 
 def test_neurotrails_model_default_patterns():
-    from nt_llm.modeling import NeuroTrailsConfig, NeuroTrailsForCausalLM
+    from helpers.configs import tiny_config
 
-    config = NeuroTrailsConfig(
-        vocab_size=128,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        ensemble_size=3,
-        head_layers=2,
-    )
+    from nt_llm.modeling import NeuroTrailsForCausalLM
+
+    config = tiny_config(vocab_size=128)
     model = NeuroTrailsForCausalLM(config)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     sparsity = DynamicSparsity(model, SparsityConfig(density=0.5, update_frequency=2, total_steps=6), opt)
@@ -343,19 +336,12 @@ def test_neurotrails_model_default_patterns():
 
 
 def test_neurotrails_paper_recipe_also_sparsifies_backbone_and_embedding():
-    from nt_llm.modeling import NeuroTrailsConfig, NeuroTrailsForCausalLM
+    from helpers.configs import tiny_config
+
+    from nt_llm.modeling import NeuroTrailsForCausalLM
     from nt_llm.sparse import NEUROTRAILS_ALL
 
-    config = NeuroTrailsConfig(
-        vocab_size=128,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        ensemble_size=2,
-        head_layers=2,
-    )
+    config = tiny_config(ensemble_size=2, vocab_size=128)
     sparsity = DynamicSparsity(NeuroTrailsForCausalLM(config), SparsityConfig(density=0.5, include=NEUROTRAILS_ALL))
     assert "embed_tokens.weight" in sparsity.names
     assert sum(n.startswith("backbone.0.") for n in sparsity.names) == 7

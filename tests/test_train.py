@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 from accelerate.state import AcceleratorState, GradientState
+from helpers.training import tiny_recipe
 from safetensors.torch import load_file
-from train_support import tiny_recipe
 from transformers import AutoModelForCausalLM
 
 import nt_llm  # noqa: F401  (Auto classes)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from train_support import tiny_recipe
+from helpers.training import tiny_recipe
 
 from nt_llm.train.metrics import read_metrics
 
