@@ -65,11 +65,14 @@ zero-shot: install  ## make zero-shot MODEL=DIR [OFFLINE=1] [LIMIT=N] [ZS_TASKS=
 
 # Every benchmark, each printing ratios measured in its own run.
 bench: data
-	$(PY) bench/bench_train.py --threads 1
+	$(PY) bench/bench_train.py --size 130m --batch 8 --seq 256 --steps 2 --threads 1 --methods neurotrails
+	$(PY) bench/bench_train.py --compare bf16 --size cpu-4m --batch 8 --seq 256 --steps 3 --threads 1 --methods dense,neurotrails
+	$(PY) bench/bench_train.py --compare compile --size cpu-4m --batch 8 --seq 256 --steps 3 --threads 1 --methods neurotrails
+	$(PY) bench/bench_heads.py --size 60m --batch 8 --seq 256 --steps 3 --threads 1
 	$(PY) bench/bench_inference.py --threads 1
 	$(PY) bench/bench_memory.py --threads 1
-	$(PY) bench/bench_heads.py --size 60m --head-layers 5 --batch 8 --seq 256 --steps 3 --threads 1
-	$(PY) bench/bench_dst.py
+	$(PY) bench/bench_dst.py --size 130m --batch 8 --seq-len 256 --paper-batch 512 --steps 3 --updates 2 --threads 2 --world-sizes ""
+	$(PY) bench/bench_dst.py --size 130m --batch 1 --seq-len 32 --steps 1 --updates 2 --threads 1 --world-sizes 1,2
 	$(PY) bench/bench_data.py --seq-len 256 --batch-size 8 --batches 200 --steps 2
 
 # The CPU study: the four methods at cpu-4m, 3 seeds, lr from a dense sweep (out/reproduce); then the ablations.
