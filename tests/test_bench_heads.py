@@ -1,27 +1,21 @@
 """bench/bench_heads.py runs end to end on a tiny size, and its baseline has the paper's layout (no timing targets)."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from helpers.configs import TINY_SIZE
+from helpers.bench import BENCH_SIZE, load_script
 
 from nt_llm.modeling.sizes import build_config
 
-SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "bench_heads.py"
-spec = importlib.util.spec_from_file_location("bench_heads", SCRIPT)
-bench_heads = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(bench_heads)
-
-SIZE = {**TINY_SIZE, "vocab_size": 256}
+bench_heads = load_script("bench_heads")
 
 
 @pytest.fixture
 def size_file(tmp_path: Path) -> str:
     path = tmp_path / "size.yaml"
-    path.write_text(yaml.safe_dump(SIZE))
+    path.write_text(yaml.safe_dump(BENCH_SIZE))
     return str(path)
 
 
@@ -44,7 +38,7 @@ def test_paper_loop_is_sliced_whole_models(size_file: str, method: str, backbone
         assert len(paper.backbone.model.layers) == backbone_blocks
     assert len(paper.heads) == 3
     assert all(len(head.model.layers) == config.head_layers for head in paper.heads)
-    ids = torch.randint(0, SIZE["vocab_size"], (2, 8))
+    ids = torch.randint(0, BENCH_SIZE["vocab_size"], (2, 8))
     loss = paper(ids, ids)
     loss.backward()
     # Three heads' losses of a random init, each about log(vocab).

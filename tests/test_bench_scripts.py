@@ -1,44 +1,27 @@
 """The benchmark scripts run end to end on a tiny config and report consistent numbers (no timing targets)."""
 
 import argparse
-import importlib.util
 import math
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 import torch
 import yaml
-from helpers.configs import TINY_SIZE
+from helpers.bench import BENCH_SIZE, load_script
 
 from nt_llm.flops import training_flops_per_token
 from nt_llm.modeling.sizes import build_config
-
-BENCH = Path(__file__).resolve().parents[1] / "bench"
-
-
-def load_script(name: str) -> ModuleType:
-    """A bench/ script as a module, by path: the scripts import only nt_llm, so nothing goes on sys.path."""
-    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # registered as an import would: dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
 
 bench_inference = load_script("bench_inference")
 bench_memory = load_script("bench_memory")
 bench_train = load_script("bench_train")
 bench_gpu = load_script("gpu")
 
-SIZE = {**TINY_SIZE, "vocab_size": 256}
-
 
 @pytest.fixture
 def size_file(tmp_path: Path) -> str:
     path = tmp_path / "size.yaml"
-    path.write_text(yaml.safe_dump(SIZE))
+    path.write_text(yaml.safe_dump(BENCH_SIZE))
     return str(path)
 
 
@@ -152,7 +135,7 @@ def test_bench_memory_child_runs_the_chunked_step_in_process(size_file):
 def test_bench_memory_shows_what_the_chunked_loss_saves(tmp_path):
     # Logits dominate this shape: 3 heads x 8 x 64 tokens x 32000 x 4 bytes = 196 MiB, chunks of 64 tokens 8 MiB.
     size = tmp_path / "size.yaml"
-    size.write_text(yaml.safe_dump({**SIZE, "vocab_size": 32000}))
+    size.write_text(yaml.safe_dump({**BENCH_SIZE, "vocab_size": 32000}))
     (row,) = bench_memory.main(
         ["--size", str(size), "--batches", "8", "--seq", "64", "--chunk", "64", "--threads", "1", "--device", "cpu"]
     )

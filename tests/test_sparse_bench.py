@@ -1,27 +1,17 @@
 """bench/bench_dst.py runs end to end on a tiny config and reports consistent numbers (no timing targets),
 the split update over 1 and 2 spawned gloo processes included."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 import yaml
-from helpers.configs import TINY_SIZE
+from helpers.bench import BENCH_SIZE, load_script
 
-# By path: bench/ is a folder of scripts that import only nt_llm, so nothing goes on sys.path.
-_spec = importlib.util.spec_from_file_location("bench_dst", Path(__file__).parents[1] / "bench" / "bench_dst.py")
-bench_dst = importlib.util.module_from_spec(_spec)
-sys.modules["bench_dst"] = bench_dst  # registered as an import would: dataclasses look their module up there
-_spec.loader.exec_module(bench_dst)
-
-SIZE = {**TINY_SIZE, "vocab_size": 256}
+bench_dst = load_script("bench_dst")
 
 
 def _run(tmp_path, world_sizes: str) -> dict:
     size = tmp_path / "size.yaml"
-    size.write_text(yaml.safe_dump(SIZE))
+    size.write_text(yaml.safe_dump(BENCH_SIZE))
     threads = torch.get_num_threads()
     try:
         row = bench_dst.main(

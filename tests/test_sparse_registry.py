@@ -3,6 +3,7 @@ one class plus one registration that SparsityConfig accepts and DynamicSparsity 
 
 import pytest
 import torch
+from helpers.sparse import LinearStack
 from torch import nn
 
 from nt_llm.sparse import (
@@ -19,18 +20,6 @@ from nt_llm.sparse import (
     detect_engine,
 )
 from nt_llm.sparse.criteria import select_top
-
-
-class Stack(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.blocks = nn.ModuleList(nn.Linear(8, 8) for _ in range(2))
-        self.head = nn.Linear(8, 16, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for block in self.blocks:
-            x = torch.tanh(block(x))
-        return self.head(x)
 
 
 def _config(**kw) -> SparsityConfig:
@@ -96,7 +85,7 @@ def toy_growth():
 
 def test_a_registered_growth_criterion_is_used_end_to_end(toy_growth):
     torch.manual_seed(0)
-    model = Stack()
+    model = LinearStack()
     config = _config(growth=toy_growth, prune="magnitude", prune_rate=0.5, prune_rate_decay="constant")
     sparsity = DynamicSparsity(model, config)
     assert isinstance(sparsity.growth_criterion, SmallestGradientGrowth)
@@ -134,7 +123,7 @@ def test_a_criterion_without_dense_grad_need_gets_none(toy_growth):
 
     GROWTH_CRITERIA.register("blind")(Blind)
     try:
-        model = Stack()
+        model = LinearStack()
         sparsity = DynamicSparsity(model, _config(growth="blind"))
         _train(model, sparsity, 2)
         assert Blind.grads == [None] * len(sparsity.records)
@@ -145,14 +134,16 @@ def test_a_criterion_without_dense_grad_need_gets_none(toy_growth):
 def test_a_registered_schedule_drives_the_prune_rate():
     SCHEDULES.register("halfway")(lambda progress: 1.0 if progress < 0.5 else 0.0)
     try:
-        sparsity = DynamicSparsity(Stack(), _config(prune_rate_decay="halfway", prune_rate=0.4, prune_rate_floor=0.1))
+        sparsity = DynamicSparsity(
+            LinearStack(), _config(prune_rate_decay="halfway", prune_rate=0.4, prune_rate_floor=0.1)
+        )
         assert [sparsity.prune_rate(s) for s in (0, 4, 6, 10)] == pytest.approx([0.4, 0.4, 0.1, 0.1])
     finally:
         SCHEDULES.unregister("halfway")
 
 
 def test_engine_detection_is_extensible():
-    class Marked(Stack):
+    class Marked(LinearStack):
         pass
 
     class MarkedEngine(LocalEngine):
@@ -162,6 +153,6 @@ def test_engine_detection_is_extensible():
     ENGINES.register("marked")(EngineSpec(lambda m: isinstance(m, Marked), MarkedEngine))
     try:
         assert isinstance(detect_engine(Marked()), MarkedEngine)
-        assert type(detect_engine(Stack())) is LocalEngine
+        assert type(detect_engine(LinearStack())) is LocalEngine
     finally:
         ENGINES.unregister("marked")

@@ -9,23 +9,12 @@ import logging
 
 import pytest
 import torch
+from helpers.sparse import LinearStack
 from torch import nn
 
 from nt_llm.sparse import DynamicSparsity, SparsityConfig, assign_owners
 from nt_llm.sparse.dst import stream_seed
 from nt_llm.sparse.engines import pack_bits, unpack_bits
-
-
-class Stack(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.blocks = nn.ModuleList(nn.Linear(8, 8) for _ in range(3))
-        self.head = nn.Linear(8, 16, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for block in self.blocks:
-            x = torch.tanh(block(x))
-        return self.head(x)
 
 
 def _config(**kw) -> SparsityConfig:
@@ -70,7 +59,7 @@ def test_stream_seeds_are_stable_across_processes_and_distinct():
 def test_masks_do_not_depend_on_tensor_order_or_neighbours():
     """A tensor's stream is its own: sparsifying one more tensor leaves the others' masks alone."""
     torch.manual_seed(0)
-    model = Stack()
+    model = LinearStack(3)
     few = DynamicSparsity(model, _config(include=("blocks.0.weight", "head.weight")))
     many = DynamicSparsity(model, _config(include=("blocks.*.weight", "head.weight"), distribution="uniform"))
     uniform_few = DynamicSparsity(model, _config(include=("blocks.0.weight", "head.weight"), distribution="uniform"))
@@ -81,7 +70,7 @@ def test_masks_do_not_depend_on_tensor_order_or_neighbours():
 
 def _trained(steps: int) -> tuple[nn.Module, DynamicSparsity]:
     torch.manual_seed(0)
-    model = Stack()
+    model = LinearStack(3)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     sparsity = DynamicSparsity(model, _config(growth="random"), opt)
     g = torch.Generator().manual_seed(0)
