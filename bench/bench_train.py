@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from nt_llm.benchmarking import Sample, median, timed
+from nt_llm.benchmarking import Sample, median, timed, training_step
 from nt_llm.flops import matmul_peak_flops, training_flops_per_token
 from nt_llm.modeling import NeuroTrailsForCausalLM
 from nt_llm.modeling.configuration_neurotrails import NeuroTrailsConfig
@@ -64,18 +64,7 @@ def make_step(
         cfg = SparsityConfig(density=density, update_frequency=10**6, total_steps=10**7)
         sparsity = DynamicSparsity(model, cfg, optimizer)
 
-    def step(input_ids: torch.Tensor) -> None:
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-            loss = model(input_ids, labels=input_ids, use_cache=False, return_logits=False).loss
-        loss.backward()
-        if sparsity is not None:
-            sparsity.before_optimizer_step()
-        optimizer.step()
-        if sparsity is not None:
-            sparsity.after_optimizer_step()
-        optimizer.zero_grad(set_to_none=True)
-
-    return step
+    return training_step(model, optimizer, sparsity, device, dtype)
 
 
 def matmul_peak(device: torch.device, dtype: torch.dtype) -> float:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from nt_llm.benchmarking import Sample, median, sync, timed
+from nt_llm.benchmarking import Sample, median, sync, timed, training_step
 from nt_llm.flops import matmul_peak_flops, training_flops_per_token
 from nt_llm.modeling import NeuroTrailsForCausalLM
 from nt_llm.modeling.sizes import build_config
@@ -87,18 +87,7 @@ def make_step(
         cfg = SparsityConfig(density=args.density, update_frequency=10**9, total_steps=10**9)
         sparsity = DynamicSparsity(model, cfg, optimizer)
 
-    def step(input_ids: torch.Tensor) -> None:
-        with torch.autocast(device.type, dtype=torch.bfloat16):
-            loss = model(input_ids, labels=input_ids, use_cache=False, return_logits=False).loss
-        loss.backward()
-        if sparsity is not None:
-            sparsity.before_optimizer_step()
-        optimizer.step()
-        if sparsity is not None:
-            sparsity.after_optimizer_step()
-        optimizer.zero_grad(set_to_none=True)
-
-    return step, model, sparsity
+    return training_step(model, optimizer, sparsity, device, torch.bfloat16), model, sparsity
 
 
 def time_steps(step: Callable[[torch.Tensor], None], args: argparse.Namespace, device: torch.device) -> Sample:

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import torch
 
+from nt_llm.sparse import DynamicSparsity
+
 
 @dataclass
 class Sample:
@@ -32,3 +34,28 @@ def timed(fn: Callable[[], None], device: torch.device) -> Sample:
 
 def median(samples: list[Sample]) -> Sample:
     return Sample(statistics.median(s.wall for s in samples), statistics.median(s.cpu for s in samples))
+
+
+def training_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    sparsity: DynamicSparsity | None,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> Callable[[torch.Tensor], None]:
+    """A closure running one training step on a batch (labels = inputs): forward and backward under autocast to
+    ``dtype`` (none for fp32), the DST hook around the optimizer step when there is a sparsity, as the trainer
+    does it."""
+
+    def step(input_ids: torch.Tensor) -> None:
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+            loss = model(input_ids, labels=input_ids, use_cache=False, return_logits=False).loss
+        loss.backward()
+        if sparsity is not None:
+            sparsity.before_optimizer_step()
+        optimizer.step()
+        if sparsity is not None:
+            sparsity.after_optimizer_step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step

@@ -373,6 +373,13 @@ def markdown_table(rows: list[dict[str, Any]], comparisons: dict[str, Any] | Non
     return "\n".join(lines)
 
 
+def _seed_band(ax, xs: list[float], means: list[float], stds: list[float], color: str) -> None:
+    """The ±1 std band over seeds around a mean curve."""
+    lower = [m - s for m, s in zip(means, stds, strict=True)]
+    upper = [m + s for m, s in zip(means, stds, strict=True)]
+    ax.fill_between(xs, lower, upper, color=color, alpha=0.2)
+
+
 def plot_curves(results: dict[str, list[dict[str, Any]]], out: Path) -> None:
     """loss.png (validation loss over tokens, mean ± std over seeds) and diversity.png (disagreement, KL,
     ensemble gain over tokens, one line per row with several heads)."""
@@ -394,13 +401,7 @@ def plot_curves(results: dict[str, list[dict[str, Any]]], out: Path) -> None:
     for label, runs in results.items():
         xs, means, stds = mean_curve(runs, "val_loss")
         ax.plot(xs, means, marker="o", markersize=3, color=colors[label], label=f"{label} ({len(runs)} seeds)")
-        ax.fill_between(
-            xs,
-            [m - s for m, s in zip(means, stds, strict=True)],
-            [m + s for m, s in zip(means, stds, strict=True)],
-            color=colors[label],
-            alpha=0.2,
-        )
+        _seed_band(ax, xs, means, stds, colors[label])
     ax.set_xlabel("training tokens")
     ax.set_ylabel("validation loss of the ensemble (nats)")
     ax.grid(alpha=0.3)
@@ -423,13 +424,7 @@ def plot_curves(results: dict[str, list[dict[str, Any]]], out: Path) -> None:
         for label, runs in multi.items():
             xs, means, stds = mean_curve(runs, key)
             ax.plot(xs, means, marker="o", markersize=3, color=colors[label], label=label)
-            ax.fill_between(
-                xs,
-                [m - s for m, s in zip(means, stds, strict=True)],
-                [m + s for m, s in zip(means, stds, strict=True)],
-                color=colors[label],
-                alpha=0.2,
-            )
+            _seed_band(ax, xs, means, stds, colors[label])
         ax.set_xlabel("training tokens")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
