@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from collections import Counter
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from helpers.data import corpus, files_config, tiny_tokenizer
+from helpers.dist import free_port
 
 from nt_llm.data import TokenMeanLoss, build_document_stream, build_validation_set
 
@@ -49,12 +49,6 @@ def test_shard_level_ranks_only_read_their_files(tmp_path) -> None:
     assert not docs & {d for f in others for d in train[f]}
     everyone = build_document_stream(cfg, "train")
     assert len({tuple(everyone.shard_order(e)) for e in range(5)}) > 1, "shard order is reshuffled per epoch"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _worker(rank: int, world_size: int, port: int, tmp: str) -> None:
@@ -104,7 +98,7 @@ def _worker(rank: int, world_size: int, port: int, tmp: str) -> None:
 
 def test_two_gloo_processes_read_disjoint_documents_and_share_validation(tmp_path) -> None:
     train, _ = corpus(tmp_path, n_files=3, docs_per_file=6, n_val=30)
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["world_size"] == 2
     rank0, rank1 = (set(d) for d in result["docs"])

@@ -9,23 +9,14 @@ gradient is the global one) and rank 0 writes a summary.
 
 import json
 import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from helpers.dist import torchrun_two
 
 WORKER = Path(__file__).parent / "dist" / "sparse_worker.py"
 RESUME_WORKER = Path(__file__).parent / "dist" / "sparse_resume_worker.py"
-TORCHRUN = Path(sys.executable).with_name("torchrun")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _launch(worker: Path, engine: str, *args: str) -> None:
@@ -34,20 +25,7 @@ def _launch(worker: Path, engine: str, *args: str) -> None:
     if engine == "ddp":
         # without it accelerate under torchrun on CPU does not set up MULTI_CPU (see ENVIRONMENT.md)
         env["ACCELERATE_USE_CPU"] = "1"
-    cmd = [
-        str(TORCHRUN),
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(_free_port()),
-        str(worker),
-        engine,
-        *args,
-    ]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, f"{worker.name} {engine} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    torchrun_two(worker, engine, *args, env=env)
 
 
 def _run(engine: str, out: Path) -> dict:
