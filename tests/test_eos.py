@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from test_modeling import TINY
+from helpers.configs import TINY_GQA_FIELDS as TINY
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from nt_llm.modeling import NeuroTrailsConfig, NeuroTrailsForCausalLM

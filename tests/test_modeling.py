@@ -3,7 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers.configs import TINY_FIELDS
+from helpers.configs import TINY_GQA_FIELDS
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer
 
@@ -11,7 +11,7 @@ from nt_llm.modeling import NeuroTrailsConfig, NeuroTrailsForCausalLM
 from nt_llm.modeling.convert import head_to_llama, llama_names, llama_to_neurotrails
 from nt_llm.modeling.sizes import available_sizes, build_config, load_size
 
-TINY = {**TINY_FIELDS, "num_key_value_heads": 2}
+TINY = TINY_GQA_FIELDS
 
 
 def tiny_model(**overrides) -> NeuroTrailsForCausalLM:

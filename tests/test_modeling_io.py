@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 import torch
+from helpers.configs import TINY_GQA_FIELDS as TINY_LLAMA
 from helpers.no_nt_llm import BLOCK_NT_LLM
-from test_modeling import TINY as TINY_LLAMA
 from transformers import AutoConfig, AutoModelForCausalLM
 
 import nt_llm  # noqa: F401  (registers the Auto classes)

@@ -21,6 +21,8 @@ TINY_SIZE: dict[str, Any] = {
 # LlamaConfig / NeuroTrailsConfig fields of a model built without a tokenizer; 97 is prime, so no
 # vocabulary-sized dimension can be mistaken for another one in a shape assertion.
 TINY_FIELDS: dict[str, Any] = {**TINY_SIZE, "vocab_size": 97}
+# The modeling tests' shape: grouped-query attention (2 KV heads for 4 query heads), as LLaMA-2/3 use it.
+TINY_GQA_FIELDS: dict[str, Any] = {**TINY_FIELDS, "num_key_value_heads": 2}
 
 
 def tiny_config(ensemble_size: int = 3, head_layers: int = 2, **overrides: Any) -> NeuroTrailsConfig:
