@@ -3,7 +3,7 @@ one class plus one registration that SparsityConfig accepts and DynamicSparsity 
 
 import pytest
 import torch
-from helpers.sparse import LinearStack
+from helpers.sparse import LinearStack, train_steps
 from torch import nn
 
 from nt_llm.sparse import (
@@ -30,13 +30,7 @@ def _config(**kw) -> SparsityConfig:
 def _train(model: nn.Module, sparsity: DynamicSparsity, steps: int) -> None:
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     sparsity.engine.optimizer = opt
-    g = torch.Generator().manual_seed(0)
-    for _ in range(steps):
-        model(torch.randn(4, 8, generator=g)).square().mean().backward()
-        sparsity.before_optimizer_step()
-        opt.step()
-        sparsity.after_optimizer_step()
-        opt.zero_grad()
+    train_steps(model, sparsity, opt, steps)
 
 
 def test_built_in_names_are_registered():

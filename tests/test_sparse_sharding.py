@@ -9,7 +9,7 @@ import logging
 
 import pytest
 import torch
-from helpers.sparse import LinearStack
+from helpers.sparse import LinearStack, train_steps
 from torch import nn
 
 from nt_llm.sparse import DynamicSparsity, SparsityConfig, assign_owners
@@ -73,13 +73,7 @@ def _trained(steps: int) -> tuple[nn.Module, DynamicSparsity]:
     model = LinearStack(3)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     sparsity = DynamicSparsity(model, _config(growth="random"), opt)
-    g = torch.Generator().manual_seed(0)
-    for _ in range(steps):
-        model(torch.randn(4, 8, generator=g)).square().mean().backward()
-        sparsity.before_optimizer_step()
-        opt.step()
-        sparsity.after_optimizer_step()
-        opt.zero_grad()
+    train_steps(model, sparsity, opt, steps)
     return model, sparsity
 
 

@@ -17,3 +17,15 @@ class LinearStack(nn.Module):
         for block in self.blocks:
             x = torch.tanh(block(x))
         return self.head(x)
+
+
+def train_steps(model: nn.Module, sparsity, optimizer: torch.optim.Optimizer, steps: int) -> None:
+    """``steps`` optimizer steps on a fixed random stream of ``[4, width]`` inputs, the DST hook around each."""
+    g = torch.Generator().manual_seed(0)
+    width = model.blocks[0].in_features
+    for _ in range(steps):
+        model(torch.randn(4, width, generator=g)).square().mean().backward()
+        sparsity.before_optimizer_step()
+        optimizer.step()
+        sparsity.after_optimizer_step()
+        optimizer.zero_grad()
