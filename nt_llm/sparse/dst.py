@@ -16,10 +16,11 @@ Usage with accelerate (after `accelerator.prepare`)::
 
 Under DeepSpeed the two calls are no-ops: the engine's own `step` is wrapped to run them.
 
-Between updates the only per-step work is zeroing the gradients of inactive positions (a list of
-those positions when they are few): with their optimizer state zeroed at each update, SGD, Adam
-and AdamW then leave the pruned weights exactly 0. `mask_weights_every_step` adds a pass over
-the weights for optimizers that move zero-gradient weights.
+Between updates the only per-step work is zeroing the gradients of inactive positions (LocalEngine:
+through a list of those positions when they are few; the sharded engines mask their local slices):
+with their optimizer state zeroed at each update, SGD, Adam and AdamW then leave the pruned weights
+exactly 0. `mask_weights_every_step` adds a pass over the weights for optimizers that move
+zero-gradient weights.
 
 Mask updates are split over ranks (see engines.py): each tensor is scored and selected by one
 owner rank, with its own random stream seeded from (config.seed, the tensor's name, the update
@@ -149,6 +150,7 @@ class DynamicSparsity:
             SparseTensor(n, named[n], shapes[n], owner, m, m.clone(), targets[n], targets[n])
             for n, owner, m in zip(names, owners, masks, strict=True)
         ]
+        self._params = [r.param for r in self.records]  # the sparse parameters never change, their masks do
         self.step = 0
         self.last_update = UpdateStats()
         self._armed = False  # before_optimizer_step ran since the last after_optimizer_step
@@ -349,14 +351,15 @@ class DynamicSparsity:
         return sum(r.count for r in self.records) / self.numel
 
     def _masks_changed(self) -> None:
-        """Cache the per-step lists, the ever-active count and the engine's per-step form of the masks."""
-        self._params = [r.param for r in self.records]
+        """Refresh the per-step mask list and the engine's per-step form of the masks; the ever-active count is
+        recounted when stats() next asks."""
         self._mask_list = [r.mask for r in self.records]
         self._ever_count: int | None = None  # counted when stats() asks: a pass over every mask
         self.engine.prepare_masks(self._params, self._mask_list, [r.count for r in self.records])
 
     def stats(self, per_tensor: bool = True) -> dict[str, float]:
-        """Scalars for a tracker, keyed `sparsity/...` (cheap: counts are cached between mask changes)."""
+        """Scalars for a tracker, keyed `sparsity/...` (active counts are kept; the first call after a mask update
+        counts the ever-active positions once)."""
         active = sum(r.count for r in self.records)
         if self._ever_count is None:
             self._ever_count = int(torch.stack([r.ever_active.sum() for r in self.records]).sum())

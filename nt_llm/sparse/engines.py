@@ -239,7 +239,7 @@ class ShardedEngine(Engine):
             if width > 0:
                 send = torch.zeros(width, dtype=torch.float32, device=device)
                 held = [pieces[i] for i in mine if counts[rank][i] > 0]
-                parts = [piece[1].to(device, torch.float32) for piece in held if piece is not None]
+                parts = [piece[1].to(device, torch.float32) for piece in held]
                 if parts:
                     flat = torch.cat(parts)
                     send[: flat.numel()] = flat

@@ -33,8 +33,6 @@ def cosine(progress: float) -> float:
 
 def decay_factor(kind: str, progress: float) -> float:
     """Weight of the start value at `progress`, clamped to [0, 1] (constant: always 1)."""
-    if kind not in SCHEDULES:
-        raise ValueError(f"schedule must be one of {SCHEDULES.names()}, got {kind!r}")
     return SCHEDULES.get(kind)(min(max(progress, 0.0), 1.0))
 
 
