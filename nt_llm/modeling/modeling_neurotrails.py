@@ -167,8 +167,9 @@ class NeuroTrailsForCausalLM(LlamaPreTrainedModel, GenerationMixin):
 
         head_logits = head_losses = loss = None
         if labels is not None and not (return_logits or output_head_logits):
-            # Training: no logits leave the forward, so each head's [B, T, V] logits live only while its loss is
-            # computed (chunked, one chunk of them at a time), never all H at once.
+            # Training: no logits leave the forward. With loss_chunk_size > 0 each head's logits exist one chunk
+            # at a time and are recomputed in backward; unchunked, autograd keeps each head's [B, T, V] logits for
+            # backward, but no averaged or stacked copy of them is made.
             head_losses = torch.stack(
                 [
                     self._head_loss(x, head.lm_head, labels, loss_chunk_size, **kwargs)

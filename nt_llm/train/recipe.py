@@ -26,6 +26,7 @@ import yaml
 
 from nt_llm.data import DataConfig
 from nt_llm.modeling.configuration_neurotrails import NeuroTrailsConfig
+from nt_llm.modeling.modeling_neurotrails import LOSS_REDUCTIONS
 from nt_llm.modeling.sizes import METHODS
 from nt_llm.sparse import SparsityConfig
 
@@ -59,7 +60,7 @@ class ModelRecipe:
     """``size`` and ``method``, what only training needs, and ``config``: the ``NeuroTrailsConfig`` fields that
     override the size (``ensemble_size``, ``head_layers``, ``hidden_size``, ...), written flat under ``model``."""
 
-    size: str = "tiny"  # a name in recipes/models or a path to a YAML file of LlamaConfig fields
+    size: str = "tiny"  # a shipped size name (nt_llm/resources/models) or a path to a YAML of LlamaConfig fields
     method: str = "neurotrails"
     loss_reduction: str = "sum"  # how the heads' losses combine: "sum" (the paper) or "mean"
     loss_chunk_size: int = 0  # > 0: the training loss in chunks of this many tokens, no [B, T, vocab] logits
@@ -78,9 +79,8 @@ class ModelRecipe:
             "model.compile_mode",
             f"must be one of {COMPILE_MODES}, got {self.compile_mode!r}",
         )
-        reductions = ("sum", "mean")
-        message = f"must be one of {reductions}, got {self.loss_reduction!r}"
-        _require(self.loss_reduction in reductions, "model.loss_reduction", message)
+        message = f"must be one of {LOSS_REDUCTIONS}, got {self.loss_reduction!r}"
+        _require(self.loss_reduction in LOSS_REDUCTIONS, "model.loss_reduction", message)
         _require_int("model.loss_chunk_size", self.loss_chunk_size, 0)
         _check_config_keys(self.config)
         # The config checks these too, but only when the trainer builds it: named here at load time.

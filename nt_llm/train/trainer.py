@@ -167,12 +167,12 @@ class Trainer:
         logger.info("mfu is against a measured %s matmul peak of %.1f TFLOP/s per device", dtype, peak / 1e12)
         return peak
 
-    def _configure_deepspeed(self) -> int | None:
-        """Fill what accelerate cannot infer without a DataLoader (micro-batch size, clipping); return the ZeRO
-        stage, or None without DeepSpeed."""
+    def _configure_deepspeed(self) -> None:
+        """Fill what accelerate cannot infer without a DataLoader (micro-batch size, clipping); nothing without
+        DeepSpeed."""
         plugin = self.accelerator.state.deepspeed_plugin
         if plugin is None:
-            return None
+            return
         config = plugin.deepspeed_config
         for key, value in (
             ("train_micro_batch_size_per_gpu", self.recipe.data.batch_size),
@@ -186,7 +186,6 @@ class Trainer:
         if int(zero.get("stage", 0)) == 3:
             # Checkpoints carry a whole Hugging Face model folder: ZeRO-3 must gather the weights to write it.
             zero["stage3_gather_16bit_weights_on_model_save"] = True
-        return int(zero.get("stage", 0))
 
     # ---- the loop ------------------------------------------------------------------------------
 
