@@ -3,6 +3,7 @@ step exactly as one process does on the whole batch. Rank 0 writes a summary to 
 
 import copy
 import json
+import math
 import sys
 
 import torch
@@ -50,7 +51,9 @@ def main() -> None:
     worst = 0.0
     for name, param in model.named_parameters():
         grad = param.grad.full_tensor()  # a collective: every rank, same order
-        worst = max(worst, (grad - reference_grads[name].grad).abs().max().item())
+        difference = (grad - reference_grads[name].grad).abs().max().item()
+        # max() would drop a NaN (max(0.0, nan) is 0.0): a non-finite difference counts as infinite
+        worst = max(worst, difference if math.isfinite(difference) else math.inf)
     if rank == 0:
         summary = {"world_size": world, "parameters": len(reference_grads), "max_grad_difference": worst}
         with open(sys.argv[1], "w", encoding="utf-8") as handle:
