@@ -4,7 +4,9 @@ The baseline is written here from the description of the paper's code: it builds
 slices them, the first one's lower blocks being the backbone and each other one's upper blocks a head, then
 loops over them in Python; a head's final norm runs twice (inside its LlamaModel, and again before its LM head).
 nt_llm builds every module once and runs the backbone once, then each head's transformers modules in turn.
-Both compute whole logits and the sum of the heads' causal-LM losses.
+Both compute the sum of the heads' causal-LM losses: the loop from each head's whole logits through autograd,
+nt_llm's training forward (``return_logits=False``) with ``linear_cross_entropy`` (loss and gradients in the
+forward, no logits kept).
 
 The two alternate step by step and the medians are compared, for each precision within the same run (fp32, and
 bf16 under autocast with fp32 weights, as in training), so both see the same machine load. On the CPU the
@@ -113,7 +115,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--precision", nargs="+", choices=list(PRECISIONS), default=list(PRECISIONS))
-    parser.add_argument("--loss-chunk-size", type=int, default=0, help="nt_llm's chunked loss (0: whole logits)")
+    parser.add_argument("--loss-chunk-size", type=int, default=0, help="nt_llm's loss_chunk_size (0: all rows at once)")
     args = parser.parse_args(argv)
     if args.steps < 1:
         parser.error("--steps must be at least 1")

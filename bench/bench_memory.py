@@ -1,12 +1,15 @@
-"""Peak memory of a training forward + backward, full logits vs the chunked loss, measured in one run.
+"""Peak memory of a training forward + backward: the loss from returned logits against the training loss
+(``linear_cross_entropy``, whole and chunked), measured in one run.
 
-The logits of H heads x vocab are the memory hog: [H, B, T, V] floats, plus their log-softmax and gradient.
+The logits of H heads x vocab are the memory hog: with the loss taken from returned logits (what a model that
+returns logits, and the paper's loop, do), autograd keeps [H, B, T, V] floats plus their log-softmax for
+backward. The training path (``return_logits=False``) computes each head's loss and gradients in its forward:
+one head's [B x T, V] fp32 logits exist at a time, or ``loss_chunk_size`` rows of them.
 Each configuration runs in a fresh process (on the CPU, ``ru_maxrss`` is a high-water mark that cannot be
 reset); the step's peak is the high-water mark after forward + backward minus the one after building the
 model (parameters, initialisation). On CUDA the same is read from ``torch.cuda.max_memory_allocated``.
 Printed beside it: the fp32 logits of all heads ([H, B, T, V] x 4 bytes), their share of the step's peak
-with full logits, what ``loss_chunk_size`` saves, and the step's CPU time of each (the chunked loss recomputes
-each chunk's logits in the backward: one more LM-head forward).
+with returned logits, and the step's CPU time of each configuration.
 
     python bench/bench_memory.py                                   # 9m NeuroTrails, vocab 32000, ~1 min
     python bench/bench_memory.py --size 130m --batches 1,4 --seq 512 --chunk 1024
@@ -29,6 +32,7 @@ from nt_llm.modeling.sizes import build_config
 
 log = logging.getLogger("bench_memory")
 MiB = 2**20
+CONFIGS = ("logits", "fused", "chunked")  # loss from returned logits; training loss whole; training loss chunked
 
 
 def peak_bytes(device: torch.device) -> int:
@@ -50,7 +54,11 @@ def child(args: argparse.Namespace) -> dict[str, float]:
     for _ in range(2):  # the second step is timed: the first pays one-time allocation and kernel setup
         model.zero_grad(set_to_none=True)
         start, cpu = time.perf_counter(), time.process_time()
-        model(input_ids, labels=input_ids, return_logits=False, loss_chunk_size=args.chunk).loss.backward()
+        if args.loss == "logits":
+            loss = model(input_ids, labels=input_ids).loss  # from whole logits, which the forward returns
+        else:
+            loss = model(input_ids, labels=input_ids, return_logits=False, loss_chunk_size=args.chunk).loss
+        loss.backward()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
     return {
@@ -62,7 +70,7 @@ def child(args: argparse.Namespace) -> dict[str, float]:
     }
 
 
-def run_child(args: argparse.Namespace, batch: int, chunk: int) -> dict[str, float]:
+def run_child(args: argparse.Namespace, batch: int, loss: str, chunk: int = 0) -> dict[str, float]:
     command = [
         sys.executable,
         __file__,
@@ -79,6 +87,8 @@ def run_child(args: argparse.Namespace, batch: int, chunk: int) -> dict[str, flo
         str(args.seq),
         "--batch",
         str(batch),
+        "--loss",
+        loss,
         "--chunk",
         str(chunk),
         "--threads",
@@ -88,7 +98,7 @@ def run_child(args: argparse.Namespace, batch: int, chunk: int) -> dict[str, flo
     ]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
-        raise RuntimeError(f"configuration batch={batch} chunk={chunk} failed:\n{result.stderr[-2000:]}")
+        raise RuntimeError(f"configuration batch={batch} loss={loss} chunk={chunk} failed:\n{result.stderr[-2000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -101,11 +111,12 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
     parser.add_argument("--vocab", type=int, default=32000)
     parser.add_argument("--seq", type=int, default=256)
     parser.add_argument("--batches", default="2,8", help="comma-separated batch sizes")
-    parser.add_argument("--chunk", type=int, default=512, help="loss_chunk_size to compare with full logits")
+    parser.add_argument("--chunk", type=int, default=512, help="the chunked configuration's loss_chunk_size")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--loss", choices=("logits", "fused"), default="fused", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         print(json.dumps(child(args)))  # the parent reads this line
@@ -126,44 +137,24 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
         torch.__version__,
         args.threads,
     )
-    log.info(
-        "%6s %12s %14s %16s %10s %13s %12s %13s",
-        "batch",
-        "logits MiB",
-        "step MiB full",
-        "step MiB chunked",
-        "saved MiB",
-        "logits share",
-        "cpu s full",
-        "cpu s chunked",
-    )
+    columns = ["batch", "logits MiB", *(f"MiB {n}" for n in CONFIGS), "logits share", *(f"cpu s {n}" for n in CONFIGS)]
+    log.info(" ".join(f"{c:>13}" for c in columns))
     for batch in batches:
-        full, chunked = run_child(args, batch, 0), run_child(args, batch, args.chunk)
-        logits = full["heads"] * batch * args.seq * args.vocab * 4
-        step_full, step_chunk = full["peak"] - full["built"], chunked["peak"] - chunked["built"]
-        log.info(
-            "%6d %12.0f %14.0f %16.0f %10.0f %13.2f %12.2f %13.2f",
-            batch,
-            logits / MiB,
-            step_full / MiB,
-            step_chunk / MiB,
-            (step_full - step_chunk) / MiB,
-            logits / step_full if step_full > 0 else float("nan"),
-            full["cpu_seconds"],
-            chunked["cpu_seconds"],
-        )
-        rows.append(
-            {
-                "batch": batch,
-                "logits": logits,
-                "step_full": step_full,
-                "step_chunked": step_chunk,
-                "seconds_full": full["seconds"],
-                "seconds_chunked": chunked["seconds"],
-                "cpu_seconds_full": full["cpu_seconds"],
-                "cpu_seconds_chunked": chunked["cpu_seconds"],
-            }
-        )
+        runs = {
+            "logits": run_child(args, batch, "logits"),
+            "fused": run_child(args, batch, "fused"),
+            "chunked": run_child(args, batch, "fused", args.chunk),
+        }
+        logits = runs["logits"]["heads"] * batch * args.seq * args.vocab * 4
+        step = {name: run["peak"] - run["built"] for name, run in runs.items()}
+        share = logits / step["logits"] if step["logits"] > 0 else float("nan")
+        values = [logits / MiB, *(step[n] / MiB for n in CONFIGS), share, *(runs[n]["cpu_seconds"] for n in CONFIGS)]
+        log.info(" ".join([f"{batch:>13}", *(f"{v:>13.2f}" for v in values)]))
+        row = {"batch": batch, "logits": logits}
+        for name, run in runs.items():
+            row |= {f"step_{name}": step[name], f"seconds_{name}": run["seconds"]}
+            row[f"cpu_seconds_{name}"] = run["cpu_seconds"]
+        rows.append(row)
     log.info("step MiB = peak after forward + backward - peak after building the model (includes parameter grads)")
     return rows
 

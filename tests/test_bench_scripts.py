@@ -112,7 +112,8 @@ def test_bench_inference_reports_all_three_models(size_file):
     assert flops["dense"] < flops["neurotrails"] < flops["full_ensemble"]
 
 
-def test_bench_memory_child_runs_the_chunked_step_in_process(size_file):
+@pytest.mark.parametrize(("loss", "chunk"), [("logits", 0), ("fused", 8)])
+def test_bench_memory_child_runs_each_configuration_in_process(size_file, loss: str, chunk: int):
     # The fast form of the slow test below: the per-configuration step, without a fresh process (so no peak).
     args = argparse.Namespace(
         size=size_file,
@@ -121,7 +122,8 @@ def test_bench_memory_child_runs_the_chunked_step_in_process(size_file):
         vocab=512,
         seq=16,
         batch=2,
-        chunk=8,
+        loss=loss,
+        chunk=chunk,
         threads=1,
         device="cpu",
     )
@@ -131,8 +133,8 @@ def test_bench_memory_child_runs_the_chunked_step_in_process(size_file):
     assert result["seconds"] > 0
 
 
-@pytest.mark.slow  # two fresh processes: about a minute on a loaded 2-core machine
-def test_bench_memory_shows_what_the_chunked_loss_saves(tmp_path):
+@pytest.mark.slow  # three fresh processes: about a minute on a loaded 2-core machine
+def test_bench_memory_shows_what_the_training_loss_saves(tmp_path):
     # Logits dominate this shape: 3 heads x 8 x 64 tokens x 32000 x 4 bytes = 196 MiB, chunks of 64 tokens 8 MiB.
     size = tmp_path / "size.yaml"
     size.write_text(yaml.safe_dump({**BENCH_SIZE, "vocab_size": 32000}))
@@ -140,5 +142,6 @@ def test_bench_memory_shows_what_the_chunked_loss_saves(tmp_path):
         ["--size", str(size), "--batches", "8", "--seq", "64", "--chunk", "64", "--threads", "1", "--device", "cpu"]
     )
     assert row["logits"] == 3 * 8 * 64 * 32000 * 4
-    assert row["step_full"] > row["logits"]  # the logits (and their gradient) are inside the full step's peak
-    assert row["step_full"] - row["step_chunked"] > 0.5 * row["logits"]
+    assert row["step_logits"] > row["logits"]  # the logits (and their gradient) are inside that step's peak
+    assert row["step_logits"] - row["step_fused"] > 0.5 * row["logits"]  # one head's logits at a time, none kept
+    assert row["step_fused"] - row["step_chunked"] > 0.5 * row["logits"] / 3  # and of those, 64 rows at a time

@@ -4,11 +4,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 from helpers.configs import TINY_GQA_FIELDS
+from torch.utils._python_dispatch import TorchDispatchMode
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer
 
 from nt_llm.modeling import NeuroTrailsConfig, NeuroTrailsForCausalLM
 from nt_llm.modeling.convert import head_to_llama, llama_names, llama_to_neurotrails
+from nt_llm.modeling.modeling_neurotrails import IGNORE_INDEX, linear_cross_entropy
 from nt_llm.modeling.sizes import available_sizes, build_config, load_size
 
 TINY = TINY_GQA_FIELDS
@@ -112,29 +114,86 @@ def test_every_head_matches_its_llama_in_values_and_gradients(overrides: dict) -
         torch.testing.assert_close(p.grad, expected[name], rtol=1e-4, atol=1e-6, msg=lambda m, n=name: f"{n}: {m}")
 
 
-@pytest.mark.parametrize("chunk", [5, 64])
-def test_chunked_loss_matches_the_whole_logits_loss_and_gradients(chunk: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    from nt_llm.modeling import modeling_neurotrails
+class LogitRows(TorchDispatchMode):
+    """Records the most rows any op's new ``[..., vocab]`` tensor had (the logits that exist at once; views such
+    as a transposed ``[hidden, vocab]`` weight are not new tensors)."""
 
-    calls = []
-    real = modeling_neurotrails._summed_nll
-    monkeypatch.setattr(modeling_neurotrails, "_summed_nll", lambda *a: calls.append(1) or real(*a))
+    def __init__(self, vocab: int):
+        super().__init__()
+        self.vocab, self.most = vocab, 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func.is_view:
+            return out
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor) and t.shape[-1:] == (self.vocab,):
+                self.most = max(self.most, t.numel() // self.vocab)
+        return out
+
+
+@pytest.mark.parametrize("chunk", [0, 5, 64])
+def test_training_loss_matches_the_logits_loss_and_gradients_without_keeping_logits(chunk: int) -> None:
     whole = tiny_model().train()
-    chunked = tiny_model().train()
-    chunked.load_state_dict(whole.state_dict())
+    fused = tiny_model().train()
+    fused.load_state_dict(whole.state_dict())
     input_ids, attention_mask, labels = padded_batch()
-    expected = whole(input_ids, attention_mask=attention_mask, labels=labels)  # losses from the returned logits
-    got = chunked(input_ids, attention_mask=attention_mask, labels=labels, return_logits=False, loss_chunk_size=chunk)
+    expected = whole(input_ids, attention_mask=attention_mask, labels=labels)  # transformers' loss over logits
+    rows = LogitRows(TINY["vocab_size"])
+    with rows:
+        got = fused(input_ids, attention_mask=attention_mask, labels=labels, return_logits=False, loss_chunk_size=chunk)
     assert got.logits is None
-    # The training path without chunks (each head's logits dropped after its loss) gives the same losses too.
-    unchunked = whole(input_ids, attention_mask=attention_mask, labels=labels, return_logits=False)
-    torch.testing.assert_close(unchunked.head_losses, expected.head_losses)
-    assert len(calls) == 3 * -(-input_ids.numel() // chunk)  # every head, every chunk of the 20 tokens
+    assert rows.most == min(chunk or input_ids.numel(), input_ids.numel())  # one chunk of one head's logits at a time
     torch.testing.assert_close(got.head_losses, expected.head_losses)
     expected.loss.backward()
+    (2.5 * got.loss).backward()  # backward scales the gradients computed in the forward
+    for (name, p), q in zip(whole.named_parameters(), fused.parameters(), strict=True):
+        torch.testing.assert_close(q.grad, 2.5 * p.grad, rtol=1e-4, atol=1e-6, msg=lambda m, n=name: f"{n}: {m}")
+
+
+def test_linear_cross_entropy_is_cross_entropy_with_ignored_rows_and_partial_gradients() -> None:
+    generator = torch.Generator().manual_seed(0)
+    hidden = torch.randn(11, 8, generator=generator, requires_grad=True)
+    weight = torch.randn(13, 8, generator=generator, requires_grad=True)
+    target = torch.randint(0, 13, (11,), generator=generator)
+    target[[2, 7]] = IGNORE_INDEX
+    expected = F.cross_entropy(hidden @ weight.t(), target, ignore_index=IGNORE_INDEX, reduction="sum")
+    expected.backward()
+    for chunk in (0, 3, 11, 40):
+        h, w = hidden.detach().requires_grad_(), weight.detach().requires_grad_()
+        got = linear_cross_entropy(h, w, target, chunk)
+        got.backward()
+        torch.testing.assert_close(got, expected)
+        torch.testing.assert_close(h.grad, hidden.grad)
+        torch.testing.assert_close(w.grad, weight.grad)
+    frozen = linear_cross_entropy(hidden.detach(), weight.detach().requires_grad_(), target, 4)
+    frozen.backward()  # no gradient for an input that does not want one
+    with torch.no_grad():
+        torch.testing.assert_close(linear_cross_entropy(hidden, weight, target, 4), expected)
+
+
+def test_training_loss_under_bf16_autocast_matches_the_logits_loss() -> None:
+    whole = tiny_model().train()
+    fused = tiny_model().train()
+    fused.load_state_dict(whole.state_dict())
+    input_ids, attention_mask, labels = padded_batch()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = whole(input_ids, attention_mask=attention_mask, labels=labels)
+        got = fused(input_ids, attention_mask=attention_mask, labels=labels, return_logits=False, loss_chunk_size=7)
+    torch.testing.assert_close(got.head_losses, expected.head_losses, rtol=2e-2, atol=2e-2)
+    expected.loss.backward()
     got.loss.backward()
-    for p, q in zip(whole.parameters(), chunked.parameters(), strict=True):
-        torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-6)
+    for p, q in zip(whole.parameters(), fused.parameters(), strict=True):
+        assert q.grad.dtype == p.dtype == torch.float32
+        torch.testing.assert_close(q.grad, p.grad, rtol=5e-2, atol=5e-3)
+
+
+def test_training_loss_divides_by_num_items_in_batch_as_transformers_does() -> None:
+    model = tiny_model().train()
+    input_ids, attention_mask, labels = padded_batch()
+    expected = model(input_ids, attention_mask=attention_mask, labels=labels, num_items_in_batch=40)
+    got = model(input_ids, attention_mask=attention_mask, labels=labels, num_items_in_batch=40, return_logits=False)
+    torch.testing.assert_close(got.head_losses, expected.head_losses)
 
 
 def test_activation_checkpointing_leaves_gradients_unchanged() -> None:

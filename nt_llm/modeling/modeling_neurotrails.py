@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 from transformers import GenerationMixin
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.masking_utils import create_causal_mask
@@ -57,7 +56,22 @@ class NeuroTrailsHead(nn.Module):
         first = config.num_shared_layers + index * config.head_layers
         self.layers = nn.ModuleList(LlamaDecoderLayer(config, first + j) for j in range(config.head_layers))
         self.norm = LlamaRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.lm_head = NeuroTrailsLMHead(config.hidden_size, config.vocab_size, bias=False)
+
+
+class NeuroTrailsLMHead(nn.Linear):
+    """A head's LM head: LLaMA's ``nn.Linear`` (same ``lm_head.weight``), which given ``labels`` returns the causal-LM
+    loss's summed NLL instead of logits, computed without keeping any (``linear_cross_entropy``).
+
+    The loss goes through the module's own call so that wrappers gathering a module's sharded weights around its
+    forward (DeepSpeed ZeRO-3, FSDP2) have the weight in place while it is used.
+    """
+
+    def forward(self, hidden: torch.Tensor, labels: torch.Tensor | None = None, chunk_size: int = 0) -> torch.Tensor:
+        if labels is None:
+            return super().forward(hidden)
+        target = F.pad(labels, (0, 1), value=IGNORE_INDEX)[..., 1:].reshape(-1)  # next-token targets
+        return linear_cross_entropy(hidden.reshape(-1, hidden.shape[-1]), self.weight, target, chunk_size)
 
 
 class NeuroTrailsForCausalLM(LlamaPreTrainedModel, GenerationMixin):
@@ -110,9 +124,10 @@ class NeuroTrailsForCausalLM(LlamaPreTrainedModel, GenerationMixin):
 
         Training-only arguments: ``return_logits=False`` skips the averaged logits (training needs only the loss):
         one ``[B, T, V]`` tensor and a pass over H of them fewer. ``loss_reduction`` combines the heads'
-        causal-LM losses: ``"sum"`` (the paper) or ``"mean"``. ``loss_chunk_size > 0`` with labels and no logits
-        asked for computes each head's loss that many tokens at a time, recomputing the chunk's logits in
-        backward, so that no ``[B, T, V]`` logits are held; 0 computes whole logits.
+        causal-LM losses: ``"sum"`` (the paper) or ``"mean"``. With labels and no logits asked for, each head's
+        loss and its gradients are computed together in the forward (``linear_cross_entropy``), so no logits are
+        kept for backward; ``loss_chunk_size > 0`` bounds the logits that exist at once to that many tokens' rows
+        (0: all of a head's tokens at once, the fastest).
         """
         config = self.config
         if (input_ids is None) == (inputs_embeds is None):
@@ -167,9 +182,7 @@ class NeuroTrailsForCausalLM(LlamaPreTrainedModel, GenerationMixin):
 
         head_logits = head_losses = loss = None
         if labels is not None and not (return_logits or output_head_logits):
-            # Training: no logits leave the forward. With loss_chunk_size > 0 each head's logits exist one chunk
-            # at a time and are recomputed in backward; unchunked, autograd keeps each head's [B, T, V] logits for
-            # backward, but no averaged or stacked copy of them is made.
+            # Training: no logits leave the forward, and none are kept for backward (the LM head returns the loss).
             head_losses = torch.stack(
                 [
                     self._head_loss(x, head.lm_head, labels, loss_chunk_size, **kwargs)
@@ -198,12 +211,15 @@ class NeuroTrailsForCausalLM(LlamaPreTrainedModel, GenerationMixin):
         )
 
     def _head_loss(
-        self, hidden: torch.Tensor, lm_head: nn.Linear, labels: torch.Tensor, chunk_size: int, **kwargs
+        self, hidden: torch.Tensor, lm_head: "NeuroTrailsLMHead", labels: torch.Tensor, chunk_size: int, **kwargs
     ) -> torch.Tensor:
-        """One head's causal-LM loss from its normed ``hidden [B, T, D]``, in chunks of tokens when asked."""
-        if chunk_size:
-            return _chunked_causal_lm_loss(hidden, lm_head, labels, chunk_size, kwargs.get("num_items_in_batch"))
-        return self.loss_function(logits=lm_head(hidden), labels=labels, vocab_size=self.config.vocab_size, **kwargs)
+        """One head's causal-LM loss from its normed ``hidden [B, T, D]``: transformers' ``ForCausalLMLoss``
+        (mean over predicted tokens, or over ``num_items_in_batch`` when given)."""
+        summed = lm_head(hidden, labels=labels, chunk_size=chunk_size)
+        count = kwargs.get("num_items_in_batch")
+        if count is None:
+            count = (labels[..., 1:] != IGNORE_INDEX).sum()
+        return summed / count
 
 
 def _add_head_slots(cache: Cache, slots: int) -> None:
@@ -225,28 +241,87 @@ def _add_head_slots(cache: Cache, slots: int) -> None:
     cache.layers.extend(copy.deepcopy(cache.layers[-1]) for _ in range(missing))
 
 
-def _chunked_causal_lm_loss(
-    hidden: torch.Tensor,
-    lm_head: nn.Linear,
-    labels: torch.Tensor,
-    chunk_size: int,
-    num_items_in_batch: torch.Tensor | int | None,
+def linear_cross_entropy(
+    hidden: torch.Tensor, weight: torch.Tensor, target: torch.Tensor, chunk_size: int = 0
 ) -> torch.Tensor:
-    """transformers' causal-LM loss (shifted labels, -100 ignored, mean over predicted tokens or over
-    ``num_items_in_batch``) from ``hidden [B, T, D]``, ``chunk_size`` tokens at a time. Each chunk's logits are
-    recomputed in the backward pass instead of being kept: one LM-head forward more, ``[chunk, V]`` memory."""
-    target = F.pad(labels, (0, 1), value=IGNORE_INDEX)[:, 1:].reshape(-1)
-    hidden = hidden.reshape(-1, hidden.shape[-1])
+    """Summed cross-entropy of ``hidden [N, D] @ weight[V, D].T`` against ``target [N]`` (``IGNORE_INDEX`` rows
+    count nothing), as ``F.cross_entropy(logits.float(), target, reduction="sum")`` computes it.
+
+    When a gradient is wanted it is computed here, in the forward, ``chunk_size`` rows at a time (0: all rows at
+    once): each chunk's fp32 logits become softmax minus one-hot in place and meet ``weight`` and ``hidden`` in
+    the two gradient matmuls straight away. Backward only scales the stored gradients. Against autograd through
+    whole logits this keeps no ``[N, V]`` tensor for backward and makes none of log-softmax's outputs and
+    gradients (the same three matmuls; the rest is memory traffic). Under autocast the matmuls run in its dtype.
+    """
+    if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad):
+        return _LinearCrossEntropy.apply(hidden, weight, target, chunk_size)
+    return _nll_and_gradients(hidden, weight, target, chunk_size, with_hidden=False, with_weight=False)[0]
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, hidden, weight, target, chunk_size):
+        want_hidden, want_weight = ctx.needs_input_grad[:2]
+        total, grad_hidden, grad_weight = _nll_and_gradients(
+            hidden, weight, target, chunk_size, with_hidden=want_hidden, with_weight=want_weight
+        )
+        ctx.save_for_backward(grad_hidden, grad_weight)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_total):
+        grad_hidden, grad_weight = ctx.saved_tensors
+        return (
+            None if grad_hidden is None else grad_hidden * grad_total.to(grad_hidden.dtype),
+            None if grad_weight is None else grad_weight * grad_total.to(grad_weight.dtype),
+            None,
+            None,
+        )
+
+
+def _nll_and_gradients(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    target: torch.Tensor,
+    chunk_size: int,
+    with_hidden: bool,
+    with_weight: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """``linear_cross_entropy``'s loop: the summed NLL and, as asked, its gradients for ``hidden`` and ``weight``."""
+    device = hidden.device.type
+    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else weight.dtype
+    rows = hidden.shape[0]
+    step = chunk_size if chunk_size > 0 else max(rows, 1)
+    grad_hidden = torch.empty_like(hidden) if with_hidden else None
+    grad_weight = torch.zeros_like(weight) if with_weight else None
     total = hidden.new_zeros((), dtype=torch.float32)
-    for start in range(0, target.numel(), chunk_size):
-        part = slice(start, start + chunk_size)
-        total = total + checkpoint(_summed_nll, hidden[part], target[part], lm_head, use_reentrant=False)
-    count = num_items_in_batch if num_items_in_batch is not None else (target != IGNORE_INDEX).sum()
-    return total / count
-
-
-def _summed_nll(hidden: torch.Tensor, target: torch.Tensor, lm_head: nn.Linear) -> torch.Tensor:
-    return F.cross_entropy(lm_head(hidden).float(), target, ignore_index=IGNORE_INDEX, reduction="sum")
+    # Autocast off: the casts are explicit, and the in-place accumulation below is not an op autocast casts.
+    with torch.autocast(device, enabled=False):
+        w = weight.detach().to(dtype)
+        for start in range(0, rows, step):
+            part = slice(start, start + step)
+            h = hidden[part].detach().to(dtype)
+            t = target[part]
+            valid = t != IGNORE_INDEX
+            safe = torch.where(valid, t, 0)
+            logits = (h @ w.t()).float()  # [chunk, V], the only logits alive
+            logits.sub_(logits.amax(dim=-1, keepdim=True))
+            picked = logits.gather(1, safe.unsqueeze(1)).squeeze(1)
+            sums = logits.exp_().sum(dim=-1)
+            total = total + torch.where(valid, sums.log() - picked, 0.0).sum()
+            if grad_hidden is None and grad_weight is None:
+                continue
+            # d(sum NLL)/d(logits) = softmax - one-hot, zero on ignored rows: built in the logits' storage.
+            probs = logits.mul_((valid / sums).unsqueeze(1))
+            probs.scatter_add_(1, safe.unsqueeze(1), -valid.to(probs.dtype).unsqueeze(1))
+            grad_logits = probs.to(dtype)
+            if grad_hidden is not None:
+                grad_hidden[part] = grad_logits @ w
+            if grad_weight is not None and grad_weight.dtype == dtype:
+                grad_weight.addmm_(grad_logits.t(), h)
+            elif grad_weight is not None:
+                grad_weight += grad_logits.t() @ h
+    return total, grad_hidden, grad_weight
 
 
 def _mean(tensors: list[torch.Tensor]) -> torch.Tensor:
