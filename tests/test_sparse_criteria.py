@@ -7,13 +7,13 @@ import pytest
 import torch
 
 from nt_llm.sparse.criteria import (
-    gradient_scores,
+    GradientGrowth,
+    MagnitudePrune,
+    RandomGrowth,
+    SoftMagnitudePrune,
     kth_largest,
-    magnitude_scores,
     random_mask,
-    random_scores,
     select_top,
-    soft_magnitude_scores,
     update_mask,
 )
 from nt_llm.sparse.schedules import decay_factor, interpolate
@@ -52,8 +52,8 @@ def test_rigl_grows_exactly_at_top_gradient_inactive_positions():
     weight = torch.tensor([[0.9, -0.8, 0.0, 0.0], [0.1, 0.0, 0.0, -0.05]])
     mask = weight != 0
     grad = torch.tensor([[9.0, 9.0, 0.5, -3.0], [0.2, 2.0, -0.1, 9.0]])  # huge grads on active weights
-    keep = magnitude_scores(weight, 0.0, _gen())
-    grow = gradient_scores(grad, weight.shape, weight.device, _gen())
+    keep = MagnitudePrune().scores(weight, 0.0, _gen())
+    grow = GradientGrowth().scores(grad, weight.shape, weight.device, _gen())
     new = update_mask(mask, keep, grow, n_prune=2, n_target=4)
     # prunes the two smallest |w| (0.1 and -0.05), grows at the two largest |grad| among the now
     # inactive: -3.0 at (0,3) and 9.0 at the just-pruned (1,3), which therefore stays active
@@ -68,7 +68,7 @@ def test_set_growth_is_uniform_over_inactive_positions():
     counts = torch.zeros(numel)
     gen = _gen(123)
     for _ in range(trials):
-        grow = random_scores(None, mask.shape, mask.device, gen)
+        grow = RandomGrowth().scores(None, mask.shape, mask.device, gen)
         counts += select_top(grow, ~mask, k).float()
     assert counts[:10].sum() == 0
     observed = counts[10:]
@@ -81,8 +81,8 @@ def test_set_growth_is_uniform_over_inactive_positions():
 def test_soft_magnitude_with_large_temperature_is_hard_magnitude():
     weight = torch.randn(64, 32)
     mask = torch.ones_like(weight, dtype=torch.bool)
-    hard = select_top(magnitude_scores(weight, 0.0, _gen()), mask, 500)
-    soft = select_top(soft_magnitude_scores(weight, 1e4, _gen(1)), mask, 500)
+    hard = select_top(MagnitudePrune().scores(weight, 0.0, _gen()), mask, 500)
+    soft = select_top(SoftMagnitudePrune().scores(weight, 1e4, _gen(1)), mask, 500)
     assert torch.equal(hard, soft)
 
 
@@ -93,14 +93,14 @@ def test_soft_magnitude_with_zero_temperature_is_uniform():
     gen = _gen(7)
     trials = 3000
     for _ in range(trials):
-        counts += select_top(soft_magnitude_scores(weight, 0.0, gen), mask, 5).float()
+        counts += select_top(SoftMagnitudePrune().scores(weight, 0.0, gen), mask, 5).float()
     expected = trials * 5 / 20
     chi2 = float(((counts - expected) ** 2 / expected).sum())
     assert chi2 < 43.8, chi2  # 19 dof, 0.999 quantile
     # and at T=1 the big weights are clearly preferred (so the T=0 result is not trivially uniform)
     counts_t1 = torch.zeros(20)
     for _ in range(trials):
-        counts_t1 += select_top(soft_magnitude_scores(weight, 1.0, gen), mask, 5).float()
+        counts_t1 += select_top(SoftMagnitudePrune().scores(weight, 1.0, gen), mask, 5).float()
     assert counts_t1[-5:].sum() > 2 * counts_t1[:5].sum()
 
 
@@ -109,22 +109,21 @@ def test_soft_magnitude_keep_frequency_follows_power_of_magnitude():
     weight = torch.tensor([2.0, 1.0])
     mask = torch.ones(2, dtype=torch.bool)
     gen = _gen(3)
-    wins = sum(bool(select_top(soft_magnitude_scores(weight, 2.0, gen), mask, 1)[0]) for _ in range(4000))
+    wins = sum(bool(select_top(SoftMagnitudePrune().scores(weight, 2.0, gen), mask, 1)[0]) for _ in range(4000))
     assert abs(wins / 4000 - 0.8) < 0.03
 
 
 def test_gradient_growth_without_a_gradient_is_an_error():
     with pytest.raises(ValueError, match="dense gradient"):
-        gradient_scores(None, torch.Size([2]), torch.device("cpu"), _gen())
+        GradientGrowth().scores(None, torch.Size([2]), torch.device("cpu"), _gen())
 
 
 def test_update_mask_keeps_exact_count_when_sparsifying():
     gen = _gen()
     mask = random_mask(torch.Size([50, 20]), 400, gen, torch.device("cpu"))
     weight = torch.randn(50, 20) * mask
-    new = update_mask(
-        mask, magnitude_scores(weight, 0, gen), random_scores(None, mask.shape, mask.device, gen), 150, 300
-    )
+    keep = MagnitudePrune().scores(weight, 0, gen)
+    new = update_mask(mask, keep, RandomGrowth().scores(None, mask.shape, mask.device, gen), 150, 300)
     assert int(new.sum()) == 300
     assert int((mask & ~new).sum()) - int((new & ~mask).sum()) == 100
 

@@ -19,47 +19,6 @@ from nt_llm.sparse.registry import Registry
 logger = logging.getLogger(__name__)
 
 
-def magnitude_scores(weight: torch.Tensor, temperature: float, generator: torch.Generator) -> torch.Tensor:
-    """Keep the largest |w|; temperature and generator are unused (hard magnitude)."""
-    del temperature, generator
-    return weight.detach().abs().float()
-
-
-def soft_magnitude_scores(weight: torch.Tensor, temperature: float, generator: torch.Generator) -> torch.Tensor:
-    """Scores whose top-n is a sample of n positions without replacement with P(keep) ~ |w|**T.
-
-    Gumbel-top-k: adding independent Gumbel noise to log-probabilities and taking the n largest is
-    exactly successive sampling without replacement, and unlike torch.multinomial it has no 2**24
-    category limit. T=0 makes every position equally likely; a large T approaches hard magnitude.
-    """
-    noise = _gumbel(weight.shape, generator, weight.device)
-    if temperature == 0.0:
-        return noise
-    # log(0) = -inf: a zero weight is kept only once every nonzero weight is. In place on abs()'s
-    # fresh copy: one tensor-sized buffer less at an update.
-    return weight.detach().abs().float().log_().mul_(temperature).add_(noise)
-
-
-def random_scores(
-    grad: torch.Tensor | None, shape: torch.Size, device: torch.device, generator: torch.Generator
-) -> torch.Tensor:
-    """SET: every inactive position is equally likely to grow."""
-    del grad
-    return _rand(shape, generator, device)
-
-
-def gradient_scores(
-    grad: torch.Tensor | None, shape: torch.Size, device: torch.device, generator: torch.Generator
-) -> torch.Tensor:
-    """RigL: grow where the dense gradient is largest in magnitude."""
-    del generator
-    if grad is None:
-        raise ValueError("gradient growth needs the dense gradient at update steps, but none was captured")
-    if grad.shape != shape:
-        raise ValueError(f"gradient shape {tuple(grad.shape)} does not match weight shape {tuple(shape)}")
-    return grad.detach().abs().float().to(device)
-
-
 class PruneCriterion(ABC):
     """Scores shaped like the weight; the highest-scoring active positions are kept."""
 
@@ -90,14 +49,29 @@ GROWTH_CRITERIA: Registry[type[GrowthCriterion]] = Registry("growth criterion")
 
 @PRUNE_CRITERIA.register("magnitude")
 class MagnitudePrune(PruneCriterion):
+    """Keep the largest |w|; temperature and generator are unused (hard magnitude)."""
+
     def scores(self, weight: torch.Tensor, temperature: float, generator: torch.Generator) -> torch.Tensor:
-        return magnitude_scores(weight, temperature, generator)
+        del temperature, generator
+        return weight.detach().abs().float()
 
 
 @PRUNE_CRITERIA.register("soft_magnitude")
 class SoftMagnitudePrune(PruneCriterion):
+    """Scores whose top-n is a sample of n positions without replacement with P(keep) ~ |w|**T.
+
+    Gumbel-top-k: adding independent Gumbel noise to log-probabilities and taking the n largest is
+    exactly successive sampling without replacement, and unlike torch.multinomial it has no 2**24
+    category limit. T=0 makes every position equally likely; a large T approaches hard magnitude.
+    """
+
     def scores(self, weight: torch.Tensor, temperature: float, generator: torch.Generator) -> torch.Tensor:
-        return soft_magnitude_scores(weight, temperature, generator)
+        noise = _gumbel(weight.shape, generator, weight.device)
+        if temperature == 0.0:
+            return noise
+        # log(0) = -inf: a zero weight is kept only once every nonzero weight is. In place on abs()'s
+        # fresh copy: one tensor-sized buffer less at an update.
+        return weight.detach().abs().float().log_().mul_(temperature).add_(noise)
 
 
 @GROWTH_CRITERIA.register("random")
@@ -107,7 +81,8 @@ class RandomGrowth(GrowthCriterion):
     def scores(
         self, grad: torch.Tensor | None, shape: torch.Size, device: torch.device, generator: torch.Generator
     ) -> torch.Tensor:
-        return random_scores(grad, shape, device, generator)
+        del grad  # every inactive position is equally likely to grow
+        return _rand(shape, generator, device)
 
 
 @GROWTH_CRITERIA.register("gradient")
@@ -119,7 +94,12 @@ class GradientGrowth(GrowthCriterion):
     def scores(
         self, grad: torch.Tensor | None, shape: torch.Size, device: torch.device, generator: torch.Generator
     ) -> torch.Tensor:
-        return gradient_scores(grad, shape, device, generator)
+        del generator  # grow where the dense gradient is largest in magnitude
+        if grad is None:
+            raise ValueError("gradient growth needs the dense gradient at update steps, but none was captured")
+        if grad.shape != shape:
+            raise ValueError(f"gradient shape {tuple(grad.shape)} does not match weight shape {tuple(shape)}")
+        return grad.detach().abs().float().to(device)
 
 
 def select_top(

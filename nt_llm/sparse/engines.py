@@ -203,9 +203,29 @@ class LocalEngine(Engine):
 class ShardedEngine(Engine):
     """Engines where each rank holds a contiguous piece of every flattened full tensor.
 
-    Subclasses say which piece (`local_piece`); `gather_full` sends every piece to the tensor's
-    owner only: one all_gather of the piece addresses, then one `gather` per destination rank.
+    Subclasses say which piece (`local_piece`) and which part of a mask covers it (`local_mask`); `gather_full`
+    sends every piece to the tensor's owner only: one all_gather of the piece addresses, then one `gather` per
+    destination rank.
     """
+
+    def __init__(self, module: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> None:
+        super().__init__(module, optimizer)
+        self._local_masks: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # id(param) -> (mask, its local part)
+
+    @abstractmethod
+    def local_mask(self, param: nn.Parameter, mask: torch.Tensor) -> torch.Tensor:
+        """The part of the full ``mask`` over the piece of ``param`` (weight, master weight) this rank holds."""
+
+    def prepare_masks(
+        self, params: Sequence[nn.Parameter], masks: Sequence[torch.Tensor], counts: Sequence[int]
+    ) -> None:
+        # The local parts are the same at every step until the masks change: sliced (under ZeRO-3 padded) once.
+        self._local_masks = {id(p): (m, self.local_mask(p, m)) for p, m in zip(params, masks, strict=True)}
+
+    def _local(self, param: nn.Parameter, mask: torch.Tensor) -> torch.Tensor:
+        """``local_mask`` from the cache when ``mask`` is the one prepared for ``param``."""
+        cached = self._local_masks.get(id(param))
+        return cached[1] if cached is not None and cached[0] is mask else self.local_mask(param, mask)
 
     @abstractmethod
     def local_piece(self, param: nn.Parameter, kind: Kind) -> tuple[int, torch.Tensor] | None:
@@ -316,11 +336,8 @@ class ZeroEngine(ShardedEngine):
             values = safe_get_local_fp32_param(param) if kind == "weight" else safe_get_local_grad(param)
             if values is None:
                 return None
-            # the flattened parameter, padded to a multiple of the world size, in equal partitions
-            size = param.ds_tensor.ds_numel
-            start = size * self._ds_optimizer._get_param_partition_rank(param)
-            n = max(0, min(size, param.ds_numel - start))
-            return start, values.reshape(-1)[:n]
+            start, size = self._zero3_partition(param)
+            return start, values.reshape(-1)[: max(0, min(size, param.ds_numel - start))]  # without the padding
         mapping = getattr(param, "_hp_mapping", None)
         if mapping is None:  # this rank holds no fragment of the parameter
             return None
@@ -346,14 +363,14 @@ class ZeroEngine(ShardedEngine):
 
                     grad = safe_get_local_grad(p)
                     if grad is not None:
-                        safe_set_local_grad(p, torch.where(self._zero3_local_slice(p, m), grad, 0.0))
+                        safe_set_local_grad(p, torch.where(self._local(p, m), grad, 0.0))
                     continue
                 mapping = getattr(p, "_hp_mapping", None)
                 if mapping is None:
                     continue
                 grad = mapping.get_lp_grad_fragment(p._index_in_param_group)
                 # bf16 keeps a whole-tensor accumulation buffer; ZeRO-1/2 keep only the fragment.
-                local = m.reshape(-1) if grad.numel() == m.numel() else self._zero12_local_slice(p, m)
+                local = m.reshape(-1) if grad.numel() == m.numel() else self._local(p, m)
                 zero_outside(grad, local.view_as(grad))
 
     def apply_masks(self, params: Sequence[nn.Parameter], masks: Sequence[torch.Tensor]) -> None:
@@ -369,7 +386,7 @@ class ZeroEngine(ShardedEngine):
             if self.stage == 3:
                 from deepspeed.utils import safe_get_local_optimizer_state, safe_set_local_optimizer_state
 
-                local = self._zero3_local_slice(param, keep)
+                local = self.local_mask(param, keep)
                 for key in self._zero3_state_keys(param):
                     state = safe_get_local_optimizer_state(param, key)
                     safe_set_local_optimizer_state(param, torch.where(local, state, 0.0), key)
@@ -377,7 +394,7 @@ class ZeroEngine(ShardedEngine):
             mapping = getattr(param, "_hp_mapping", None)
             if mapping is None:  # this rank holds no fragment of the parameter
                 return
-            local = self._zero12_local_slice(param, keep)
+            local = self.local_mask(param, keep)
             for state in self._zero12_state_fragments(mapping):
                 zero_outside(state, local)
 
@@ -403,12 +420,12 @@ class ZeroEngine(ShardedEngine):
         zero_outside(p.data, mask)
         mapping = getattr(p, "_hp_mapping", None)
         if mapping is not None:
-            zero_outside(mapping.hp_fragment.data, self._zero12_local_slice(p, mask))
+            zero_outside(mapping.hp_fragment.data, self._local(p, mask))
 
     def _apply_mask_zero3(self, p: nn.Parameter, mask: torch.Tensor) -> None:
         from deepspeed.utils import safe_get_local_fp32_param, safe_set_local_fp32_param
 
-        local = self._zero3_local_slice(p, mask)
+        local = self._local(p, mask)
         zero_outside(p.ds_tensor.data, local)
         if p.data.numel() == p.ds_numel:
             # Persistent (small) or currently gathered parameter: the module holds a whole copy too.
@@ -417,22 +434,25 @@ class ZeroEngine(ShardedEngine):
         if master is not None:
             safe_set_local_fp32_param(p, torch.where(local, master, 0.0))
 
-    @staticmethod
-    def _zero12_local_slice(p: nn.Parameter, mask: torch.Tensor) -> torch.Tensor:
-        address = p._hp_mapping.lp_fragment_address
-        return mask.reshape(-1).narrow(0, address.start, address.numel)
-
-    def _zero3_local_slice(self, p: nn.Parameter, mask: torch.Tensor) -> torch.Tensor:
-        # ZeRO-3 splits the flattened parameter (padded to a multiple of the world size) into
-        # equal partitions, one per rank.
-        size = p.ds_tensor.ds_numel
-        rank = self._ds_optimizer._get_param_partition_rank(p)
+    def local_mask(self, param: nn.Parameter, mask: torch.Tensor) -> torch.Tensor:
         flat = mask.reshape(-1)
-        start = size * rank
+        if self.stage != 3:  # ZeRO-1/2: this rank's fragment of the flattened parameter
+            mapping = getattr(param, "_hp_mapping", None)
+            if mapping is None:  # this rank holds no fragment of it
+                return flat[:0]
+            address = mapping.lp_fragment_address
+            return flat.narrow(0, address.start, address.numel)
+        start, size = self._zero3_partition(param)
         piece = flat[start : start + size]
-        if piece.numel() < size:
+        if piece.numel() < size:  # the last partition's padding
             piece = torch.cat([piece, piece.new_zeros(size - piece.numel())])
         return piece
+
+    def _zero3_partition(self, p: nn.Parameter) -> tuple[int, int]:
+        """(flat start, size) of this rank's partition: ZeRO-3 splits the flattened parameter, padded to a
+        multiple of the world size, into equal partitions, one per rank."""
+        size = p.ds_tensor.ds_numel
+        return size * self._ds_optimizer._get_param_partition_rank(p), size
 
     def _zero3_state_keys(self, p: nn.Parameter) -> list[str]:
         opt = self._ds_optimizer
@@ -456,17 +476,17 @@ class FSDP2Engine(ShardedEngine):
     def mask_grads(self, params: Sequence[nn.Parameter], masks: Sequence[torch.Tensor]) -> None:
         for p, m in zip(params, masks, strict=True):
             if p.grad is not None:
-                zero_outside(p.grad.to_local(), self._local_slice(p, m))
+                zero_outside(p.grad.to_local(), self._local(p, m))
 
     def apply_masks(self, params: Sequence[nn.Parameter], masks: Sequence[torch.Tensor]) -> None:
         with torch.no_grad():
             for p, m in zip(params, masks, strict=True):
-                zero_outside(p.to_local(), self._local_slice(p, m))
+                zero_outside(p.to_local(), self._local(p, m))
 
     def mask_optimizer_state(self, param: nn.Parameter, keep: torch.Tensor) -> None:
         if self.optimizer is None:
             return
-        local_keep = self._local_slice(param, keep)
+        local_keep = self.local_mask(param, keep)
         for value in self.optimizer.state.get(param, {}).values():
             if torch.is_tensor(value) and value.shape == param.shape:
                 zero_outside(value.to_local() if hasattr(value, "to_local") else value, local_keep)
@@ -482,9 +502,9 @@ class FSDP2Engine(ShardedEngine):
         rows = -(-p.shape[0] // p.device_mesh.size())
         return rows * p.device_mesh.get_local_rank()
 
-    def _local_slice(self, p: nn.Parameter, mask: torch.Tensor) -> torch.Tensor:
-        start = self._start_row(p)
-        return mask[start : start + p.to_local().shape[0]]
+    def local_mask(self, param: nn.Parameter, mask: torch.Tensor) -> torch.Tensor:
+        start = self._start_row(param)
+        return mask[start : start + param.to_local().shape[0]]
 
 
 def pack_bits(mask: torch.Tensor) -> torch.Tensor:
