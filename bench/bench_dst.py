@@ -35,6 +35,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from nt_llm.benchmarking import host_memory
 from nt_llm.modeling import NeuroTrailsForCausalLM
 from nt_llm.modeling.sizes import build_config
 from nt_llm.sparse import DynamicSparsity, SparsityConfig
@@ -59,6 +60,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument(
         "--world-sizes", default="1,2", help="comma-separated process counts for the split update ('' skips it)"
+    )
+    p.add_argument(
+        "--release-host-memory",
+        action="store_true",
+        help="glibc's default on the CPU (freed blocks over 32 MiB go back to the kernel), not the trainer's",
     )
     args = p.parse_args(argv)
     try:
@@ -92,6 +98,7 @@ def rank_update_times(rank: int, world: int, args: argparse.Namespace, port: int
         if args.threads is not None:
             torch.set_num_threads(args.threads)
         device = torch.device(args.device)
+        host_memory(device, args.release_host_memory)
         model, optimizer = build(args, device)
         sparsity = DynamicSparsity(model, sparsity_config(args), optimizer)
         for i, p in enumerate(model.parameters()):
@@ -154,7 +161,7 @@ def single_process(args: argparse.Namespace) -> dict[str, float]:
     ]
 
     def forward_backward(ids: torch.Tensor) -> None:
-        model(input_ids=ids, labels=ids).loss.backward()
+        model(input_ids=ids, labels=ids, use_cache=False, return_logits=False).loss.backward()  # as the trainer
 
     def plain_step(ids: torch.Tensor) -> tuple[float, float]:
         sync(device)
@@ -271,6 +278,7 @@ def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    log.info("host_memory=%s", host_memory(torch.device(args.device), args.release_host_memory))
     row = single_process(args)  # its model is freed before the ranks build theirs
     # Wall time is what a run pays; CPU time is the per-rank work, and the fairer measure where
     # the ranks share (or are short of) cores.

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from nt_llm.benchmarking import Sample, median, timed
+from nt_llm.benchmarking import Sample, host_memory, median, timed
 from nt_llm.modeling import NeuroTrailsConfig, NeuroTrailsForCausalLM
 from nt_llm.modeling.sizes import METHODS, build_config
 
@@ -116,14 +116,20 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--precision", nargs="+", choices=list(PRECISIONS), default=list(PRECISIONS))
     parser.add_argument("--loss-chunk-size", type=int, default=0, help="nt_llm's loss_chunk_size (0: all rows at once)")
+    parser.add_argument(
+        "--release-host-memory",
+        action="store_true",
+        help="glibc's default on the CPU (freed blocks over 32 MiB go back to the kernel), not the trainer's",
+    )
     args = parser.parse_args(argv)
     if args.steps < 1:
         parser.error("--steps must be at least 1")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
+    memory = host_memory(torch.device(args.device), args.release_host_memory)
     config = build_config(args.size, args.method, ensemble_size=args.ensemble_size, head_layers=args.head_layers)
     log.info(
-        "size=%s method=%s H=%d head_layers=%d of %d batch=%dx%d device=%s torch=%s threads=%d steps=%d",
+        "size=%s method=%s H=%d head_layers=%d of %d batch=%dx%d device=%s torch=%s threads=%d steps=%d host_memory=%s",
         args.size,
         args.method,
         config.ensemble_size,
@@ -135,6 +141,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
         torch.__version__,
         args.threads,
         args.steps,
+        memory,
     )
     tokens = args.batch * args.seq
     results = {}

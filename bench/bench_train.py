@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from nt_llm.benchmarking import Sample, median, timed, training_step
+from nt_llm.benchmarking import Sample, host_memory, median, timed, training_step
 from nt_llm.flops import matmul_peak_flops, training_flops_per_token
 from nt_llm.modeling import NeuroTrailsForCausalLM
 from nt_llm.modeling.configuration_neurotrails import NeuroTrailsConfig
@@ -149,6 +149,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="not with bf16")
+    parser.add_argument(
+        "--release-host-memory",
+        action="store_true",
+        help="glibc's default on the CPU (freed blocks over 32 MiB go back to the kernel), not the trainer's",
+    )
     args = parser.parse_args(argv)
     args.methods = [m for m in (args.methods or ",".join(METHODS)).split(",") if m]
     allowed = METHODS if args.compare == "ideal" else ("dense", *METHODS)
@@ -171,9 +176,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, float | str]]:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
+    memory = host_memory(device, args.release_host_memory)
     tokens = args.batch * args.seq
     log.info(
-        "compare=%s size=%s H=%d batch=%dx%d device=%s dtype=%s torch=%s threads=%d steps=%d warmup=%d cpu_bf16=%s",
+        "compare=%s size=%s H=%d batch=%dx%d device=%s dtype=%s torch=%s threads=%d steps=%d warmup=%d cpu_bf16=%s "
+        "host_memory=%s",
         args.compare,
         args.size,
         args.ensemble_size,
@@ -186,6 +193,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, float | str]]:
         args.steps,
         args.warmup,
         cpu_bf16_features(),
+        memory,
     )
     cuda = device.type == "cuda"
     if cuda:

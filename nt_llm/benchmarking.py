@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
+from nt_llm.host_memory import keep_freed_memory
 from nt_llm.sparse import DynamicSparsity
 
 
@@ -34,6 +35,14 @@ def timed(fn: Callable[[], None], device: torch.device) -> Sample:
 
 def median(samples: list[Sample]) -> Sample:
     return Sample(statistics.median(s.wall for s in samples), statistics.median(s.cpu for s in samples))
+
+
+def host_memory(device: torch.device, release: bool) -> str:
+    """The trainer's ``run.keep_freed_host_memory`` for a benchmark on ``device`` (unless ``release``): on the
+    CPU, glibc keeps freed memory for the next step. Returns what holds, for the benchmark's header."""
+    if device.type != "cpu":
+        return "n/a"
+    return "keep" if not release and keep_freed_memory() else "release"
 
 
 def training_step(

@@ -19,8 +19,9 @@ from nt_llm.checkpoint import CheckpointError, complete_checkpoints
 from nt_llm.flops import training_flops_per_token
 from nt_llm.modeling import NeuroTrailsConfig, NeuroTrailsForCausalLM
 from nt_llm.train import NonFiniteLossError, RecipeError, load_recipe, recipe_from_dict, train
+from nt_llm.train import trainer as trainer_module
 from nt_llm.train.metrics import read_metrics, throughput_metrics
-from nt_llm.train.trainer import build_optimizer
+from nt_llm.train.trainer import Trainer, build_optimizer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -95,6 +96,14 @@ def test_fused_adamw_on_a_device_without_it_is_named() -> None:
     recipe = recipe_from_dict({"model": {"method": "dense"}, "optim": {"implementation": "fused"}})
     with pytest.raises(RecipeError, match="optim.implementation: torch has no fused AdamW for meta"):
         build_optimizer(torch.nn.Linear(4, 4), recipe, torch.device("meta"))
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_a_cpu_run_keeps_freed_host_memory_unless_told_not_to(tmp_path: Path, monkeypatch, keep: bool) -> None:
+    calls = []
+    monkeypatch.setattr(trainer_module, "keep_freed_memory", lambda: calls.append(1) or True)
+    Trainer(recipe_from_dict(tiny_recipe(tmp_path, run={"keep_freed_host_memory": keep})))
+    assert calls == ([1] if keep else [])
 
 
 def test_bf16_and_chunked_loss_train(tmp_path: Path, monkeypatch) -> None:

@@ -49,6 +49,9 @@ class RunRecipe:
     name: str = "run"
     output_dir: str = "runs/run"  # holds recipe.yaml, metrics.jsonl and checkpoints/
     seed: int = 0
+    # Training on the CPU: glibc keeps freed memory for the next step instead of unmapping every block over
+    # 32 MiB (nt_llm.host_memory); the process holds its peak host memory until it exits.
+    keep_freed_host_memory: bool = True
 
     def __post_init__(self) -> None:
         _require(bool(self.name), "run.name", "must be non-empty")
@@ -63,7 +66,7 @@ class ModelRecipe:
     size: str = "tiny"  # a shipped size name (nt_llm/resources/models) or a path to a YAML of LlamaConfig fields
     method: str = "neurotrails"
     loss_reduction: str = "sum"  # how the heads' losses combine: "sum" (the paper) or "mean"
-    loss_chunk_size: int = 0  # > 0: the training loss in chunks of this many tokens, no [B, T, vocab] logits
+    loss_chunk_size: int = 0  # tokens' logits at a time in the training loss (0: all, the fastest); none kept
     activation_checkpointing: bool = False
     # torch.compile of the model, in place (nn.Module.compile): parameter names, checkpoints and exports are
     # those of the plain model, so a compiled run resumes eagerly and the other way round.

@@ -26,6 +26,7 @@ from nt_llm.data import build_tokenizer, build_train_batches, build_validation_s
 from nt_llm.evaluation import evaluate
 from nt_llm.export import HubPush
 from nt_llm.flops import matmul_peak_flops, training_flops_per_token
+from nt_llm.host_memory import keep_freed_memory
 from nt_llm.modeling import NeuroTrailsConfig, NeuroTrailsForCausalLM
 from nt_llm.modeling.sizes import build_config, load_size
 from nt_llm.sparse import DynamicSparsity
@@ -113,6 +114,8 @@ class Trainer:
             )
         self.metrics = MetricsLog(self.accelerator, self.output_dir, self.trackers)
         self._stop_requested = False
+        if recipe.run.keep_freed_host_memory and self.accelerator.device.type == "cpu" and keep_freed_memory():
+            logger.info("host memory: glibc keeps freed memory in the process (run.keep_freed_host_memory)")
 
     # ---- setup ---------------------------------------------------------------------------------
 
