@@ -65,7 +65,7 @@ zero-shot: install  ## make zero-shot MODEL=DIR [OFFLINE=1] [LIMIT=N] [ZS_TASKS=
 
 # Every benchmark, each printing ratios measured in its own run.
 bench: data
-	$(PY) bench/bench_train.py --size 130m --batch 8 --seq 256 --steps 2 --threads 1 --methods neurotrails
+	$(PY) bench/bench_train.py --size 130m --batch 8 --seq 256 --warmup 3 --steps 3 --threads 1 --methods neurotrails
 	$(PY) bench/bench_train.py --compare bf16 --size cpu-4m --batch 8 --seq 256 --steps 3 --threads 1 --methods dense,neurotrails
 	$(PY) bench/bench_train.py --compare compile --size cpu-4m --batch 8 --seq 256 --steps 3 --threads 1 --methods neurotrails
 	$(PY) bench/bench_heads.py --size 60m --batch 8 --seq 256 --steps 3 --threads 1
