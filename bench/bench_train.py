@@ -147,7 +147,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--seq", type=int, default=128)
     parser.add_argument("--steps", type=int, default=3, help="timed steps per configuration")
-    # The first steps fault the allocator's heap in (CPU) or fill the caching allocator (CUDA): 3 before timing.
+    # On the CPU the first steps fault the allocator's heap in: a 130m step settles by the third.
     parser.add_argument("--warmup", type=int, default=3, help="untimed first steps (compilation included)")
     parser.add_argument("--methods", default=None, help=f"comma-separated (default {','.join(METHODS)})")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())

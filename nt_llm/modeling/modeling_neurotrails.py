@@ -211,7 +211,7 @@ class NeuroTrailsForCausalLM(LlamaPreTrainedModel, GenerationMixin):
         )
 
     def _head_loss(
-        self, hidden: torch.Tensor, lm_head: "NeuroTrailsLMHead", labels: torch.Tensor, chunk_size: int, **kwargs
+        self, hidden: torch.Tensor, lm_head: NeuroTrailsLMHead, labels: torch.Tensor, chunk_size: int, **kwargs
     ) -> torch.Tensor:
         """One head's causal-LM loss from its normed ``hidden [B, T, D]``: transformers' ``ForCausalLMLoss``
         (mean over predicted tokens, or over ``num_items_in_batch`` when given)."""
@@ -317,10 +317,11 @@ def _nll_and_gradients(
             grad_logits = probs.to(dtype)
             if grad_hidden is not None:
                 grad_hidden[part] = grad_logits @ w
-            if grad_weight is not None and grad_weight.dtype == dtype:
-                grad_weight.addmm_(grad_logits.t(), h)
-            elif grad_weight is not None:
-                grad_weight += grad_logits.t() @ h
+            if grad_weight is not None:  # accumulated in the weight's dtype; in place when the dtypes agree
+                if grad_weight.dtype == dtype:
+                    grad_weight.addmm_(grad_logits.t(), h)
+                else:
+                    grad_weight += grad_logits.t() @ h
     return total, grad_hidden, grad_weight
 
 
