@@ -114,7 +114,11 @@ def rank_update_times(rank: int, world: int, args: argparse.Namespace, port: int
             sync(device)
             times.append(time.perf_counter() - t0)
             cpu_times.append(time.process_time() - c0)
-        owned = sum(r.numel for r in sparsity.records if r.owner == rank) / sparsity.numel
+        shapes = sparsity.shapes
+        updated = sparsity.last_owners  # the tensors the update scored, and by whom
+        owned = sum(shapes[n].numel() for n, o in updated.items() if o == rank) / sum(
+            shapes[n].numel() for n in updated
+        )
         rows = [None] * world
         row = {"rank": rank, "update": statistics.median(times), "cpu": statistics.median(cpu_times), "owned": owned}
         dist.all_gather_object(rows, row)
@@ -288,7 +292,8 @@ def main(argv: list[str] | None = None) -> dict:
         per_world[world] = max(r["update"] for r in ranks)
         per_world_cpu[world] = max(r["cpu"] for r in ranks)
         shares = ", ".join(
-            f"rank {r['rank']}: {r['update']:.3f} s wall, {r['cpu']:.3f} s CPU, {100 * r['owned']:.0f} % of weights"
+            f"rank {r['rank']}: {r['update']:.3f} s wall, {r['cpu']:.3f} s CPU, "
+            f"{100 * r['owned']:.0f} % of the updated weights"
             for r in ranks
         )
         log.info(f"split update, world {world}: {per_world[world]:.3f} s per rank (slowest; {shares})")

@@ -1,5 +1,5 @@
 """The pieces of the sharded mask update that one process can check: owner assignment, bit packing,
-per-tensor random streams, and reading DST states of the old layout.
+per-tensor random streams, the per-rank work after an update, and reading DST states of the old layout.
 
 The two-process checks (masks equal across ranks and equal to a single-process update, each rank
 gathering only the tensors it owns) are in tests/test_sparse_distributed.py.
@@ -14,7 +14,15 @@ from torch import nn
 
 from nt_llm.sparse import DynamicSparsity, SparsityConfig, assign_owners
 from nt_llm.sparse.dst import stream_seed
-from nt_llm.sparse.engines import pack_bits, unpack_bits
+from nt_llm.sparse.engines import (
+    Engine,
+    LocalEngine,
+    _pack_bits_tensor,
+    _unpack_bits_tensor,
+    flat_nonzero,
+    pack_bits,
+    unpack_bits,
+)
 
 
 def _config(**kw) -> SparsityConfig:
@@ -46,6 +54,91 @@ def test_bit_packing_round_trips(numel):
     assert packed.dtype == torch.uint8 and packed.numel() == (numel + 7) // 8
     assert torch.equal(unpack_bits(packed, torch.Size([numel])), mask)
     assert torch.equal(unpack_bits(pack_bits(mask.view(1, -1)), torch.Size([1, numel])), mask.view(1, -1))
+
+
+def test_cpu_bit_packing_has_the_layout_of_the_tensor_path():
+    """The CPU packs with numpy, other devices with tensor arithmetic: both must write the same bytes, since a
+    mask packed by one is unpacked by the other nowhere, but a layout change would be silent."""
+    g = torch.Generator().manual_seed(0)
+    mask = torch.rand(3, 1001, generator=g) < 0.7
+    packed = pack_bits(mask)
+    assert torch.equal(packed, _pack_bits_tensor(mask))
+    assert torch.equal(_unpack_bits_tensor(packed, mask.shape), mask)
+    # a non-contiguous mask packs in its logical (row-major) order
+    assert torch.equal(pack_bits(mask.t()), _pack_bits_tensor(mask.t().contiguous()))
+    assert torch.equal(pack_bits(torch.tensor([True, False, False, True])), torch.tensor([9], dtype=torch.uint8))
+
+
+def test_flat_nonzero_matches_torch():
+    g = torch.Generator().manual_seed(1)
+    mask = torch.rand(37, 53, generator=g) < 0.1
+    for m in (mask, mask.t(), torch.zeros(5, dtype=torch.bool)):
+        got = flat_nonzero(m)
+        assert got.dtype == torch.int64
+        assert torch.equal(got, m.reshape(-1).nonzero().squeeze(1))
+
+
+def _adam_stepped(seed: int) -> tuple[nn.Linear, torch.optim.Optimizer, torch.Tensor]:
+    """A linear layer, masked, after one Adam step on masked gradients: weights and moments zero off the mask."""
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    layer = nn.Linear(16, 12, bias=False)
+    mask = torch.rand(layer.weight.shape, generator=g) < 0.8
+    opt = torch.optim.Adam(layer.parameters(), lr=1e-2)
+    with torch.no_grad():
+        layer.weight.mul_(mask)
+    layer.weight.grad = torch.randn(layer.weight.shape, generator=g) * mask
+    opt.step()
+    return layer, opt, mask
+
+
+def test_clear_dropped_zeroes_exactly_the_dropped_positions():
+    layer, opt, old = _adam_stepped(0)
+    g = torch.Generator().manual_seed(7)
+    new = old.clone()
+    new.view(-1)[torch.randperm(new.numel(), generator=g)[:40]] ^= True  # some positions leave, some arrive
+    dropped = old > new
+    assert dropped.any() and (new > old).any()
+    weight = layer.weight
+    before = [weight.detach().clone()] + [v.clone() for v in opt.state[weight].values() if v.shape == weight.shape]
+    # a value planted where the mask stays off shows the update touches nothing it need not
+    with torch.no_grad():
+        weight[~old & ~new] = 5.0
+    before[0][~old & ~new] = 5.0
+
+    LocalEngine(layer, opt).clear_dropped([weight], [dropped])
+    after = [weight.detach()] + [v for v in opt.state[weight].values() if v.shape == weight.shape]
+    assert len(after) == 3  # the weight and both Adam moments
+    for b, a in zip(before, after, strict=True):
+        assert torch.count_nonzero(a[dropped]) == 0
+        assert torch.equal(a[~dropped], b[~dropped])
+
+
+def test_the_whole_tensor_default_clears_the_same_as_the_index_lists():
+    """Engine.clear_dropped (what the sharded engines run) and LocalEngine's override agree on a masked state."""
+    results = []
+    for clear in (Engine.clear_dropped, LocalEngine.clear_dropped):
+        layer, opt, old = _adam_stepped(3)
+        new = old.clone()
+        new[:3] = ~new[:3]
+        clear(LocalEngine(layer, opt), [layer.weight], [old > new])
+        results.append([layer.weight.detach()] + list(opt.state[layer.weight].values()))
+    for a, b in zip(*results, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_owners_split_only_the_tensors_an_update_works_on():
+    """Tensors that ERK makes dense have nothing to draw or update: they are given to no rank."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 64), nn.Linear(64, 2), nn.Linear(2, 64))
+    sparsity = DynamicSparsity(model, SparsityConfig(density=0.9, include=("*.weight",), update_frequency=1))
+    sparse = {n for n in sparsity.names if sparsity.targets[n] < sparsity.shapes[n].numel()}
+    assert sparse and sparse != set(sparsity.names)  # the small layers are dense at this density
+    assert set(sparsity.last_owners) == sparse and set(sparsity.last_owners.values()) == {0}
+    for p in model.parameters():
+        p.grad = torch.randn_like(p)
+    sparsity.update_topology()
+    assert set(sparsity.last_owners) == sparse
 
 
 def test_stream_seeds_are_stable_across_processes_and_distinct():

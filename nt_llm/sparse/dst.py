@@ -23,9 +23,11 @@ exactly 0. `mask_weights_every_step` adds a pass over the weights for optimizers
 zero-gradient weights.
 
 Mask updates are split over ranks (see engines.py): each tensor is scored and selected by one
-owner rank, with its own random stream seeded from (config.seed, the tensor's name, the update
-step), so the masks are the same on every rank and the same as a single-process run's, whatever
-the world size. The streams need no saved state: resuming is exact by construction.
+owner rank (owners balance each update's work by size), with its own random stream seeded from
+(config.seed, the tensor's name, the update step), so the masks are the same on every rank and the
+same as a single-process run's, whatever the world size. The streams need no saved state: resuming
+is exact by construction. What every rank repeats afterwards is proportional to what changed:
+weights and optimizer state are zeroed only at the positions that left the masks.
 
 Resuming: construct DynamicSparsity first, then restore model, optimizer and `load_state_dict`
 (the order of `accelerator.register_for_checkpointing(sparsity)` + `accelerator.load_state`).
@@ -75,7 +77,6 @@ class SparseTensor:
     name: str
     param: nn.Parameter
     shape: torch.Size
-    owner: int  # the rank that scores and selects its mask at updates
     mask: torch.Tensor  # bool, full shape, identical on every rank
     ever_active: torch.Tensor  # bool: positions active at any time so far (in-time over-parameterisation)
     target: int  # nonzeros it must hold
@@ -137,19 +138,25 @@ class DynamicSparsity:
         named = dict(self.engine.named_parameters())
         names = select_parameters(list(named), config.include, config.exclude)
         shapes = {n: self.engine.shape(named[n]) for n in names}
-        owners = assign_owners([shapes[n].numel() for n in names], self.engine.world_size)
         targets = self._targets_for(shapes, config.density)
-        # initial topology: each owner draws its tensors' masks from their step-0 streams
-        drawn = {
+        # initial topology: every tensor that is not dense is drawn by its owner from its step-0 stream
+        drawn = [n for n in names if targets[n] < shapes[n].numel()]
+        owners = assign_owners([shapes[n].numel() for n in drawn], self.engine.world_size)
+        own = {
             i: random_mask(shapes[n], targets[n], self._generator(n, 0, named[n].device), named[n].device)
-            for i, (n, owner) in enumerate(zip(names, owners, strict=True))
+            for i, (n, owner) in enumerate(zip(drawn, owners, strict=True))
             if owner == self.engine.rank
         }
-        masks = self.engine.share_masks(drawn, owners, [shapes[n] for n in names], named[names[0]].device)
-        self.records = [
-            SparseTensor(n, named[n], shapes[n], owner, m, m.clone(), targets[n], targets[n])
-            for n, owner, m in zip(names, owners, masks, strict=True)
-        ]
+        shared = self.engine.share_masks(own, owners, [shapes[n] for n in drawn], named[names[0]].device)
+        masks = dict(zip(drawn, shared, strict=True))
+        #: the rank that drew or updated each tensor's mask last time (dense tensors have nothing to do: absent)
+        self.last_owners: dict[str, int] = dict(zip(drawn, owners, strict=True))
+        self.records = []
+        for n in names:
+            mask = masks.get(n)
+            if mask is None:
+                mask = torch.ones(shapes[n], dtype=torch.bool, device=named[n].device)
+            self.records.append(SparseTensor(n, named[n], shapes[n], mask, mask.clone(), targets[n], targets[n]))
         self._params = [r.param for r in self.records]  # the sparse parameters never change, their masks do
         self.step = 0
         self.last_update = UpdateStats()
@@ -288,13 +295,14 @@ class DynamicSparsity:
         rank = self.engine.rank
         # a dense tensor at a dense target (ERK re-balancing) has nothing to move
         work = [r for r in self.records if not (targets[r.name] == r.numel and r.count == r.numel)]
-        owners = [r.owner for r in work]
+        # owners balance this update's work: the tensors that are dense at a dense target count for nothing
+        owners = assign_owners([r.numel for r in work], self.engine.world_size)
         params = [r.param for r in work]
         weights = self.engine.gather_full(params, owners, "weight")
         grads = self.engine.gather_full(params, owners, "grad") if self.growth_criterion.needs_dense_grad else {}
         new_masks: dict[int, torch.Tensor] = {}
-        for i, r in enumerate(work):
-            if r.owner != rank:
+        for i, (r, owner) in enumerate(zip(work, owners, strict=True)):
+            if owner != rank:
                 continue
             n_target = targets[r.name]
             n_prune = min(r.count, int(rate * r.count) + max(0, r.count - n_target))
@@ -309,20 +317,22 @@ class DynamicSparsity:
         device = work[0].mask.device if work else torch.device("cpu")
         shared = self.engine.share_masks(new_masks, owners, [r.shape for r in work], device)
 
-        # one device sync for all the kept counts, not one per tensor
-        kept = [r.mask & new for r, new in zip(work, shared, strict=True)]
-        n_kept = torch.stack([k.sum() for k in kept]).tolist() if kept else []
-        pruned = sum(r.count - k for r, k in zip(work, n_kept, strict=True))
-        grown = sum(targets[r.name] - k for r, k in zip(work, n_kept, strict=True))
-        for r, keep_mask, new in zip(work, kept, shared, strict=True):
-            self.engine.mask_optimizer_state(r.param, keep_mask)
+        # Every rank from here: work in proportion to what changed. Dropped = active before, not after (a pruned
+        # position that grew back keeps its weight and state); one device sync for all their counts.
+        dropped = [r.mask > new for r, new in zip(work, shared, strict=True)]
+        n_dropped = torch.stack([torch.count_nonzero(d) for d in dropped]).tolist() if dropped else []
+        pruned = sum(n_dropped)
+        grown = sum(targets[r.name] - (r.count - n) for r, n in zip(work, n_dropped, strict=True))
+        self.engine.clear_dropped(params, dropped)
+        del dropped
+        for r, new in zip(work, shared, strict=True):
             r.mask = new
             r.ever_active |= new
         for r in self.records:
             r.target = targets[r.name]
             r.count = r.target  # selection is exact
         self._masks_changed()
-        self.engine.apply_masks(self._params, self._mask_list)
+        self.last_owners = {r.name: owner for r, owner in zip(work, owners, strict=True)}
         self.last_update = UpdateStats(step, pruned, grown, rate, temperature, self.density)
         logger.info(
             "DST step %d: pruned %d, grown %d (prune rate %.4f, T %.3g, density %.4f)",
@@ -362,7 +372,7 @@ class DynamicSparsity:
         counts the ever-active positions once)."""
         active = sum(r.count for r in self.records)
         if self._ever_count is None:
-            self._ever_count = int(torch.stack([r.ever_active.sum() for r in self.records]).sum())
+            self._ever_count = int(torch.stack([torch.count_nonzero(r.ever_active) for r in self.records]).sum())
         last = self.last_update
         out = {
             "sparsity/density": active / self.numel,
@@ -425,7 +435,7 @@ class DynamicSparsity:
             r.mask = state["masks"][r.name].to(r.mask.device).bool()
             r.ever_active = state["ever_active"][r.name].to(r.mask.device).bool()
             r.target = int(state["targets"][r.name])
-        counts = torch.stack([r.mask.sum() for r in self.records]).tolist()
+        counts = torch.stack([torch.count_nonzero(r.mask) for r in self.records]).tolist()
         for r, n in zip(self.records, counts, strict=True):
             r.count = int(n)
         self.step = int(state["step"])

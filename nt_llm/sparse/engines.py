@@ -9,6 +9,8 @@ rank), `gather_full` materialises full weights and gradients on their owners onl
 score and select, and `share_masks` broadcasts every new mask (bit-packed) from its owner.
 Replicated engines gather nothing: the owner reads its local tensors. Sharded engines send each
 local piece straight to the owner (one `gather` per destination rank), never to every rank.
+What every rank then does is proportional to what changed: `clear_dropped` zeroes weights and
+optimizer state only where positions left the masks (elsewhere outside them both are zero already).
 
 A new engine subclasses `Engine` (or `ShardedEngine` if it only has to say which piece of each
 full tensor this rank holds) and registers an `EngineSpec` in `ENGINES`.
@@ -22,6 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -144,6 +147,19 @@ class Engine(ABC):
     def mask_optimizer_state(self, param: nn.Parameter, keep: torch.Tensor) -> None:
         """Zero optimizer state (e.g. Adam moments) outside `keep`: grown weights start clean."""
 
+    def clear_dropped(self, params: Sequence[nn.Parameter], dropped: Sequence[torch.Tensor]) -> None:
+        """After a mask update: zero weights and optimizer state where ``dropped`` (positions that were active and
+        are not any more).
+
+        Positions that were already inactive hold zero weights and state (gradients are masked at every step and
+        state is zeroed at updates), so grown positions start from zero without a pass over them. This default
+        masks whole tensors; engines with a cheaper way to touch only the dropped positions override it.
+        """
+        keeps = [~d for d in dropped]
+        for p, keep in zip(params, keeps, strict=True):
+            self.mask_optimizer_state(p, keep)
+        self.apply_masks(params, keeps)
+
 
 class LocalEngine(Engine):
     """Single process, or any engine whose parameters are whole, replicated tensors (DDP)."""
@@ -174,7 +190,7 @@ class LocalEngine(Engine):
         self._inactive = {}
         for p, m, n_active in zip(params, masks, counts, strict=True):
             if m.numel() - n_active <= self.index_fraction * m.numel():
-                self._inactive[id(p)] = (~m).reshape(-1).nonzero().squeeze(1)
+                self._inactive[id(p)] = flat_nonzero(~m)
 
     def mask_grads(self, params: Sequence[nn.Parameter], masks: Sequence[torch.Tensor]) -> None:
         for p, m in zip(params, masks, strict=True):
@@ -193,11 +209,30 @@ class LocalEngine(Engine):
                 zero_outside(p.data, m)
 
     def mask_optimizer_state(self, param: nn.Parameter, keep: torch.Tensor) -> None:
+        for value in self._state_tensors(param):
+            zero_outside(value, keep)
+
+    def clear_dropped(self, params: Sequence[nn.Parameter], dropped: Sequence[torch.Tensor]) -> None:
+        # An update drops a small share of each tensor (about the prune rate times the share that does not
+        # grow back): one index list per tensor, then scattered writes to the weight and each state tensor,
+        # instead of a pass over all of them. This is the part of an update that every DDP rank repeats.
+        with torch.no_grad():
+            for p, d in zip(params, dropped, strict=True):
+                positions = flat_nonzero(d)
+                if positions.numel() == 0:
+                    continue
+                for tensor in [p.data, *self._state_tensors(p)]:
+                    if tensor.is_contiguous():
+                        tensor.view(-1).index_fill_(0, positions, 0.0)
+                    else:
+                        zero_outside(tensor, ~d)
+
+    def _state_tensors(self, param: nn.Parameter) -> list[torch.Tensor]:
+        """The optimizer's per-position state of ``param`` (Adam's moments; not step counters)."""
         if self.optimizer is None:
-            return
-        for value in self.optimizer.state.get(param, {}).values():
-            if torch.is_tensor(value) and value.shape == param.shape:
-                zero_outside(value, keep)
+            return []
+        state = self.optimizer.state.get(param, {})
+        return [v for v in state.values() if torch.is_tensor(v) and v.shape == param.shape]
 
 
 class ShardedEngine(Engine):
@@ -508,7 +543,24 @@ class FSDP2Engine(ShardedEngine):
 
 
 def pack_bits(mask: torch.Tensor) -> torch.Tensor:
-    """A bool tensor as uint8, 8 positions a byte (little-endian within the byte)."""
+    """A bool tensor as uint8, 8 positions a byte (little-endian within the byte).
+
+    On the CPU numpy's packbits (about 30x faster than the tensor arithmetic below, which serves other devices).
+    """
+    if mask.device.type == "cpu":
+        return torch.from_numpy(np.packbits(mask.reshape(-1).numpy(), bitorder="little"))
+    return _pack_bits_tensor(mask)
+
+
+def unpack_bits(packed: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """The inverse of pack_bits for a tensor of `shape`."""
+    if packed.device.type == "cpu":
+        bits = np.unpackbits(packed.numpy(), count=shape.numel(), bitorder="little")
+        return torch.from_numpy(bits.view(np.bool_)).view(shape)
+    return _unpack_bits_tensor(packed, shape)
+
+
+def _pack_bits_tensor(mask: torch.Tensor) -> torch.Tensor:
     flat = mask.reshape(-1)
     pad = -flat.numel() % 8
     if pad:
@@ -517,11 +569,20 @@ def pack_bits(mask: torch.Tensor) -> torch.Tensor:
     return (flat.view(-1, 8).to(torch.uint8) << shifts).sum(1, dtype=torch.uint8)
 
 
-def unpack_bits(packed: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-    """The inverse of pack_bits for a tensor of `shape`."""
+def _unpack_bits_tensor(packed: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     powers = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8, device=packed.device)
     bits = torch.ne(packed.unsqueeze(1) & powers, 0)  # two passes, straight to bool
     return bits.reshape(-1)[: shape.numel()].view(shape)
+
+
+def flat_nonzero(mask: torch.Tensor) -> torch.Tensor:
+    """Flat (int64) indices of the True positions of a bool tensor, in increasing order.
+
+    On the CPU numpy's flatnonzero, about 3x faster than torch.nonzero there.
+    """
+    if mask.device.type == "cpu":
+        return torch.from_numpy(np.flatnonzero(mask.numpy()).astype(np.int64, copy=False))
+    return mask.reshape(-1).nonzero().squeeze(1)
 
 
 def zero_outside(tensor: torch.Tensor, keep: torch.Tensor) -> None:
