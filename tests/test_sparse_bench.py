@@ -9,7 +9,7 @@ from helpers.bench import BENCH_SIZE, load_script
 bench_dst = load_script("bench_dst")
 
 
-def _run(tmp_path, world_sizes: str) -> dict:
+def _run(tmp_path, world_sizes: str, rounds: int = 1) -> dict:
     size = tmp_path / "size.yaml"
     size.write_text(yaml.safe_dump(BENCH_SIZE))
     threads = torch.get_num_threads()
@@ -36,6 +36,8 @@ def _run(tmp_path, world_sizes: str) -> dict:
                 "64",
                 "--world-sizes",
                 world_sizes,
+                "--rounds",
+                str(rounds),
             ]
         )
     finally:
@@ -59,9 +61,9 @@ def test_bench_dst_reports_hook_and_update_against_the_step(tmp_path):
     assert set(row["world_update"]) == {1} and row["world_update"][1] > 0 and row["world_update_cpu"][1] > 0
 
 
-@pytest.mark.slow  # three more interpreters (about 30 s on the shared 2 cores)
+@pytest.mark.slow  # six more interpreters (about 60 s on the shared 2 cores)
 def test_bench_dst_compares_the_split_update_over_one_and_two_ranks(tmp_path):
-    row = _run(tmp_path, "1,2")
+    row = _run(tmp_path, "1,2", rounds=2)
     assert set(row["world_update"]) == {1, 2} and all(t > 0 for t in row["world_update"].values())
     assert row["world_ratio_2"] == pytest.approx(row["world_update"][2] / row["world_update"][1])
     assert row["world_cpu_ratio_2"] == pytest.approx(row["world_update_cpu"][2] / row["world_update_cpu"][1])
@@ -72,3 +74,5 @@ def test_bench_dst_rejects_bad_world_sizes():
         bench_dst.parse_args(["--world-sizes", "1,x"])
     with pytest.raises(SystemExit):
         bench_dst.parse_args(["--world-sizes", "0"])
+    with pytest.raises(SystemExit):
+        bench_dst.parse_args(["--rounds", "0"])
