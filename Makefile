@@ -72,7 +72,7 @@ bench: data
 	$(PY) bench/bench_inference.py --threads 1
 	$(PY) bench/bench_memory.py --threads 1
 	$(PY) bench/bench_dst.py --size 130m --batch 8 --seq-len 256 --paper-batch 512 --steps 3 --updates 2 --threads 2 --world-sizes ""
-	$(PY) bench/bench_dst.py --size 130m --batch 1 --seq-len 32 --steps 1 --updates 2 --threads 1 --world-sizes 1,2
+	$(PY) bench/bench_dst.py --size 130m --batch 1 --seq-len 32 --steps 1 --updates 2 --threads 1 --world-sizes 1,2 --rounds 3
 	$(PY) bench/bench_data.py --seq-len 256 --batch-size 8 --batches 200 --steps 2
 
 # The CPU study: the four methods at cpu-4m, 3 seeds, lr from a dense sweep (out/reproduce); then the ablations.
