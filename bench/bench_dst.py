@@ -36,7 +36,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from nt_llm.benchmarking import host_memory
+from nt_llm.benchmarking import host_memory, sync
 from nt_llm.modeling import NeuroTrailsForCausalLM
 from nt_llm.modeling.sizes import build_config
 from nt_llm.sparse import DynamicSparsity, SparsityConfig
@@ -150,11 +150,6 @@ def split_update_times(args: argparse.Namespace, world: int) -> list[dict]:
         if any(codes):
             raise RuntimeError(f"split-update ranks exited with {codes}")
         return json.loads(out.read_text())
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def single_process(args: argparse.Namespace) -> dict[str, float]:

@@ -55,7 +55,7 @@ def test_cpu_recipes_are_the_study_settings_at_150_steps(method: str) -> None:
     recipe = loaded.to_dict()
     # Evaluation cadence aside (it changes no training number): the same optimisation, model, data and sparsity.
     assert {k: recipe["optim"][k] for k in study["optim"]} == study["optim"]
-    # The same model, however each spells it (the study writes ensemble_size for a dense model too).
+    # The same model, however each spells it.
     assert _built(loaded.model) == _built(recipe_from_dict(study).model)
     assert {k: recipe["data"][k] for k in study["data"]} == study["data"]
     if method == "neurotrails":

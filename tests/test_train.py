@@ -16,12 +16,13 @@ from transformers import AutoModelForCausalLM
 
 import nt_llm  # noqa: F401  (Auto classes)
 from nt_llm.checkpoint import CheckpointError, complete_checkpoints
+from nt_llm.data import build_tokenizer
 from nt_llm.flops import training_flops_per_token
 from nt_llm.modeling import NeuroTrailsConfig, NeuroTrailsForCausalLM
 from nt_llm.train import NonFiniteLossError, RecipeError, load_recipe, recipe_from_dict, train
 from nt_llm.train import trainer as trainer_module
 from nt_llm.train.metrics import read_metrics, throughput_metrics
-from nt_llm.train.trainer import Trainer, build_optimizer
+from nt_llm.train.trainer import Trainer, build_optimizer, model_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -258,6 +259,7 @@ def test_sigterm_saves_a_checkpoint_and_exits(tmp_path: Path) -> None:
         (["checkpoint.push_to_hub=a/b/c"], "checkpoint.push_to_hub"),
         (["optim.implementation=apex"], "optim.implementation"),
         (["model.compile_mode=fastest"], "model.compile_mode"),
+        (["model.method=dense", "model.ensemble_size=3"], "model.ensemble_size"),
     ],
 )
 def test_bad_recipes_name_the_key(overrides: list[str], named: str) -> None:
@@ -273,6 +275,17 @@ def test_impossible_model_and_batch_are_named_before_training(tmp_path: Path) ->
     with pytest.raises(RecipeError, match="total_batch_size"):
         train(recipe_from_dict(tiny_recipe(tmp_path, optim={"total_batch_size": 6})))
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("method", ["dense", "full_ensemble"])
+def test_a_head_depth_the_method_would_drop_is_refused(tmp_path: Path, method: str) -> None:
+    """Dense and full ensemble take the whole depth: a smaller head_layers would be ignored, not trained."""
+    with pytest.raises(RecipeError, match=rf"model\.head_layers \(2\): method '{method}' takes the whole depth"):
+        train(recipe_from_dict(tiny_recipe(tmp_path, method, model={"head_layers": 2})))
+    assert not (tmp_path / "run" / "checkpoints").exists()
+    # The whole depth itself is what the method builds anyway: accepted.
+    recipe = recipe_from_dict(tiny_recipe(tmp_path, method, model={"head_layers": 3}))
+    assert model_config(recipe, build_tokenizer(recipe.data)).head_layers == 3
 
 
 @pytest.mark.parametrize("method", ["neurotrails", "treenet"])

@@ -145,7 +145,9 @@ def build_recipe(spec: RunSpec, args: argparse.Namespace, run_dir: Path, lr: flo
         raise ValueError(f"--data {args.data} must hold a mapping of data-section fields")
     # The seed fixes the data order too: seed s is the same token stream for every method (paired runs).
     data.update(seq_len=args.seq_len, batch_size=args.batch, validation_tokens=args.validation_tokens, seed=spec.seed)
-    model: dict[str, Any] = {"size": args.size, "method": spec.method, "ensemble_size": args.ensemble_size}
+    model: dict[str, Any] = {"size": args.size, "method": spec.method}
+    if spec.method != "dense":
+        model["ensemble_size"] = args.ensemble_size
     if spec.head_layers is not None:
         model["head_layers"] = spec.head_layers
     sparsity = None

@@ -89,6 +89,9 @@ class ModelRecipe:
         # The config checks these too, but only when the trainer builds it: named here at load time.
         if "ensemble_size" in self.config:
             _require_int("model.ensemble_size", self.config["ensemble_size"], 1)
+            # A dense run would otherwise train one model with the number silently dropped.
+            dense_message = f"must be 1 for method 'dense' (one model), got {self.config['ensemble_size']}"
+            _require(self.method != "dense" or self.config["ensemble_size"] == 1, "model.ensemble_size", dense_message)
         if self.config.get("head_layers") is not None:
             _require_int("model.head_layers", self.config["head_layers"], 1)
 

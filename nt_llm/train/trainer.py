@@ -452,12 +452,20 @@ def model_config(recipe: Recipe, tokenizer) -> NeuroTrailsConfig:
 
 def _check_head_layers(m: ModelRecipe) -> None:
     """``model.head_layers`` up to the size's layers: equal shares only the embedding (a point of the paper's
-    head-depth sweep); more is impossible. Named here, where the recipe key is known."""
+    head-depth sweep); more is impossible. Dense and full_ensemble take the whole depth: any other number would
+    be dropped silently. Named here, where the recipe key is known."""
     head_layers = m.config.get("head_layers")
-    if head_layers is None or m.method not in ("treenet", "neurotrails"):
-        return  # dense and full_ensemble take the whole depth
+    if head_layers is None:
+        return
     layers = {**load_size(m.size), **m.config}.get("num_hidden_layers")
-    if isinstance(layers, int) and head_layers > layers:
+    if not isinstance(layers, int):
+        return  # the config names what is wrong with the depth itself
+    if m.method in ("dense", "full_ensemble") and head_layers != layers:
+        raise RecipeError(
+            f"model.head_layers ({head_layers}): method {m.method!r} takes the whole depth of size {m.size!r} "
+            f"({layers} layers); leave head_layers out"
+        )
+    if head_layers > layers:
         raise RecipeError(
             f"model.head_layers ({head_layers}) must be at most the {layers} layers of size {m.size!r} "
             f"(equal to it, the heads share only the embedding)"

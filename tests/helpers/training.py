@@ -15,6 +15,15 @@ def reset_accelerate() -> None:
     GradientState._reset_state()
 
 
+# What each method lets a recipe choose of its shape (dense is one model, a full ensemble takes the whole depth).
+SHAPES: dict[str, dict[str, int]] = {
+    "dense": {},
+    "full_ensemble": {"ensemble_size": 3},
+    "treenet": {"ensemble_size": 3, "head_layers": 2},
+    "neurotrails": {"ensemble_size": 3, "head_layers": 2},
+}
+
+
 def tiny_recipe(tmp_path: Path, method: str = "neurotrails", **sections: dict[str, Any]) -> dict[str, Any]:
     """A recipe dict that trains in seconds: local jsonl shards, a 400-piece tokenizer, hidden 32."""
     data_dir = tmp_path / "corpus"
@@ -24,7 +33,7 @@ def tiny_recipe(tmp_path: Path, method: str = "neurotrails", **sections: dict[st
     size = tiny_size_file(tmp_path)
     recipe: dict[str, Any] = {
         "run": {"name": f"{method}_test", "output_dir": str(tmp_path / "run"), "seed": 0},
-        "model": {"size": size, "method": method, "ensemble_size": 3, "head_layers": 2},
+        "model": {"size": size, "method": method, **SHAPES[method]},
         "sparsity": {"density": 0.5, "update_frequency": 2, "prune_rate": 0.3} if method == "neurotrails" else None,
         "data": {
             "source": "files",
