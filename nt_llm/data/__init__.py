@@ -25,13 +25,21 @@ def build_document_stream(cfg: DataConfig, split: str, rank: int = 0, world_size
     """Documents of `split` for one rank: shuffled and endless for train, in order and once for validation."""
     dataset, text_field = open_split(cfg, split)
     train = split == "train"
-    return DocumentStream(dataset, text_field, rank=rank, world_size=world_size, seed=cfg.seed,
-                          buffer_size=cfg.shuffle_buffer if train else 0, repeat=train,
-                          name=f"{cfg.source}/{split}")
+    return DocumentStream(
+        dataset,
+        text_field,
+        rank=rank,
+        world_size=world_size,
+        seed=cfg.seed,
+        buffer_size=cfg.shuffle_buffer if train else 0,
+        repeat=train,
+        name=f"{cfg.source}/{split}",
+    )
 
 
-def build_train_batches(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase, rank: int = 0,
-                        world_size: int = 1) -> TrainBatches | PrefetchedBatches:
+def build_train_batches(
+    cfg: DataConfig, tokenizer: PreTrainedTokenizerBase, rank: int = 0, world_size: int = 1
+) -> TrainBatches | PrefetchedBatches:
     """Endless [batch_size, seq_len] training batches for this rank, disjoint from the other ranks'.
 
     Both return types iterate batches and have `state_dict()`, `load_state_dict()` and `stats()`.
@@ -41,8 +49,9 @@ def build_train_batches(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase, ran
     return PrefetchedBatches(batches, cfg.prefetch) if cfg.prefetch else batches
 
 
-def build_validation_set(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase, rank: int = 0,
-                         world_size: int = 1) -> ValidationSet:
+def build_validation_set(
+    cfg: DataConfig, tokenizer: PreTrainedTokenizerBase, rank: int = 0, world_size: int = 1
+) -> ValidationSet:
     """This rank's share of the first `cfg.validation_tokens` tokens of the validation split."""
     docs = build_document_stream(cfg, "validation")
     rows = RowBuilder(docs, tokenizer, cfg.seq_len, cfg.mode, cfg.tokenize_batch)
@@ -50,8 +59,21 @@ def build_validation_set(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase, ra
 
 
 __all__ = [
-    "IGNORE_INDEX", "DataConfig", "DocumentStream", "PrefetchedBatches", "RowBuilder", "TokenMeanLoss", "TrainBatches",
-    "ValidationSet", "build_document_stream", "build_tokenizer", "build_train_batches",
-    "build_validation_set", "collate", "count_predicted_tokens", "open_split", "real_token_fraction",
+    "IGNORE_INDEX",
+    "DataConfig",
+    "DocumentStream",
+    "PrefetchedBatches",
+    "RowBuilder",
+    "TokenMeanLoss",
+    "TrainBatches",
+    "ValidationSet",
+    "build_document_stream",
+    "build_tokenizer",
+    "build_train_batches",
+    "build_validation_set",
+    "collate",
+    "count_predicted_tokens",
+    "open_split",
+    "real_token_fraction",
     "vocab_size_of",
 ]

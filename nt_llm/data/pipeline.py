@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any
 
 import torch
@@ -34,8 +35,14 @@ class Row:
 class RowBuilder:
     """Turns a document stream into rows; holds the tokens read but not yet emitted, for resume."""
 
-    def __init__(self, docs: DocumentStream, tokenizer: PreTrainedTokenizerBase, seq_len: int, mode: str,
-                 tokenize_batch: int = 64) -> None:
+    def __init__(
+        self,
+        docs: DocumentStream,
+        tokenizer: PreTrainedTokenizerBase,
+        seq_len: int,
+        mode: str,
+        tokenize_batch: int = 64,
+    ) -> None:
         if mode not in ("pack", "pad"):
             raise ValueError(f"mode must be 'pack' or 'pad', got {mode!r}")
         self.docs = docs
@@ -94,8 +101,10 @@ class RowBuilder:
         return True
 
     def state_dict(self) -> dict[str, Any]:
-        return {"docs": self.docs.state_dict(), "pending": [list(p) if isinstance(p, list) else p
-                                                            for p in self._pending]}
+        return {
+            "docs": self.docs.state_dict(),
+            "pending": [list(p) if isinstance(p, list) else p for p in self._pending],
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.docs.load_state_dict(state["docs"])
@@ -124,8 +133,13 @@ def real_token_fraction(batch: Batch) -> float:
 
 def batch_stats(batches: int, real_tokens: int, total_tokens: int, counters: dict[str, int]) -> dict[str, float]:
     fraction = real_tokens / total_tokens if total_tokens else 0.0
-    return {"batches": batches, "tokens": total_tokens, "real_tokens": real_tokens,
-            "real_token_fraction": fraction, **counters}
+    return {
+        "batches": batches,
+        "tokens": total_tokens,
+        "real_tokens": real_tokens,
+        "real_token_fraction": fraction,
+        **counters,
+    }
 
 
 class TrainBatches:
@@ -145,7 +159,7 @@ class TrainBatches:
     def __iter__(self) -> Iterator[Batch]:
         row_iter = iter(self.rows)
         while True:
-            rows = [row for _, row in zip(range(self.batch_size), row_iter)]
+            rows = list(islice(row_iter, self.batch_size))
             if not rows:
                 return
             batch = collate(rows)
@@ -159,8 +173,12 @@ class TrainBatches:
         return batch_stats(self.batches, self.real_tokens, self.total_tokens, self.rows.docs.counters.as_dict())
 
     def state_dict(self) -> dict[str, Any]:
-        return {"rows": self.rows.state_dict(), "batches": self.batches, "real_tokens": self.real_tokens,
-                "total_tokens": self.total_tokens}
+        return {
+            "rows": self.rows.state_dict(),
+            "batches": self.batches,
+            "real_tokens": self.real_tokens,
+            "total_tokens": self.total_tokens,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.rows.load_state_dict(state["rows"])

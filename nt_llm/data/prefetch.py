@@ -55,8 +55,9 @@ class PrefetchedBatches:
     def _start(self) -> None:
         self._stop.clear()
         self._queue = queue.Queue(maxsize=self.depth)
-        self._thread = threading.Thread(target=self._produce, args=(self._queue,), name="nt_llm-data-prefetch",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._produce, args=(self._queue,), name="nt_llm-data-prefetch", daemon=True
+        )
         self._thread.start()
 
     def _produce(self, out: queue.Queue[Any]) -> None:

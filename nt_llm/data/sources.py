@@ -119,8 +119,11 @@ class StreamCounters:
     skipped_empty: int = 0
 
     def as_dict(self) -> dict[str, int]:
-        return {"documents": self.documents, "skipped_undecodable": self.skipped_undecodable,
-                "skipped_empty": self.skipped_empty}
+        return {
+            "documents": self.documents,
+            "skipped_undecodable": self.skipped_undecodable,
+            "skipped_empty": self.skipped_empty,
+        }
 
 
 @dataclass
@@ -141,9 +144,18 @@ class DocumentStream:
     the RNG, so a stream rebuilt with `load_state_dict()` continues with exactly the same documents.
     """
 
-    def __init__(self, dataset: datasets.IterableDataset, text_field: str, *, rank: int = 0,
-                 world_size: int = 1, seed: int = 0, buffer_size: int = 0, repeat: bool = True,
-                 name: str = "source") -> None:
+    def __init__(
+        self,
+        dataset: datasets.IterableDataset,
+        text_field: str,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+        buffer_size: int = 0,
+        repeat: bool = True,
+        name: str = "source",
+    ) -> None:
         if world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"rank must be in [0, world_size), got rank={rank}, world_size={world_size}")
         self.dataset = dataset
@@ -242,8 +254,11 @@ class DocumentStream:
         if REPLACEMENT_CHAR in text:
             self.counters.skipped_undecodable += 1
             if self.counters.skipped_undecodable in (1, 10, 100, 1000):
-                logger.warning("%s: skipped %d document(s) with undecodable bytes so far",
-                               self.name, self.counters.skipped_undecodable)
+                logger.warning(
+                    "%s: skipped %d document(s) with undecodable bytes so far",
+                    self.name,
+                    self.counters.skipped_undecodable,
+                )
             return None
         return text
 
@@ -268,8 +283,13 @@ class DocumentStream:
                 f"{self.name}: data state was saved for [rank, world_size, shards, seed, buffer]="
                 f"{list(state['layout'])} but this stream is {layout}; exact resume needs the same layout"
             )
-        self._pos = _Position(epoch=state["epoch"], shard_pos=state["shard_pos"], record=state["record"],
-                              draining=state["draining"], buffer=list(state["buffer"]))
+        self._pos = _Position(
+            epoch=state["epoch"],
+            shard_pos=state["shard_pos"],
+            record=state["record"],
+            draining=state["draining"],
+            buffer=list(state["buffer"]),
+        )
         version, internal, gauss = state["rng"]
         self._rng.setstate((version, tuple(internal), gauss))
         self.counters = StreamCounters(**state["counters"])

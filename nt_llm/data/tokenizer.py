@@ -94,11 +94,25 @@ def train_sentencepiece(texts: Iterable[str], model_prefix: str | Path, vocab_si
     import sentencepiece as spm
 
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(texts), model_prefix=str(model_prefix), vocab_size=vocab_size,
-        model_type="bpe", byte_fallback=True, character_coverage=1.0, unk_id=0, bos_id=1, eos_id=2,
-        pad_id=3 if pad else -1, pad_piece=PAD_PIECE, normalization_rule_name="identity",
-        remove_extra_whitespaces=False, split_digits=True, num_threads=1, minloglevel=2,
-        input_sentence_size=0, shuffle_input_sentence=False, max_sentence_length=1 << 16,
+        sentence_iterator=iter(texts),
+        model_prefix=str(model_prefix),
+        vocab_size=vocab_size,
+        model_type="bpe",
+        byte_fallback=True,
+        character_coverage=1.0,
+        unk_id=0,
+        bos_id=1,
+        eos_id=2,
+        pad_id=3 if pad else -1,
+        pad_piece=PAD_PIECE,
+        normalization_rule_name="identity",
+        remove_extra_whitespaces=False,
+        split_digits=True,
+        num_threads=1,
+        minloglevel=2,
+        input_sentence_size=0,
+        shuffle_input_sentence=False,
+        max_sentence_length=1 << 16,
     )
     return Path(f"{model_prefix}.model")
 

@@ -21,8 +21,9 @@ class ValidationSet:
     rank runs the same number of forward passes, which ZeRO-3 and FSDP require.
     """
 
-    def __init__(self, rows: RowBuilder, token_budget: int, batch_size: int, *, rank: int = 0,
-                 world_size: int = 1) -> None:
+    def __init__(
+        self, rows: RowBuilder, token_budget: int, batch_size: int, *, rank: int = 0, world_size: int = 1
+    ) -> None:
         if world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"rank must be in [0, world_size), got rank={rank}, world_size={world_size}")
         self.token_budget = token_budget
@@ -34,8 +35,11 @@ class ValidationSet:
         ids, n_real = _rows_within_budget(rows, token_budget)
         self.num_tokens = int(n_real.sum())
         if self.num_tokens < token_budget:
-            logger.warning("validation split has only %d tokens, fewer than the budget of %d: using all of them",
-                           self.num_tokens, token_budget)
+            logger.warning(
+                "validation split has only %d tokens, fewer than the budget of %d: using all of them",
+                self.num_tokens,
+                token_budget,
+            )
         per_step = batch_size * world_size
         missing = -(-len(ids) // per_step) * per_step - len(ids)
         ids = torch.cat([ids, torch.full((missing, self.seq_len), self._pad_id, dtype=ids.dtype)])
