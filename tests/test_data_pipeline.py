@@ -47,7 +47,19 @@ def test_config_errors_name_the_field() -> None:
         DataConfig(prefetch=-1)
     with pytest.raises(ValueError, match="DataConfig.file_format"):
         DataConfig(file_format="csv")
+    with pytest.raises(ValueError, match="DataConfig.seed"):
+        DataConfig(seed="0")
     assert DataConfig(source="files", train_files="a/*.jsonl", validation_files="b.jsonl").train_files == ["a/*.jsonl"]
+
+
+def test_seed_none_is_the_runs_seed_and_reads_0_standalone(tmp_path) -> None:
+    """A recipe fills seed=None from run.seed; a DataConfig used on its own streams as with seed 0."""
+    corpus(tmp_path, n_files=3, docs_per_file=6)
+    assert DataConfig().seed is None
+    unset, zero = files_config(tmp_path, seed=None), files_config(tmp_path, seed=0)
+    assert (unset.stream_seed, files_config(tmp_path, seed=7).stream_seed) == (0, 7)
+    assert _one_epoch(unset) == _one_epoch(zero)
+    assert build_document_stream(unset, "train").state_dict() == build_document_stream(zero, "train").state_dict()
 
 
 def test_packing_loses_no_token_and_joins_documents_with_eos(tmp_path) -> None:

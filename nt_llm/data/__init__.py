@@ -30,7 +30,7 @@ def build_document_stream(cfg: DataConfig, split: str, rank: int = 0, world_size
         text_field,
         rank=rank,
         world_size=world_size,
-        seed=cfg.seed,
+        seed=cfg.stream_seed,
         buffer_size=cfg.shuffle_buffer if train else 0,
         repeat=train,
         name=f"{cfg.source}/{split}",

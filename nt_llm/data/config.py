@@ -43,7 +43,8 @@ class DataConfig:
     mode: str = "pack"
     batch_size: int = 8
     shuffle_buffer: int = 10_000
-    seed: int = 0
+    # None: the run's seed (the training recipe fills it from run.seed); a DataConfig used on its own reads 0.
+    seed: int | None = None
     validation_tokens: int = 100_000
     validation_batch_size: int | None = None
     # Documents tokenized per tokenizer call: the fast tokenizer parallelises within a call.
@@ -75,6 +76,8 @@ class DataConfig:
         _positive("tokenize_batch", self.tokenize_batch)
         if not isinstance(self.prefetch, int) or self.prefetch < 0:
             raise ValueError(f"DataConfig.prefetch must be an integer >= 0 (0 disables it), got {self.prefetch!r}")
+        if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool)):
+            raise ValueError(f"DataConfig.seed must be an integer or None (the run's seed), got {self.seed!r}")
         if self.validation_batch_size is not None:
             _positive("validation_batch_size", self.validation_batch_size)
         if self.shuffle_buffer < 0:
@@ -85,6 +88,11 @@ class DataConfig:
     @property
     def embedded_dir(self) -> Path:
         return Path(self.data_dir) / EMBEDDED_SUBDIR
+
+    @property
+    def stream_seed(self) -> int:
+        """The seed the data stream uses: `seed`, or 0 when it is left to a run that did not fill it."""
+        return 0 if self.seed is None else self.seed
 
     @property
     def eval_batch_size(self) -> int:
