@@ -23,7 +23,8 @@ def _launch(worker: Path, engine: str, *args: str) -> None:
     env = dict(os.environ)
     env.pop("ACCELERATE_USE_CPU", None)
     if engine == "ddp":
-        # without it accelerate under torchrun on CPU does not set up MULTI_CPU (see ENVIRONMENT.md)
+        # without it accelerate under torchrun on CPU leaves the model unwrapped (no MULTI_CPU): the two
+        # processes would train unsynchronised, silently
         env["ACCELERATE_USE_CPU"] = "1"
     torchrun_two(worker, engine, *args, env=env)
 
