@@ -4,12 +4,17 @@ trackers, and ``train.log`` (every log record of the run, appended, with timesta
 import importlib.util
 import json
 import logging
+import secrets
 import sys
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from accelerate import Accelerator
+from accelerate.tracking import get_available_trackers
+from accelerate.utils import LoggerType
+
+from nt_llm.train.recipe import LoggingRecipe, RecipeError
 
 logger = logging.getLogger(__name__)
 
@@ -22,16 +27,79 @@ TERMINAL = {"terminal": True}
 _OWN_HANDLER_LOGGERS = {"DeepSpeed": logging.ERROR, "transformers": logging.NOTSET, "datasets": logging.NOTSET}
 
 
+# The extra that installs the trackers nt_llm is tested with.
+TRACKING_EXTRA = "nt_llm[tracking]"
+EXTRA_TRACKERS = ("tensorboard", "wandb")
+
+
 def resolve_trackers(requested: list[str]) -> list[str]:
-    """``auto`` means tensorboard when it is installed, else none."""
+    """accelerate's tracker names for ``logging.trackers``: ``auto`` means tensorboard when it is installed, else
+    none. A tracker named outright must be installed: accelerate would drop a missing one without a word."""
     trackers = []
     for name in requested:
         if name == "auto":
             if importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX"):
                 trackers.append("tensorboard")
         elif name != "none":
+            _check_tracker(name)
             trackers.append(name)
     return trackers
+
+
+def _check_tracker(name: str) -> None:
+    known = [str(t) for t in LoggerType]
+    if name not in known:
+        raise RecipeError(f"logging.trackers: unknown tracker {name!r}; choose from {['auto', 'none', *known]}")
+    if name != "all" and LoggerType(name) not in get_available_trackers():
+        install = f"pip install '{TRACKING_EXTRA}'" if name in EXTRA_TRACKERS else f"install {name}"
+        raise RecipeError(f"logging.trackers: {name} is not installed ({install})")
+
+
+def new_tracker_run_id() -> str:
+    """A fresh tracker run id (8 lowercase hex digits, a valid wandb run id). The trainer keeps it in every
+    checkpoint, so that a resumed run continues the tracker run it started instead of opening a new one."""
+    return secrets.token_hex(4)
+
+
+def tracker_init_kwargs(
+    trackers: list[str], options: LoggingRecipe, run_name: str, run_id: str, output_dir: Path
+) -> dict[str, dict[str, Any]]:
+    """accelerate's ``init_trackers(init_kwargs=...)``: per tracker, what names, tags and continues the run.
+
+    The project (``logging.project``) is ``init_trackers``'s ``project_name`` and needs nothing here. wandb gets the
+    run's id with ``resume="allow"`` (the first start creates the run, a resume continues it) and keeps its local
+    files in the run folder instead of the working directory. TensorBoard needs nothing: accelerate writes to
+    ``<run.output_dir>/<logging.project>/`` (:func:`tensorboard_dir`), the same folder on every resume, and the
+    steps logged are the optimizer steps, which continue from the checkpoint's.
+    """
+    init_kwargs: dict[str, dict[str, Any]] = {}
+    if "wandb" in trackers or "all" in trackers:
+        init_kwargs["wandb"] = {
+            "name": options.run_name or run_name,
+            "tags": list(options.tags),
+            "id": run_id,
+            "resume": "allow",
+            "dir": str(output_dir),
+        }
+    return init_kwargs
+
+
+def tensorboard_dir(output_dir: Path, project: str) -> Path:
+    """Where accelerate's TensorBoard tracker writes a run's event files: ``<logging_dir>/<project_name>``, and the
+    trainer's Accelerator takes the run folder as its project (and logging) directory."""
+    return Path(output_dir) / project
+
+
+def progress_postfix(losses: list[float], values: dict[str, Any]) -> dict[str, str]:
+    """The progress bar's numbers. ``losses`` is [training loss, head losses...]: the training loss is the heads'
+    sum (the paper's), three times a head's loss for three heads, which reads like a diverged run; the bar shows
+    the mean head loss under a label that says so (metrics.jsonl keeps the sum as ``loss``)."""
+    heads = losses[1:] or losses[:1]
+    return {
+        "loss/head": f"{sum(heads) / len(heads):.3f}",
+        "tok_s": f"{values['tokens_per_s']:.0f}",
+        "tflops": f"{values['tflops']:.3g}",
+    }
 
 
 class MetricsLog:

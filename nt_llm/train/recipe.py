@@ -180,13 +180,24 @@ class CheckpointRecipe:
 @dataclass
 class LoggingRecipe:
     every: int = 10
-    trackers: list[str] = field(default_factory=lambda: ["auto"])  # "auto": tensorboard when installed
+    # accelerate's tracker names ("tensorboard", "wandb", ...; nt_llm[tracking] installs both); "auto": tensorboard
+    # when installed, "none": metrics.jsonl only
+    trackers: list[str] = field(default_factory=lambda: ["auto"])
+    project: str = "nt_llm"  # the trackers' project (wandb's project; TensorBoard: <run.output_dir>/<project>/)
+    run_name: str | None = None  # the tracker run's display name (None: run.name)
+    tags: list[str] = field(default_factory=list)  # the tracker run's tags (wandb)
     progress_bar: bool = True
 
     def __post_init__(self) -> None:
         _require_int("logging.every", self.every, 1)
+        # One name for a list (`logging.trackers=wandb`, `logging.tags=paper`): the list of that one.
         if isinstance(self.trackers, str):
             self.trackers = [self.trackers]
+        if isinstance(self.tags, str):
+            self.tags = [self.tags]
+        _require(bool(self.project), "logging.project", "must be non-empty")
+        _require(self.run_name is None or bool(self.run_name), "logging.run_name", "must be non-empty or null")
+        _require(all(self.tags), "logging.tags", f"must be non-empty strings, got {self.tags!r}")
 
 
 @dataclass

@@ -30,7 +30,17 @@ from nt_llm.host_memory import keep_freed_memory
 from nt_llm.modeling import NeuroTrailsConfig, NeuroTrailsForCausalLM
 from nt_llm.modeling.sizes import build_config, load_size
 from nt_llm.sparse import DynamicSparsity
-from nt_llm.train.metrics import LOG_FILE, TERMINAL, MetricsLog, RunLog, resolve_trackers, throughput_metrics
+from nt_llm.train.metrics import (
+    LOG_FILE,
+    TERMINAL,
+    MetricsLog,
+    RunLog,
+    new_tracker_run_id,
+    progress_postfix,
+    resolve_trackers,
+    throughput_metrics,
+    tracker_init_kwargs,
+)
 from nt_llm.train.recipe import ModelRecipe, Recipe, RecipeError, save_recipe
 from nt_llm.train.schedule import lr_at
 
@@ -229,8 +239,13 @@ class Trainer:
 
     def _loop(self, step: int, tokens: int, resumed: bool, progress_bar: bool) -> TrainResult:
         accelerator, recipe = self.accelerator, self.recipe
+        if not resumed:  # a resumed run continues the tracker run whose id _load read from the checkpoint
+            self.tracker_run_id = new_tracker_run_id()
         if self.trackers:
-            accelerator.init_trackers(recipe.run.name, config=_flat(recipe.to_dict()))
+            init_kwargs = tracker_init_kwargs(
+                self.trackers, recipe.logging, recipe.run.name, self.tracker_run_id, self.output_dir
+            )
+            accelerator.init_trackers(recipe.logging.project, config=_flat(recipe.to_dict()), init_kwargs=init_kwargs)
 
         tokens_per_step = recipe.optim.total_batch_size * recipe.data.seq_len
         last_eval: dict[str, float] = {}
@@ -255,9 +270,7 @@ class Trainer:
                     elapsed = time.perf_counter() - window_start
                     values = self._train_metrics(step, tokens, losses, window_tokens / elapsed)
                     self.metrics.log("train", step, values)
-                    progress.set_postfix(
-                        loss=f"{losses[0]:.3f}", tok_s=f"{values['tokens_per_s']:.0f}", tflops=f"{values['tflops']:.3g}"
-                    )
+                    progress.set_postfix(progress_postfix(losses, values))
                     window_start, window_tokens = time.perf_counter(), 0
                 if self.sparsity is not None and self.sparsity.last_update.step == step:
                     self.metrics.log("dst", step, self._dst_metrics())
@@ -389,6 +402,7 @@ class Trainer:
                 "recipe": self.recipe.to_dict(),
                 "eval": last_eval,
                 "density": self.sparsity.density if self.sparsity is not None else 1.0,
+                "tracker_run_id": self.tracker_run_id,  # a resume continues this tracker run
             }
             checkpoint = pending.finalize(meta)
             self.run_dir.prune(self.recipe.checkpoint.keep_last)
@@ -402,6 +416,8 @@ class Trainer:
         self.accelerator.load_state(str(source.state_dir))
         data_state = source.data_state_file(self.accelerator.process_index)
         self.train_batches.load_state_dict(torch.load(data_state, weights_only=False))
+        # Checkpoints written before tracker ids were kept have none: their resume starts a new tracker run.
+        self.tracker_run_id = source.manifest.get("tracker_run_id") or new_tracker_run_id()
         logger.info("resumed from %s at step %d", source.path, source.step)
         return source.step, source.tokens
 
