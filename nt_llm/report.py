@@ -1,6 +1,8 @@
 """Compare finished runs: the last evaluation of each, as one markdown table, and their validation curves.
 
-python -m nt_llm.report runs/neurotrails_cpu runs/dense_cpu [--plot out/demo/loss.png]
+python -m nt_llm.report runs/neurotrails_cpu runs/dense_cpu [--plot out/demo/loss.png] > table.md
+
+The table is the command's output, on stdout; what it logs (where the plot went, errors) goes to stderr.
 """
 
 import argparse
@@ -11,6 +13,12 @@ from pathlib import Path
 from nt_llm.checkpoint import RunDir
 
 log = logging.getLogger("nt_llm.report")
+
+PLOT_EXTRA = "nt_llm[plot]"
+
+
+class MissingExtraError(RuntimeError):
+    """An optional dependency a flag needs is not installed; the message names the extra that installs it."""
 
 
 def comparison_table(runs: list[Path]) -> str:
@@ -35,10 +43,7 @@ def comparison_table(runs: list[Path]) -> str:
 
 def plot_validation_loss(runs: list[Path], out: Path) -> Path:
     """Validation loss of the averaged logits (and, dotted, of the best head) over training tokens."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: no display on servers
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for run in runs:
@@ -59,6 +64,18 @@ def plot_validation_loss(runs: list[Path], out: Path) -> Path:
     return out
 
 
+def _pyplot():
+    """matplotlib's pyplot on the file-only backend, or a MissingExtraError naming the extra that installs it."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # files only: no display on servers
+        import matplotlib.pyplot as plt
+    except ImportError as err:
+        raise MissingExtraError(f"--plot needs matplotlib, which is not installed: pip install '{PLOT_EXTRA}'") from err
+    return plt
+
+
 def _optional(value: float | None) -> str:
     """A single model has no head disagreement: a dash, not NaN."""
     return "-" if value is None else f"{value:.4f}"
@@ -71,12 +88,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--plot", type=Path, help="also write the validation curves to this PNG")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)  # stdout is the table's
     try:
-        log.info("%s", comparison_table(args.runs))
+        if args.plot is not None:
+            _pyplot()  # before any output: a missing extra fails the command before the table is printed
+        table = comparison_table(args.runs)
+        sys.stdout.write(table + "\n")  # the output itself (`nt-llm report ... > table.md`); logs go to stderr
+        sys.stdout.flush()
         if args.plot is not None:
             log.info("validation curves: %s", plot_validation_loss(args.runs, args.plot))
-    except (FileNotFoundError, ValueError) as err:
+    except (FileNotFoundError, ValueError, MissingExtraError) as err:
         log.error("%s", err)
         return 2
     return 0

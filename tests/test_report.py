@@ -2,9 +2,11 @@
 
 import json
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
-from nt_llm import report
+from nt_llm import cli, report
 
 
 def fake_run(root: Path, name: str, losses: list[float], heads: int, density: float = 1.0) -> Path:
@@ -52,3 +54,31 @@ def test_a_folder_without_metrics_exits_2(tmp_path, caplog) -> None:
     (tmp_path / "metrics.jsonl").write_text(json.dumps({"event": "train", "step": 1}) + "\n")
     assert report.main([str(tmp_path)]) == 2
     assert "holds no evaluation yet" in caplog.text
+
+
+def test_the_table_goes_to_stdout_and_the_logs_to_stderr(tmp_path) -> None:
+    nt = fake_run(tmp_path, "neurotrails_cpu", [5.0, 4.0], heads=3, density=0.9)
+    dense = fake_run(tmp_path, "dense_cpu", [5.1, 4.1], heads=1)
+    plot = tmp_path / "loss.png"
+    # The installed command's own process: its logging set up as a user's `nt-llm report ... > table.md` gets it.
+    command = [sys.executable, "-m", "nt_llm", "report", str(nt), str(dense), "--plot", str(plot)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout == report.comparison_table([nt, dense]) + "\n"
+    assert f"validation curves: {plot}" in done.stderr and "| run |" not in done.stderr
+    assert plot.is_file()
+
+
+def test_plot_without_matplotlib_exits_2_naming_the_extra(tmp_path, monkeypatch, capsys, caplog) -> None:
+    nt = fake_run(tmp_path, "neurotrails_cpu", [5.0, 4.0], heads=3, density=0.9)
+    dense = fake_run(tmp_path, "dense_cpu", [5.1, 4.1], heads=1)
+    for module in ("matplotlib", "matplotlib.pyplot"):
+        monkeypatch.setitem(sys.modules, module, None)  # None in sys.modules: `import` raises ImportError
+    plot = tmp_path / "loss.png"
+    assert cli.main(["report", str(nt), str(dense), "--plot", str(plot)]) == 2
+    assert "--plot needs matplotlib" in caplog.text and "pip install 'nt_llm[plot]'" in caplog.text
+    # Refused before any output: no table on stdout as if the command had succeeded, no file.
+    assert capsys.readouterr().out == "" and not plot.exists()
+    # Without --plot the report needs no matplotlib.
+    assert cli.main(["report", str(nt), str(dense)]) == 0
+    assert capsys.readouterr().out == report.comparison_table([nt, dense]) + "\n"
