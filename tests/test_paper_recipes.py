@@ -4,9 +4,12 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
+from nt_llm.modeling import NeuroTrailsForCausalLM
 from nt_llm.modeling.sizes import build_config, load_size
+from nt_llm.sparse.dst import select_parameters
 from nt_llm.study import ablate, reproduce
 from nt_llm.train import load_recipe
 from nt_llm.train.recipe import ModelRecipe, recipe_from_dict
@@ -14,31 +17,66 @@ from nt_llm.train.recipe import ModelRecipe, recipe_from_dict
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
 
-@pytest.mark.parametrize("size, layers, head_layers", [("130m", 12, 8), ("350m", 24, 16)])
+# The paper's language-modelling setup, value by value, with where it is set in its code (github
+# bramgrooten/neurotrails, language_modeling/): scripts/train_llm.sh (the launch flags), torchrun_main.py and
+# peft_pretraining/modeling_llama.py.
+PAPER = {
+    "optim.lr": 1.5e-3,  # train_llm.sh: learning_rate=1.5e-3
+    "optim.weight_decay": 0.0,  # torchrun_main.py: Adam, weight decay left at 0
+    "optim.grad_clip": 0.0,  # train_llm.sh: --grad_clipping 0.0
+    "optim.precision": "bf16-true",  # train_llm.sh: --dtype bfloat16; torchrun_main.py casts the model to it
+    "optim.total_batch_size": 512,  # train_llm.sh: --total_batch_size 512
+    "data.seq_len": 256,  # torchrun_main.py: max_length 256
+    "data.source": "c4",  # C4 en, streamed (scripts/download_c4.sh for a local copy)
+    "data.tokenizer": "t5-base",  # torchrun_main.py: T5 tokenizer
+    "model.embedding_init_std": (2 / 5) ** 0.5,  # modeling_llama.py _init_weights: nn.Embedding std sqrt(2/5)
+    "model.ensemble_size": 3,  # train_llm.sh: heads=3
+}
+PAPER_SPARSITY = {
+    "density": 0.9,  # train_llm.sh: density=0.9
+    "growth": "gradient",  # train_llm.sh: growth="gradient" (RigL)
+    "prune": "soft_magnitude",  # train_llm.sh: prune="magnitude_soft"
+    "temperature": 3.0,  # train_llm.sh: temperature=3.0
+    "prune_rate": 0.5,  # train_llm.sh: prune_rate=0.5
+    "prune_rate_decay": "cosine",  # sparselearning: cosine decay of the prune rate
+    "update_frequency": 50,  # train_llm.sh: update_freq=50
+    "distribution": "erk",  # train_llm.sh: --sparse_init (ERK over the heads' outputs)
+}
+# And sparselearning/core.py masks every 2-D weight: the embedding, every block's projections, the LM heads.
+
+
+@pytest.mark.parametrize("size, layers, head_layers", [("130m", 12, 8), ("350m", 24, 16)])  # train_llm.sh
 @pytest.mark.parametrize("method", ["dense", "treenet", "neurotrails", "full_ensemble"])
 def test_paper_recipe(method: str, size: str, layers: int, head_layers: int) -> None:
     recipe = load_recipe(RECIPES / f"{method}_{size}.yaml")
     assert load_size(recipe.model.size)["num_hidden_layers"] == layers
-    optim = recipe.optim
-    # Adam at 1.5e-3, no weight decay, no gradient clipping, bf16; 512 sequences of 256 tokens of C4 (t5-base).
-    assert (optim.lr, optim.weight_decay, optim.grad_clip, optim.precision) == (1.5e-3, 0.0, 0.0, "bf16")
-    assert optim.total_batch_size == 512 and recipe.data.seq_len == 256
-    assert (recipe.data.source, recipe.data.tokenizer) == ("c4", "t5-base")
+    values = {
+        "optim.lr": recipe.optim.lr,
+        "optim.weight_decay": recipe.optim.weight_decay,
+        "optim.grad_clip": recipe.optim.grad_clip,
+        "optim.precision": recipe.optim.precision,
+        "optim.total_batch_size": recipe.optim.total_batch_size,
+        "data.seq_len": recipe.data.seq_len,
+        "data.source": recipe.data.source,
+        "data.tokenizer": recipe.data.tokenizer,
+        "model.embedding_init_std": recipe.model.config["embedding_init_std"],
+        "model.ensemble_size": build_config(recipe.model.size, method, **recipe.model.config).ensemble_size,
+    }
+    expected = {**PAPER, "model.ensemble_size": 1 if method == "dense" else 3}
+    assert values == {k: (pytest.approx(v) if isinstance(v, float) else v) for k, v in expected.items()}
     density = recipe.sparsity.density if recipe.sparsity is not None else 1.0
-    # Warmup 1000 / density and 10k / density steps: a sparse model gets the steps its density saves.
-    assert optim.max_steps == int(10_000 / density) and optim.warmup_steps == int(1_000 / density)
+    # train_llm.sh: longer_training = 1/density; 10k steps and 1k warmup steps times that, truncated by int().
+    assert recipe.optim.max_steps == int(10_000 * (1 / density))
+    assert recipe.optim.warmup_steps == int(1_000 * (1 / density))
     if method in ("treenet", "neurotrails"):
-        assert (recipe.model.config["ensemble_size"], recipe.model.config["head_layers"]) == (3, head_layers)
+        assert recipe.model.config["head_layers"] == head_layers  # train_llm.sh: blocks_in_head
     if method == "neurotrails":
         s = recipe.sparsity
-        assert (s.density, s.distribution, s.growth, s.prune, s.temperature) == (
-            0.9,
-            "erk",
-            "gradient",
-            "soft_magnitude",
-            3.0,
-        )
-        assert (s.prune_rate, s.prune_rate_decay, s.update_frequency) == (0.5, "cosine", 50)
+        assert {key: getattr(s, key) for key in PAPER_SPARSITY} == PAPER_SPARSITY
+        with torch.device("meta"):  # names and shapes only
+            model = NeuroTrailsForCausalLM(build_config(recipe.model.size, method, **recipe.model.config))
+        matrices = [name for name, p in model.named_parameters() if p.ndim == 2]
+        assert select_parameters(matrices, s.include, s.exclude) == matrices
     else:
         assert recipe.sparsity is None
 

@@ -35,6 +35,9 @@ class NeuroTrailsConfig(LlamaConfig):
             two-thirds split (8 of 12, 16 of 24).
         share_embeddings: whether the token embedding is shared. ``False`` means H independent models, which
             requires ``head_layers == num_hidden_layers``.
+        embedding_init_std: the standard deviation of the token embeddings' normal initialisation. ``None``
+            takes ``initializer_range`` (0.02, transformers' LLaMA); the paper's code draws embeddings with
+            sqrt(2/5) = 0.632 while its linear layers keep 0.02.
 
     How the heads' losses combine and whether they are computed in chunks are arguments of the forward
     (training-only), not fields of the config.
@@ -45,6 +48,7 @@ class NeuroTrailsConfig(LlamaConfig):
     ensemble_size: int = 3
     head_layers: int | None = None
     share_embeddings: bool = True
+    embedding_init_std: float | None = None
 
     def __post_init__(self, **kwargs):
         for key in LEGACY_KEYS:
@@ -101,6 +105,12 @@ class NeuroTrailsConfig(LlamaConfig):
             raise ValueError(
                 f"head_layers ({self.head_layers}) must be at most num_hidden_layers ({self.num_hidden_layers})"
             )
+        if self.embedding_init_std is not None and not (
+            isinstance(self.embedding_init_std, (int, float))
+            and not isinstance(self.embedding_init_std, bool)
+            and self.embedding_init_std > 0
+        ):
+            raise ValueError(f"embedding_init_std must be a number > 0 or None, got {self.embedding_init_std!r}")
         if not isinstance(self.share_embeddings, bool):
             raise ValueError(f"share_embeddings must be a bool, got {self.share_embeddings!r}")
         if not self.share_embeddings and self.head_layers != self.num_hidden_layers:

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import GenerationMixin
+from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.masking_utils import create_causal_mask
 from transformers.modeling_outputs import CausalLMOutputWithPast
@@ -91,6 +92,12 @@ class NeuroTrailsForCausalLM(LlamaPreTrainedModel, GenerationMixin):
         self.heads = nn.ModuleList(NeuroTrailsHead(config, index) for index in range(config.ensemble_size))
         self.rotary_emb = LlamaRotaryEmbedding(config=config)
         self.post_init()
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """LLaMA's initialisation, except the token embeddings' std where ``config.embedding_init_std`` sets it."""
+        super()._init_weights(module)
+        if isinstance(module, nn.Embedding) and self.config.embedding_init_std is not None:
+            init.normal_(module.weight, mean=0.0, std=self.config.embedding_init_std)
 
     def get_input_embeddings(self) -> nn.Module:
         return self.embed_tokens if self.embed_tokens is not None else self.heads[0].embed_tokens

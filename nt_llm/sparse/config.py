@@ -55,7 +55,9 @@ class SparsityConfig:
     mask_weights_every_step: bool = False
     include: tuple[str, ...] = field(default_factory=lambda: NEUROTRAILS_HEADS)
     exclude: tuple[str, ...] = ()
-    seed: int = 0
+    # The masks' random streams (initial masks, SET's growth, ties). None: the run's seed (the training recipe
+    # fills it from run.seed); a SparsityConfig used on its own reads 0.
+    seed: int | None = None
 
     def __post_init__(self) -> None:
         self.include = tuple(self.include)
@@ -100,6 +102,13 @@ class SparsityConfig:
             bad = [p for p in getattr(self, name) if not isinstance(p, str) or not p]
             if bad:
                 raise ValueError(f"SparsityConfig.{name} must hold non-empty strings, got {bad!r}")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
+            raise ValueError(f"SparsityConfig.seed must be an integer or None (the run's seed), got {self.seed!r}")
+
+    @property
+    def stream_seed(self) -> int:
+        """The seed of the masks' random streams: ``seed``, or 0 when it is left to a run that did not fill it."""
+        return 0 if self.seed is None else self.seed
 
     @property
     def last_update_step(self) -> int:

@@ -276,7 +276,7 @@ class DynamicSparsity:
         return {n: target_nonzeros(shape.numel(), densities[n]) for n, shape in shapes.items()}
 
     def _generator(self, name: str, step: int, device: torch.device) -> torch.Generator:
-        return tensor_generator(self.config.seed, name, step, device)
+        return tensor_generator(self.config.stream_seed, name, step, device)
 
     # ---- topology update -----------------------------------------------------------------------
 

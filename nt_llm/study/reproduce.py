@@ -40,6 +40,7 @@ from typing import Any
 import yaml
 
 from nt_llm.checkpoint import RunDir
+from nt_llm.precision import PRECISIONS
 
 METHODS = ("dense", "treenet", "neurotrails", "full_ensemble")
 # The study's data section without --data: the embedded corpus with its 4k tokenizer, packed. The same fields,
@@ -100,7 +101,9 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr-candidates", type=lambda t: parse_list(t, float), default=[1e-3, 2e-3, 4e-3, 8e-3])
     parser.add_argument("--lr-sweep-steps", type=int, default=None, help="steps of each sweep run (default: steps/2)")
     parser.add_argument("--grad-clip", type=float, default=0.0, help="0: none, as in the paper's training script")
-    parser.add_argument("--precision", default="bf16", choices=("no", "bf16"), help="mixed precision of training")
+    parser.add_argument(
+        "--precision", default="auto", choices=PRECISIONS, help="optim.precision (auto: bf16 only where native)"
+    )
     parser.add_argument("--update-frequency", type=int, default=None, help="DST update every N steps (steps/12)")
     parser.add_argument("--eval-every", type=int, default=None, help="steps between evaluations (steps/5)")
     parser.add_argument("--eval-batches", type=int, default=None, help="cap on validation batches per evaluation")

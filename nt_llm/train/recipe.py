@@ -28,9 +28,9 @@ from nt_llm.data import DataConfig
 from nt_llm.modeling.configuration_neurotrails import NeuroTrailsConfig
 from nt_llm.modeling.modeling_neurotrails import LOSS_REDUCTIONS
 from nt_llm.modeling.sizes import METHODS
+from nt_llm.precision import PRECISIONS
 from nt_llm.sparse import SparsityConfig
 
-PRECISIONS = ("no", "bf16", "fp16")
 OPTIMIZER_IMPLEMENTATIONS = ("auto", "fused", "foreach", "for_loop")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 # The model config's fields a recipe may set (under ``model``), with their types; the tokenizer sets the rest.
@@ -48,6 +48,8 @@ class RecipeError(ValueError):
 class RunRecipe:
     name: str = "run"
     output_dir: str = "runs/run"  # holds recipe.yaml, metrics.jsonl and checkpoints/
+    # The initial weights; also the data order (data.seed) and the masks' random streams (sparsity.seed) where the
+    # recipe leaves those out, so that seeds of a study differ in all three.
     seed: int = 0
     # Training on the CPU: glibc keeps freed memory for the next step instead of unmapping every block over
     # 32 MiB (nt_llm.host_memory); the process holds its peak host memory until it exits.
@@ -112,8 +114,10 @@ class OptimRecipe:
     min_lr_ratio: float = 0.1  # the cosine decays to lr * min_lr_ratio
     total_batch_size: int = 8  # sequences per optimizer step, over all processes and accumulation
     grad_clip: float = 1.0  # 0 disables clipping
-    # "bf16": autocast on GPU and CPU alike (weights and optimizer state stay fp32); "fp16" adds a loss scaler.
-    precision: str = "no"
+    # nt_llm.precision: "auto" (bf16 autocast where the hardware runs bf16 natively, else fp32), "no" (fp32),
+    # "bf16" (autocast; weights and optimizer state stay fp32), "bf16-true" (weights and Adam state in bf16, the
+    # paper's setup), "fp16" (autocast with a loss scaler).
+    precision: str = "auto"
     # The AdamW kernel: "auto" is "fused" where torch has the fused kernel for the device (CUDA and CPU: one
     # pass over each tensor, ~4x the for-loop on this CPU), else "foreach"; "for_loop" is the reference.
     implementation: str = "auto"
@@ -214,10 +218,13 @@ class Recipe:
     def __post_init__(self) -> None:
         if self.model.method == "neurotrails":
             _require(self.sparsity is not None, "sparsity", "is required for model.method=neurotrails")
+        if self.data.seed is None:
+            self.data = dataclasses.replace(self.data, seed=self.run.seed)
         if self.sparsity is not None:
             # Derived, not chosen: the topology schedule spans the whole run (a resume that extends
             # optim.max_steps stretches it).
-            self.sparsity = dataclasses.replace(self.sparsity, total_steps=self.optim.max_steps)
+            seed = self.run.seed if self.sparsity.seed is None else self.sparsity.seed
+            self.sparsity = dataclasses.replace(self.sparsity, total_steps=self.optim.max_steps, seed=seed)
 
     def gradient_accumulation(self, world_size: int) -> int:
         """Micro-batches per optimizer step so that ``total_batch_size`` sequences make one step."""

@@ -29,6 +29,7 @@ from nt_llm.flops import matmul_peak_flops, training_flops_per_token
 from nt_llm.host_memory import keep_freed_memory
 from nt_llm.modeling import NeuroTrailsConfig, NeuroTrailsForCausalLM
 from nt_llm.modeling.sizes import build_config, load_size
+from nt_llm.precision import PrecisionError, resolve_precision
 from nt_llm.sparse import DynamicSparsity
 from nt_llm.train.metrics import (
     LOG_FILE,
@@ -57,8 +58,6 @@ RESUME_MAY_DIFFER = ("model.compile", "model.compile_mode", "model.compile_backe
 LEGACY_RECIPE_KEYS = ("model.head_execution", "model.config_overrides", "sparsity.total_steps")
 # Devices with torch's fused AdamW kernel (CPU since torch 2.4).
 FUSED_ADAMW_DEVICES = ("cuda", "cpu", "xpu", "mps")
-# The dtype whose matmul peak is MFU's denominator, by optim.precision.
-COMPUTE_DTYPES = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class NonFiniteLossError(RuntimeError):
@@ -107,9 +106,13 @@ class Trainer:
         deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
         handlers = [InitProcessGroupKwargs(backend="gloo")] if distributed_cpu else []
         self.trackers = resolve_trackers(recipe.logging.trackers)
+        try:
+            self.precision = resolve_precision(recipe.optim.precision, _device_type(distributed_cpu), deepspeed)
+        except PrecisionError as err:
+            raise RecipeError(str(err)) from err
         self.accelerator = Accelerator(
             cpu=distributed_cpu and not deepspeed,
-            mixed_precision=recipe.optim.precision,
+            mixed_precision=self.precision.mixed_precision,
             gradient_accumulation_steps=self.grad_accum,
             log_with=self.trackers or None,
             project_dir=str(self.output_dir),
@@ -132,6 +135,7 @@ class Trainer:
     def _build(self) -> None:
         recipe, accelerator = self.recipe, self.accelerator
         set_seed(recipe.run.seed)  # identical initial weights on every process
+        logger.info("precision: %s (%s)", self.precision.name, self.precision.reason)
         try:
             self.tokenizer = build_tokenizer(recipe.data)
         except (OSError, ValueError) as err:  # no such folder or Hub id, no EOS: the recipe names a bad tokenizer
@@ -143,6 +147,8 @@ class Trainer:
                 f"({self.model_config.max_position_embeddings})"
             )
         model = NeuroTrailsForCausalLM(self.model_config)
+        # bf16-true: weights, gradients and the optimizer's state in bf16 (built below from these parameters).
+        model.to(self.precision.weight_dtype)
         if recipe.model.activation_checkpointing:
             model.activation_checkpointing_enable()
         if recipe.model.compile:
@@ -175,7 +181,7 @@ class Trainer:
         device = self.accelerator.device
         if device.type != "cuda":
             return None
-        dtype = COMPUTE_DTYPES[self.recipe.optim.precision]
+        dtype = self.precision.compute_dtype
         peak = matmul_peak_flops(device, dtype)
         logger.info("mfu is against a measured %s matmul peak of %.1f TFLOP/s per device", dtype, peak / 1e12)
         return peak
@@ -246,7 +252,8 @@ class Trainer:
                 self.trackers, recipe.logging, recipe.run.name, self.tracker_run_id, self.output_dir
             )
             accelerator.init_trackers(recipe.logging.project, config=_flat(recipe.to_dict()), init_kwargs=init_kwargs)
-
+        # The run's record of what ran where: a resume on another machine may resolve optim.precision=auto anew.
+        self.metrics.log("start", step, {"precision": self.precision.name, "precision_reason": self.precision.reason})
         tokens_per_step = recipe.optim.total_batch_size * recipe.data.seq_len
         last_eval: dict[str, float] = {}
         saved_at = step if resumed else None
@@ -358,13 +365,12 @@ class Trainer:
         batches = self.validation
         if self.recipe.eval.max_batches is not None:
             batches = islice(batches, self.recipe.eval.max_batches)
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.recipe.optim.precision)
         metrics = evaluate(
             self.model,
             batches,
             self.accelerator.device,
             all_reduce_sum=lambda t: self.accelerator.reduce(t, reduction="sum"),
-            autocast_dtype=dtype,
+            autocast_dtype=self.precision.autocast_dtype,
         )
         if self.sparsity is not None:
             metrics["density"] = self.sparsity.density
@@ -402,6 +408,7 @@ class Trainer:
                 "recipe": self.recipe.to_dict(),
                 "eval": last_eval,
                 "density": self.sparsity.density if self.sparsity is not None else 1.0,
+                "precision": self.precision.name,
                 "tracker_run_id": self.tracker_run_id,  # a resume continues this tracker run
             }
             checkpoint = pending.finalize(meta)
@@ -444,6 +451,12 @@ class Trainer:
     def _restore_signal_handlers(previous: dict[int, Any]) -> None:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def _device_type(forced_cpu: bool) -> str:
+    """The device type accelerate will pick (known before the Accelerator, which takes the precision, exists)."""
+    use_cpu = forced_cpu or os.environ.get("ACCELERATE_USE_CPU", "false").lower() in ("1", "true", "yes")
+    return "cuda" if torch.cuda.is_available() and not use_cpu else "cpu"
 
 
 def model_config(recipe: Recipe, tokenizer) -> NeuroTrailsConfig:

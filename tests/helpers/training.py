@@ -46,7 +46,8 @@ def tiny_recipe(tmp_path: Path, method: str = "neurotrails", **sections: dict[st
             "validation_tokens": 256,
             "tokenize_batch": 8,
         },
-        "optim": {"lr": 1e-2, "max_steps": 6, "warmup_steps": 1, "total_batch_size": 8},
+        # fp32 pinned: "auto" would pick bf16 on CPUs with native bf16, and tests compare numbers across CPU kinds.
+        "optim": {"lr": 1e-2, "max_steps": 6, "warmup_steps": 1, "total_batch_size": 8, "precision": "no"},
         "eval": {"every": 3},
         "checkpoint": {"every": 3, "keep_last": 5},
         "logging": {"every": 1, "progress_bar": False, "trackers": ["none"]},

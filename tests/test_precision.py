@@ -1,0 +1,113 @@
+"""optim.precision: auto resolves by the hardware's native bf16, bf16-true trains the whole model in bf16, and the
+run's record says which precision ran."""
+
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+from accelerate.state import AcceleratorState, GradientState
+from helpers.training import tiny_recipe
+from safetensors.torch import load_file
+
+from nt_llm import precision as precision_module
+from nt_llm.checkpoint import Checkpoint
+from nt_llm.precision import PrecisionError, cpu_native_bf16, resolve_precision
+from nt_llm.train import RecipeError, recipe_from_dict, train
+from nt_llm.train.metrics import read_metrics
+from nt_llm.train.trainer import Trainer
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+
+
+@pytest.fixture
+def cpu_without_bf16(monkeypatch):
+    monkeypatch.setattr(precision_module, "cpu_native_bf16", lambda: None)
+
+
+@pytest.fixture
+def cpu_with_amx(monkeypatch):
+    monkeypatch.setattr(precision_module, "cpu_native_bf16", lambda: "amx_bf16")
+
+
+def test_auto_is_fp32_on_a_cpu_without_native_bf16(cpu_without_bf16: None) -> None:
+    resolved = resolve_precision("auto", "cpu")
+    assert (resolved.name, resolved.mixed_precision, resolved.weight_dtype) == ("no", "no", torch.float32)
+    assert "no native bf16" in resolved.reason
+
+
+def test_auto_is_bf16_autocast_on_a_cpu_with_native_bf16(cpu_with_amx: None) -> None:
+    resolved = resolve_precision("auto", "cpu")
+    assert (resolved.name, resolved.mixed_precision, resolved.weight_dtype) == ("bf16", "bf16", torch.float32)
+    assert "amx_bf16" in resolved.reason
+
+
+@pytest.mark.parametrize("supported, expected", [(True, "bf16"), (False, "no")])
+def test_auto_on_cuda_follows_the_devices_bf16_support(monkeypatch, supported: bool, expected: str) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: supported)
+    assert resolve_precision("auto", "cuda").name == expected
+
+
+def test_explicit_bf16_on_a_cpu_without_it_runs_with_a_warning_naming_the_slowdown(cpu_without_bf16: None, caplog):
+    with caplog.at_level(logging.WARNING, logger="nt_llm.precision"):
+        resolved = resolve_precision("bf16", "cpu")
+    assert resolved.name == "bf16"
+    assert "20x slower than fp32" in caplog.text and "optim.precision=bf16" in caplog.text
+
+
+def test_what_cannot_work_is_refused_by_name(monkeypatch) -> None:
+    with pytest.raises(PrecisionError, match="DeepSpeed"):
+        resolve_precision("bf16-true", "cpu", deepspeed=True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: False)
+    with pytest.raises(PrecisionError, match="does not support bf16"):
+        resolve_precision("bf16-true", "cuda")
+    with pytest.raises(PrecisionError, match="optim.precision"):
+        resolve_precision("bf32", "cpu")
+
+
+def test_a_recipe_names_an_unknown_precision() -> None:
+    with pytest.raises(RecipeError, match="optim.precision"):
+        recipe_from_dict({"optim": {"precision": "bfloat16"}})
+
+
+def test_this_cpus_native_bf16_agrees_with_its_flags() -> None:
+    """The capability torch reports is the one /proc/cpuinfo lists (where there is one)."""
+    flags = precision_module._cpuinfo_flags()
+    if not flags:
+        pytest.skip("no /proc/cpuinfo flags on this system to compare with")
+    from_flags = next((name for name in ("amx_bf16", "avx512_bf16") if flags.get(name)), None)
+    assert cpu_native_bf16() == from_flags
+
+
+def test_the_run_records_the_precision_that_ran(tmp_path: Path, cpu_without_bf16: None, caplog) -> None:
+    with caplog.at_level(logging.INFO, logger="nt_llm.train.trainer"):
+        result = train(recipe_from_dict(tiny_recipe(tmp_path, optim={"precision": "auto", "max_steps": 2})))
+    start = [e for e in read_metrics(tmp_path / "run" / "metrics.jsonl") if e["event"] == "start"]
+    assert [(e["step"], e["precision"]) for e in start] == [(0, "no")]
+    assert "no native bf16" in start[0]["precision_reason"]
+    assert "precision: no (auto: fp32" in caplog.text  # one info line
+    assert result.checkpoint is not None
+
+
+def test_bf16_true_trains_weights_and_adam_state_in_bf16(tmp_path: Path, cpu_with_amx: None) -> None:
+    recipe = recipe_from_dict(tiny_recipe(tmp_path, optim={"precision": "bf16-true"}))
+    trainer = Trainer(recipe)
+    assert trainer.precision.mixed_precision == "no"  # no autocast: the weights themselves are bf16
+    result = trainer.run(resume=None)
+    losses = [e["loss"] for e in read_metrics(tmp_path / "run" / "metrics.jsonl") if e["event"] == "train"]
+    assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]
+    assert {p.dtype for p in trainer.model.parameters()} == {torch.bfloat16}
+    adam = list(trainer.optimizer.state_dict()["state"].values())
+    assert adam and {s["exp_avg"].dtype for s in adam} == {torch.bfloat16}
+    weights = load_file(result.checkpoint / "model" / "model.safetensors")
+    assert {w.dtype for w in weights.values()} == {torch.bfloat16}
+    # DST's invariant holds in bf16 too: the masked-out weights are exactly zero.
+    masks = Checkpoint.open(result.checkpoint).masks()
+    assert masks and all(not weights[name][~mask].any() for name, mask in masks.items())
