@@ -1,5 +1,9 @@
 """Data for nt_llm: sources, tokenizer, packing or the paper's pad/truncate, rank sharding, exact resume.
 
+Sources (`DataConfig.source`): the embedded corpus, local files, any Hugging Face dataset (`hub`: a Hub id, a
+Hub-layout folder or a save_to_disk folder; text or pre-tokenized), a weighted `mix` of those, and C4, a preset
+of `hub`.
+
 Typical use in a training loop (rank/world_size from the Accelerator):
 
     cfg = DataConfig(source="embedded", seq_len=256, batch_size=8)
@@ -13,27 +17,58 @@ from __future__ import annotations
 
 from transformers import PreTrainedTokenizerBase
 
-from .config import DataConfig
+from .config import DataConfig, HubSource, MixSource
+from .hub import Settings, c4_source, open_hub_split
+from .mix import MixedStream
 from .pipeline import IGNORE_INDEX, RowBuilder, TrainBatches, collate, real_token_fraction
 from .prefetch import PrefetchedBatches
-from .sources import DocumentStream, open_split
+from .sources import DocumentStream, OpenedSplit, open_file_split
 from .tokenizer import build_tokenizer, vocab_size_of
 from .validation import TokenMeanLoss, ValidationSet, count_predicted_tokens
 
 
-def build_document_stream(cfg: DataConfig, split: str, rank: int = 0, world_size: int = 1) -> DocumentStream:
+def open_split(cfg: DataConfig, split: str) -> OpenedSplit:
+    """Open `split` ("train" or "validation") of the configured source; a mix opens each source on its own."""
+    if cfg.source == "mix":
+        raise ValueError("DataConfig.source='mix' has one split per source: open them with hub.open_hub_split")
+    if cfg.source == "c4":
+        source, setting = c4_source(cfg)
+        return open_hub_split(source, split, setting)
+    if cfg.source == "hub":
+        assert cfg.hub is not None  # DataConfig checks it
+        return open_hub_split(cfg.hub, split, Settings("DataConfig.hub"))
+    return open_file_split(cfg, split)
+
+
+def build_document_stream(
+    cfg: DataConfig, split: str, rank: int = 0, world_size: int = 1
+) -> DocumentStream | MixedStream:
     """Documents of `split` for one rank: shuffled and endless for train, in order and once for validation."""
-    dataset, text_field = open_split(cfg, split)
+    if cfg.source != "mix":
+        return _stream(open_split(cfg, split), cfg, split, rank, world_size, f"{cfg.source}/{split}")
+    assert cfg.mix is not None  # DataConfig checks it
+    parts = []
+    for key, source in cfg.mix.items():
+        opened = open_hub_split(source, split, Settings(f"DataConfig.mix.{key}"))
+        parts.append((key, source.weight, _stream(opened, cfg, split, rank, world_size, f"mix/{key}/{split}")))
+    train = split == "train"
+    return MixedStream(parts, seed=cfg.stream_seed, rank=rank, world_size=world_size, sample=train, name=f"mix/{split}")
+
+
+def _stream(opened: OpenedSplit, cfg: DataConfig, split: str, rank: int, world_size: int, name: str) -> DocumentStream:
     train = split == "train"
     return DocumentStream(
-        dataset,
-        text_field,
+        opened.dataset,
+        opened.field,
         rank=rank,
         world_size=world_size,
         seed=cfg.stream_seed,
         buffer_size=cfg.shuffle_buffer if train else 0,
         repeat=train,
-        name=f"{cfg.source}/{split}",
+        name=name,
+        tokens=opened.tokens,
+        holdout=opened.holdout,
+        setting=opened.setting,
     )
 
 
@@ -62,6 +97,10 @@ __all__ = [
     "IGNORE_INDEX",
     "DataConfig",
     "DocumentStream",
+    "HubSource",
+    "MixSource",
+    "MixedStream",
+    "OpenedSplit",
     "PrefetchedBatches",
     "RowBuilder",
     "TokenMeanLoss",

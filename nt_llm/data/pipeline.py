@@ -6,6 +6,9 @@ pack: documents are tokenized as the tokenizer does at inference (LLaMA: BOS fir
 pad:  each document is tokenized with the tokenizer's own special tokens, truncated to T and padded
       on the right; pad positions get attention 0 and label -100 (the paper's setup, needed to compare
       perplexities with it).
+
+Pre-tokenized documents (lists of token ids) skip the tokenizer and are taken as they are (no BOS added):
+packing still ends each with EOS, padding still truncates it to T.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from typing import Any
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from .sources import DocumentStream
+from .mix import MixedStream
+from .sources import Document, DocumentStream
 
 IGNORE_INDEX = -100
 Batch = dict[str, torch.Tensor]
@@ -37,7 +41,7 @@ class RowBuilder:
 
     def __init__(
         self,
-        docs: DocumentStream,
+        docs: DocumentStream | MixedStream,
         tokenizer: PreTrainedTokenizerBase,
         seq_len: int,
         mode: str,
@@ -52,9 +56,10 @@ class RowBuilder:
         self.tokenize_batch = tokenize_batch
         self.eos_id: int = tokenizer.eos_token_id
         self.pad_id: int = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_id
+        self.vocab_size = len(tokenizer)
         # pack: a flat list of token ids; pad: one list of (already truncated) ids per document.
         self._pending: list[Any] = []
-        self._doc_iter: Iterator[str] | None = None
+        self._doc_iter: Iterator[Document] | None = None
 
     def __iter__(self) -> Iterator[Row]:
         while True:
@@ -82,23 +87,42 @@ class RowBuilder:
         """Tokenize the next group of documents into the pending buffer; False at the end of the stream."""
         if self._doc_iter is None:
             self._doc_iter = iter(self.docs)
-        texts = []
-        for text in self._doc_iter:
-            texts.append(text)
-            if len(texts) == self.tokenize_batch:
-                break
-        if not texts:
+        docs = list(islice(self._doc_iter, self.tokenize_batch))
+        if not docs:
             return False
-        if self.mode == "pack":
-            encoded = self.tokenizer(texts)["input_ids"]
-            for ids in encoded:
+        for ids in self._encode(docs):
+            if self.mode == "pack":
                 self._pending.extend(ids)
                 if not ids or ids[-1] != self.eos_id:
                     self._pending.append(self.eos_id)
-        else:
-            encoded = self.tokenizer(texts, truncation=True, max_length=self.seq_len)["input_ids"]
-            self._pending.extend(list(ids) for ids in encoded)
+            else:
+                self._pending.append(list(ids))
         return True
+
+    def _encode(self, docs: list[Document]) -> Iterator[list[int]]:
+        """Token ids of each document, in order: the texts in one tokenizer call, pre-tokenized ones as given."""
+        texts = [doc for doc in docs if isinstance(doc, str)]
+        encoded: Iterator[list[int]] = iter(())
+        if texts and self.mode == "pack":
+            encoded = iter(self.tokenizer(texts)["input_ids"])
+        elif texts:
+            encoded = iter(self.tokenizer(texts, truncation=True, max_length=self.seq_len)["input_ids"])
+        for doc in docs:
+            if isinstance(doc, str):
+                yield next(encoded)
+            else:
+                self._check_ids(doc)
+                yield doc if self.mode == "pack" else doc[: self.seq_len]
+
+    def _check_ids(self, ids: list[int]) -> None:
+        # An id beyond the embedding would fail deep inside the model's forward, far from its cause.
+        low, high = min(ids), max(ids)
+        if low < 0 or high >= self.vocab_size:
+            bad = low if low < 0 else high
+            raise ValueError(
+                f"{self.docs.name}: token id {bad} is outside the tokenizer's {self.vocab_size} ids (data.tokenizer "
+                f"{self.tokenizer.name_or_path!r}); pre-tokenized data must use that tokenizer's ids"
+            )
 
     def state_dict(self) -> dict[str, Any]:
         return {

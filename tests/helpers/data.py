@@ -9,6 +9,8 @@ import tempfile
 from functools import lru_cache
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from nt_llm.data import DataConfig
@@ -60,6 +62,56 @@ def corpus(tmp_path: Path, n_files: int, docs_per_file: int, n_val: int = 20) ->
     val = make_docs(n_val, seed=999, start=100_000)
     write_jsonl(tmp_path / "validation.jsonl", val)
     return train, val
+
+
+def write_records(path: Path, records: list[dict[str, object]]) -> Path:
+    """Records as JSON lines (.jsonl) or a parquet file (.parquet), by the file's extension."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".parquet":
+        pq.write_table(pa.Table.from_pylist(records), path)
+    else:
+        path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+def hub_folder(
+    root: Path, n_files: int, docs_per_file: int, n_val: int | None = 20, fmt: str = "jsonl", start: int = 0
+) -> tuple[list[list[str]], list[str]]:
+    """A folder laid out like a Hub dataset repo: data/train-0000i-of-0000n.<fmt> shards and, unless n_val is None,
+    one validation shard; records {"text", "id"}. Returns the documents of each train shard and of validation."""
+    train = [make_docs(docs_per_file, seed=f, start=start + f * docs_per_file) for f in range(n_files)]
+    for f, docs in enumerate(train):
+        records = [{"text": d, "id": start + f * docs_per_file + i} for i, d in enumerate(docs)]
+        write_records(root / "data" / f"train-{f:05d}-of-{n_files:05d}.{fmt}", records)
+    val = make_docs(n_val or 0, seed=999, start=start + 100_000)
+    if n_val is not None:
+        write_records(
+            root / "data" / f"validation-00000-of-00001.{fmt}", [{"text": d, "id": i} for i, d in enumerate(val)]
+        )
+    return train, val
+
+
+def data_settings(**overrides: object) -> dict[str, object]:
+    """The DataConfig fields the tests share (tiny tokenizer, 16-token rows), with `overrides`."""
+    settings: dict[str, object] = dict(
+        tokenizer=tiny_tokenizer_dir(),
+        seq_len=16,
+        batch_size=4,
+        shuffle_buffer=8,
+        seed=0,
+        validation_tokens=200,
+        tokenize_batch=8,
+    )
+    settings.update(overrides)
+    return settings
+
+
+def hub_config(hub: dict[str, object], **overrides: object) -> DataConfig:
+    return DataConfig(**data_settings(source="hub", hub=hub, **overrides))
+
+
+def mix_config(mix: dict[str, dict[str, object]], **overrides: object) -> DataConfig:
+    return DataConfig(**data_settings(source="mix", mix=mix, **overrides))
 
 
 def files_config(tmp_path: Path, **overrides: object) -> DataConfig:
