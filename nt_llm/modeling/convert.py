@@ -43,12 +43,21 @@ def head_to_llama(state_dict: dict[str, torch.Tensor], config: NeuroTrailsConfig
     return {llama: state_dict[ours] for llama, ours in llama_names(config, head).items()}
 
 
-def llama_to_neurotrails(state_dict: dict[str, torch.Tensor], config: NeuroTrailsConfig) -> dict[str, torch.Tensor]:
-    """A NeuroTrails state dict whose every head starts as the given ``LlamaForCausalLM`` weights."""
+def llama_to_neurotrails(
+    state_dict: dict[str, torch.Tensor], config: NeuroTrailsConfig, clone: bool = True
+) -> dict[str, torch.Tensor]:
+    """A NeuroTrails state dict whose every head starts as the given ``LlamaForCausalLM`` weights: the shared
+    blocks from its lower layers, each head's blocks, final norm and LM head from its upper ones (a full ensemble:
+    every head a whole copy, its own embedding included).
+
+    ``clone=False`` returns the LLaMA's tensors themselves, H times over: for ``load_state_dict``, which copies them
+    into the model's own parameters, so no H copies exist besides the model's.
+    """
     ours: dict[str, torch.Tensor] = {}
     for head in range(config.ensemble_size):
         for llama, name in llama_names(config, head).items():
             if llama not in state_dict:
                 raise KeyError(f"LLaMA state dict has no {llama!r} (is it a LlamaForCausalLM of the same shape?)")
-            ours.setdefault(name, state_dict[llama].clone())
+            if name not in ours:  # the shared parts map from every head's path: taken once
+                ours[name] = state_dict[llama].clone() if clone else state_dict[llama]
     return ours
