@@ -31,6 +31,7 @@ from nt_llm.modeling import NeuroTrailsConfig, NeuroTrailsForCausalLM
 from nt_llm.modeling.sizes import build_config, load_size
 from nt_llm.precision import PrecisionError, resolve_precision
 from nt_llm.sparse import DynamicSparsity
+from nt_llm.train.fsdp import fsdp_requested, saveable, use_fsdp_on_cpu
 from nt_llm.train.metrics import (
     LOG_FILE,
     TERMINAL,
@@ -118,6 +119,8 @@ class Trainer:
             project_dir=str(self.output_dir),
             kwargs_handlers=handlers,
         )
+        if distributed_cpu and fsdp_requested():  # accelerate turns FSDP on for accelerator devices only
+            use_fsdp_on_cpu(self.accelerator, self.precision.mixed_precision)
         unsynchronised = world_size > 1 and self.accelerator.distributed_type.name == "NO"
         if self.accelerator.num_processes != world_size or unsynchronised:
             raise RuntimeError(
@@ -395,7 +398,7 @@ class Trainer:
         state_dict = accelerator.get_state_dict(self.model)  # a collective under ZeRO-3
         if accelerator.is_main_process:
             # A standalone Hugging Face folder and the masks beside the engine state: what readers read.
-            accelerator.unwrap_model(self.model).save_pretrained(pending.model_dir, state_dict=state_dict)
+            saveable(accelerator.unwrap_model(self.model)).save_pretrained(pending.model_dir, state_dict=state_dict)
             self.tokenizer.save_pretrained(pending.model_dir)
             if self.sparsity is not None:
                 pending.save_masks(self.sparsity.masks)

@@ -3,8 +3,9 @@
     torchrun --standalone --nproc_per_node 2 tests/dist/train_worker.py RECIPE.yaml SUMMARY.json [--resume X]
 
 Runs the real trainer, then inspects the live objects on every rank: world size and engine, weights identical
-on every rank, masks identical on every rank, masked-out weights exactly zero in the module and (DeepSpeed) in
-the fp32 master copy, and each sparse tensor at its target count. Rank 0 writes the summary.
+on every rank (gathered under ZeRO-3 and FSDP2), masks identical on every rank, masked-out weights exactly zero in
+the module and (DeepSpeed) in the fp32 master copy, and each sparse tensor at its target count. Rank 0 writes the
+summary.
 """
 
 import argparse
@@ -12,6 +13,7 @@ import json
 
 import torch
 import torch.distributed as dist
+from torch.distributed.tensor import DTensor
 
 from nt_llm.train import load_recipe
 from nt_llm.train.trainer import Trainer
@@ -23,6 +25,8 @@ def full_weight(param: torch.nn.Parameter) -> torch.Tensor:
 
         with deepspeed.zero.GatheredParameters([param]):
             return param.detach().clone()
+    if isinstance(param, DTensor):  # FSDP2 shard: a collective, every rank in the same order
+        return param.detach().full_tensor()
     return param.detach().clone()
 
 
@@ -73,6 +77,10 @@ def main() -> None:
             "world_size": accelerator.num_processes,
             "distributed_type": accelerator.distributed_type.name,
             "zero_stage": accelerator.state.deepspeed_plugin.zero_stage if deepspeed else None,
+            "fsdp_version": accelerator.state.fsdp_plugin.fsdp_version if accelerator.is_fsdp2 else None,
+            "dst_engine": type(sparsity.engine).__name__ if sparsity is not None else None,
+            "sharded_parameters": sum(isinstance(p, DTensor) for p in module.parameters()),
+            "parameters": sum(1 for _ in module.parameters()),
             "config_keys": sorted(module.config.to_dict()),
             "step": result.step,
             "checkpoint": str(result.checkpoint),
