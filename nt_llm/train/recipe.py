@@ -65,8 +65,13 @@ class ModelRecipe:
     """``size`` and ``method``, what only training needs, and ``config``: the ``NeuroTrailsConfig`` fields that
     override the size (``ensemble_size``, ``head_layers``, ``hidden_size``, ...), written flat under ``model``."""
 
-    size: str = "tiny"  # a shipped size name (nt_llm/resources/models) or a path to a YAML of LlamaConfig fields
+    # A shipped size name (nt_llm/resources/models) or a path to a YAML of LlamaConfig fields; "tiny" when left out,
+    # except with init_from, whose config gives the architecture (a size written beside it must match it).
+    size: str | None = None
     method: str = "neurotrails"
+    # A LlamaForCausalLM folder or Hub id: the backbone and every head start from its weights, its config gives the
+    # architecture (nt_llm.train.init_from). Read when a run starts, never when it resumes.
+    init_from: str | None = None
     loss_reduction: str = "sum"  # how the heads' losses combine: "sum" (the paper) or "mean"
     loss_chunk_size: int = 0  # tokens' logits at a time in the training loss (0: all, the fastest); none kept
     activation_checkpointing: bool = False
@@ -79,6 +84,10 @@ class ModelRecipe:
 
     def __post_init__(self) -> None:
         _require(self.method in METHODS, "model.method", f"must be one of {METHODS}, got {self.method!r}")
+        if self.init_from is not None:
+            _require(bool(self.init_from.strip()), "model.init_from", "must name a folder or a Hub id, got ''")
+        elif self.size is None:
+            self.size = "tiny"
         _require(
             self.compile_mode in COMPILE_MODES,
             "model.compile_mode",
@@ -98,9 +107,11 @@ class ModelRecipe:
             _require_int("model.head_layers", self.config["head_layers"], 1)
 
     def to_dict(self) -> dict[str, Any]:
-        """The ``model`` section as written: size and method, the config fields, then the training-only keys."""
+        """The ``model`` section as written: size, method and init_from, the config fields, then the training-only
+        keys."""
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "config"}
-        return {"size": values.pop("size"), "method": values.pop("method"), **self.config, **values}
+        first = {key: values.pop(key) for key in ("size", "method", "init_from")}
+        return {**first, **self.config, **values}
 
 
 @dataclass

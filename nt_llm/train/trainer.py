@@ -32,6 +32,7 @@ from nt_llm.modeling.sizes import build_config, load_size
 from nt_llm.precision import PrecisionError, resolve_precision
 from nt_llm.sparse import DynamicSparsity
 from nt_llm.train.fsdp import fsdp_requested, saveable, use_fsdp_on_cpu
+from nt_llm.train.init_from import config_from_source, load_source_weights
 from nt_llm.train.metrics import (
     LOG_FILE,
     TERMINAL,
@@ -135,7 +136,7 @@ class Trainer:
 
     # ---- setup ---------------------------------------------------------------------------------
 
-    def _build(self) -> None:
+    def _build(self, resume_from: ckpt.Checkpoint | None = None) -> None:
         recipe, accelerator = self.recipe, self.accelerator
         set_seed(recipe.run.seed)  # identical initial weights on every process
         logger.info("precision: %s (%s)", self.precision.name, self.precision.reason)
@@ -143,13 +144,14 @@ class Trainer:
             self.tokenizer = build_tokenizer(recipe.data)
         except (OSError, ValueError) as err:  # no such folder or Hub id, no EOS: the recipe names a bad tokenizer
             raise RecipeError(f"data.tokenizer: {err}") from err
-        self.model_config = model_config(recipe, self.tokenizer)
+        self.model_config = model_config(recipe, self.tokenizer, resume_from)
         if recipe.data.seq_len > self.model_config.max_position_embeddings:
             raise RecipeError(
                 f"data.seq_len ({recipe.data.seq_len}) exceeds the model's max_position_embeddings "
                 f"({self.model_config.max_position_embeddings})"
             )
         model = NeuroTrailsForCausalLM(self.model_config)
+        load_source_weights(model, recipe.model.init_from, resuming=resume_from is not None)
         # bf16-true: weights, gradients and the optimizer's state in bf16 (built below from these parameters).
         model.to(self.precision.weight_dtype)
         if recipe.model.activation_checkpointing:
@@ -220,7 +222,7 @@ class Trainer:
         self.on_checkpoint = list(on_checkpoint)
         with RunLog(quiet_terminal=self.recipe.logging.progress_bar, write_file=main) as log:
             source = self.run_dir.plan_start(resume, restart)
-            self._build()
+            self._build(resume_from=source)
             if source is not None:
                 check_compatible(source.manifest, self.recipe, self.accelerator.num_processes)
             self._prepare_folder(restart, log)
@@ -462,9 +464,12 @@ def _device_type(forced_cpu: bool) -> str:
     return "cuda" if torch.cuda.is_available() and not use_cpu else "cpu"
 
 
-def model_config(recipe: Recipe, tokenizer) -> NeuroTrailsConfig:
-    """The model's config: the recipe's size and method, vocabulary and special tokens from the tokenizer."""
+def model_config(recipe: Recipe, tokenizer, resume_from: ckpt.Checkpoint | None = None) -> NeuroTrailsConfig:
+    """The model's config: the recipe's size and method, vocabulary and special tokens from the tokenizer. With
+    ``model.init_from`` the source's architecture instead of a size (resuming: the checkpoint's, not the source's)."""
     m = recipe.model
+    if m.init_from is not None:
+        return config_from_source(m, tokenizer, resume_from.model_dir if resume_from is not None else None)
     try:
         _check_head_layers(m)
         return build_config(
