@@ -476,3 +476,136 @@ def test_task_templates_ship_as_package_data(tmp_path: Path, monkeypatch: pytest
     monkeypatch.setattr(prepare_tasks, "TEMPLATES", bad)
     with pytest.raises(prepare_tasks.PrepareError, match="task 'boolq' names unknown converter 'nope'"):
         prepare_tasks.load_templates()
+
+
+# --- the device ----------------------------------------------------------------------------------------------
+
+
+def test_device_auto_is_cuda_when_torch_sees_it_else_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    if not torch.cuda.is_available():  # this machine, and CI's
+        assert zero_shot.resolve_device("auto") == "cpu"
+        assert zero_shot.ZeroShotSettings().device == "cpu"  # auto is the default
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert zero_shot.resolve_device("auto") == "cuda" and zero_shot.resolve_device("cuda:1") == "cuda:1"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert zero_shot.resolve_device("auto") == "cpu" and zero_shot.resolve_device("cpu") == "cpu"
+    with pytest.raises(ValueError, match="--device cuda:0: this torch sees no CUDA device"):
+        zero_shot.ZeroShotSettings(device="cuda:0")
+    with pytest.raises(ValueError, match="--device 'gpu0' is not a torch device"):
+        zero_shot.resolve_device("gpu0")
+    help_text = subprocess.run([*NT_LLM, "zero-shot", "--help"], capture_output=True, text=True, timeout=120).stdout
+    assert "auto (default: cuda when torch sees it, else cpu" in help_text and "--update-card" in help_text
+
+
+# --- scores into an export's card ------------------------------------------------------------------------------
+
+
+def test_update_card_keeps_the_scores_in_the_export_and_its_card(fixture_tasks: Path, tmp_path: Path) -> None:
+    from helpers.zero_shot import save_tiny_neurotrails
+    from huggingface_hub import ModelCard
+
+    from nt_llm import export as nt_export
+
+    folder = nt_export.export(save_tiny_neurotrails(tmp_path / "bare"), tmp_path / "export").out
+    card_before = (folder / "README.md").read_text()
+    output = tmp_path / "res.json"
+    proc = subprocess.run(
+        [
+            *NT_LLM,
+            "zero-shot",
+            "--model",
+            str(folder),
+            "--offline",
+            "--tasks-dir",
+            str(fixture_tasks),
+            "--tasks",
+            "piqa,arc_easy",
+            "--output",
+            str(output),
+            "--update-card",
+        ],
+        env=offline_env(tmp_path),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads(output.read_text())
+    assert results["config"]["device"] == "cpu"  # --device auto on this machine
+    card = ModelCard.load(folder / "README.md")
+    assert card.data.library_name == "transformers"
+    by_task = {(r.dataset_name, r.metric_type): r for r in card.data.eval_results}
+    assert set(by_task) == {(t, m) for t in ("piqa", "arc_easy") for m in ("acc", "acc_norm")}
+    arc = by_task[("arc_easy", "acc")]
+    assert (arc.dataset_type, arc.dataset_config, arc.dataset_split) == ("allenai/ai2_arc", "ARC-Easy", "validation")
+    assert arc.metric_value == round(results["results"]["nt_arc_easy"]["acc,none"], 4)
+    assert arc.dataset_args == {"num_few_shot": 0} and by_task[("piqa", "acc")].dataset_type == "baber/piqa"
+    # The rest of the card as export wrote it; the scores in their own section, and kept beside the weights.
+    text = card.text
+    assert "## Zero-shot evaluation" in text and "| piqa | baber/piqa | validation | 2 | acc |" in text
+    assert text.replace(text[text.index("## Zero-shot") : text.index("## Parameters")], "") in card_before
+    record = nt_export.read_zero_shot(folder)
+    assert [t.name for t in record.tasks] == ["piqa", "arc_easy"] and record.limit is None and record.offline
+    assert str(tmp_path) not in (folder / nt_export.ZERO_SHOT_RECORD).read_text()  # published: no machine paths
+
+
+def test_update_card_refuses_a_folder_that_is_not_an_export_before_evaluating(llama_dir: Path, tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [*NT_LLM, "zero-shot", "--model", str(llama_dir), "--offline", "--update-card", "--output", "r.json"],
+        env=offline_env(tmp_path),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "--update-card:" in proc.stderr and "is not an nt_llm export (nt_llm_training.json" in proc.stderr
+    assert not (tmp_path / "r.json").exists() and not (llama_dir / "nt_llm_zero_shot.json").exists()
+
+
+def test_record_of_groups_filters_and_stock_datasets() -> None:
+    results = {
+        "results": {
+            "nt_mmlu": {"acc,none": 0.25, "acc_stderr,none": 0.01, "alias": "mmlu"},
+            "nt_mmlu_stem": {"acc,none": 0.3},
+            "nt_mmlu_anatomy": {"acc,none": 0.3, "acc_stderr,none": "N/A"},
+            "nt_mmlu_philosophy": {"acc,none": 0.2},
+            "nt_piqa": {"acc,none": 0.5, "acc,other_filter": 0.9, "acc_stderr,none": 0.05, "sample_len": 2},
+        },
+        "group_subtasks": {"nt_mmlu": ["nt_mmlu_stem"], "nt_mmlu_stem": ["nt_mmlu_anatomy", "nt_mmlu_philosophy"]},
+        "n-samples": {
+            "nt_mmlu_anatomy": {"effective": 3},
+            "nt_mmlu_philosophy": {"effective": 4},
+            "nt_piqa": {"effective": 2},
+        },
+        "configs": {
+            "nt_mmlu_anatomy": {"dataset_path": "json", "test_split": "test"},
+            "nt_mmlu_philosophy": {"dataset_path": "json", "test_split": "test"},
+            "nt_piqa": {"dataset_path": "json", "validation_split": "validation"},
+        },
+        "lm_eval_version": "0.4.13",
+        zero_shot.RESULTS_KEY: {"num_fewshot": 0, "limit": 100, "max_length": 256, "offline": True},
+    }
+    record = zero_shot.zero_shot_record(results)
+    mmlu, piqa = record.tasks
+    # The group stands for its subtasks: one benchmark (cais/mmlu, a config per subject), their documents summed.
+    assert (mmlu.name, mmlu.dataset, mmlu.dataset_config, mmlu.split, mmlu.samples) == (
+        "mmlu",
+        "cais/mmlu",
+        None,
+        "test",
+        7,
+    )
+    assert mmlu.metrics == {"acc": 0.25} and mmlu.stderr == {"acc": 0.01}
+    assert (piqa.dataset, piqa.split, piqa.metrics, piqa.stderr) == (
+        "baber/piqa",
+        "validation",
+        {"acc": 0.5},
+        {"acc": 0.05},
+    )
+    assert (record.limit, record.max_length, record.lm_eval_version) == (100, 256, "0.4.13")
+    with pytest.raises(ValueError, match="hold no task"):
+        zero_shot.zero_shot_record({"results": {}})

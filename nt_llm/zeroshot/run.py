@@ -1,12 +1,14 @@
 """Zero-shot evaluation of a model folder (or an in-memory model) with lm-eval, as in the paper.
 
-    nt-llm zero-shot --model DIR [--tasks boolq,piqa] [--offline] [--limit N] [--device cpu]
-                     [--output FILE]
+    nt-llm zero-shot --model DIR [--tasks boolq,piqa] [--offline] [--limit N] [--device auto]
+                     [--output FILE] [--update-card]
 
 Default tasks are the paper's (boolq, arc_easy, piqa, hellaswag, openbookqa, winogrande), 0-shot;
 MMLU runs separately (`--tasks mmlu`). `--offline` switches to the local task copies written by
 `nt-llm prepare-tasks` (prepared on first use) and forbids Hub access. Writes the lm-eval results as
-JSON and a markdown table next to it, and prints the table.
+JSON and a markdown table next to it, and prints the table. `--update-card` also keeps the scores in
+the model folder (an nt_llm export: `nt_llm_zero_shot.json`) and adds them to its model card.
+`--device auto` (the default) runs on CUDA when torch sees it, else on the CPU, as `nt-llm evaluate`.
 
 The context length is the model's `max_position_embeddings` (what it was trained for, in an nt_llm
 export) unless `--max-length` says otherwise; lm-eval's own fallback would be 2048.
@@ -23,15 +25,38 @@ import traceback
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import yaml
 
 from nt_llm.zeroshot import tasks as task_files
 from nt_llm.zeroshot.tasks import OFFLINE_PREFIX, PAPER_TASKS, PrepareError, prepare, read_manifest
+
+if TYPE_CHECKING:
+    from nt_llm.model_card import ZeroShotRecord, ZeroShotTask
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_TASKS_DIR = Path("out") / "nt_tasks"  # relative to the working directory, like every output
 RESULTS_KEY = "nt_zero_shot"
+AUTO_DEVICE = "auto"
+EXIT_BAD_INPUT = 2
+
+
+def resolve_device(requested: str) -> str:
+    """The torch device to run on: "auto" is CUDA when torch sees it, else the CPU (what `nt-llm evaluate` picks
+    without --device); anything else as given, once torch accepts the name, and CUDA only where torch sees it."""
+    import torch
+
+    if requested == AUTO_DEVICE:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(requested)
+    except RuntimeError as err:
+        raise ValueError(f"--device {requested!r} is not a torch device ({err}); try auto, cpu or cuda:0") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {requested}: this torch sees no CUDA device; use --device auto or cpu")
+    return requested
 
 
 @dataclass
@@ -43,7 +68,7 @@ class ZeroShotSettings:
     tasks_dir: Path = DEFAULT_TASKS_DIR
     limit: int | None = None
     batch_size: int = 8
-    device: str = "cpu"
+    device: str = AUTO_DEVICE  # resolved to a torch device name (resolve_device) on construction
     max_length: int | None = None
 
     def __post_init__(self) -> None:
@@ -57,6 +82,7 @@ class ZeroShotSettings:
         if self.max_length is not None and self.max_length < 2:
             raise ValueError(f"max_length must be >= 2 tokens, got {self.max_length}")
         self.tasks_dir = Path(self.tasks_dir).expanduser().resolve()
+        self.device = resolve_device(self.device)
 
     def lm_eval_tasks(self) -> list[str]:
         """Task names as lm-eval knows them: the offline copies carry the `nt_` prefix."""
@@ -181,6 +207,132 @@ def markdown_table(results: dict[str, Any]) -> str:
     return table
 
 
+# ---- the record an export keeps (nt_llm.model_card.ZeroShotRecord) ----------------------------------------------
+
+
+def zero_shot_record(results: dict[str, Any]) -> ZeroShotRecord:
+    """What an export's card shows of lm-eval's `results` (as `evaluate_folder` returns them): each top-level task or
+    group (a group's subtasks are its detail), its metrics and standard errors, the benchmark's Hub dataset and split,
+    and how the run was set up. Raises ValueError when the results hold no task."""
+    from nt_llm.model_card import ZeroShotRecord
+
+    settings = results.get(RESULTS_KEY) or {}
+    scores = results.get("results") or {}
+    subtasks = {name for members in (results.get("group_subtasks") or {}).values() for name in members}
+    tasks = tuple(_task_record(name, results) for name in scores if name not in subtasks)
+    if not tasks:
+        raise ValueError("the lm-eval results hold no task to record")
+    return ZeroShotRecord(
+        tasks=tasks,
+        lm_eval_version=str(results.get("lm_eval_version") or "unknown"),
+        num_fewshot=int(settings.get("num_fewshot", 0)),
+        limit=settings.get("limit"),
+        max_length=int(settings.get("max_length") or results.get("max_length") or 0),
+        offline=bool(settings.get("offline", False)),
+    )
+
+
+def _task_record(name: str, results: dict[str, Any]) -> ZeroShotTask:
+    from nt_llm.model_card import ZeroShotTask
+
+    metrics: dict[str, float] = {}
+    stderr: dict[str, float] = {}
+    for key, value in results["results"][name].items():
+        metric, _, filter_name = key.partition(",")
+        # "acc,none": lm-eval's metric, filter; the card keeps the unfiltered scores, which are numbers ("N/A" not).
+        if filter_name != "none" or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if metric.endswith("_stderr"):
+            stderr[metric.removesuffix("_stderr")] = float(value)
+        else:
+            metrics[metric] = float(value)
+    leaves = _leaf_tasks(name, results.get("group_subtasks") or {})
+    samples = sum(int((results.get("n-samples") or {}).get(leaf, {}).get("effective", 0)) for leaf in leaves)
+    datasets = {_dataset(leaf, (results.get("configs") or {}).get(leaf) or {}) for leaf in leaves}
+    if len(datasets) == 1:
+        dataset, config, split = datasets.pop()
+    else:  # a group: MMLU's subjects are configs of one dataset; a group over benchmarks names them all
+        dataset = " + ".join(sorted({path for path, _, _ in datasets}))
+        splits = {split for _, _, split in datasets}
+        config, split = None, splits.pop() if len(splits) == 1 else None
+    return ZeroShotTask(
+        name=name.removeprefix(OFFLINE_PREFIX),
+        dataset=dataset,
+        dataset_config=config,
+        split=split,
+        samples=samples,
+        metrics=metrics,
+        stderr={k: v for k, v in stderr.items() if k in metrics},
+    )
+
+
+def _leaf_tasks(name: str, group_subtasks: dict[str, list[str]]) -> list[str]:
+    if name not in group_subtasks:
+        return [name]
+    return [leaf for member in group_subtasks[name] for leaf in _leaf_tasks(member, group_subtasks)]
+
+
+def _dataset(task: str, config: dict[str, Any]) -> tuple[str, str | None, str | None]:
+    """(Hub dataset id, config name, split) a task scores. An offline copy reads JSON files: its dataset is the stock
+    task's, from the stock YAML the copy includes; its split is the copy's own (ARC's validation, not test)."""
+    split = config.get("test_split") or config.get("validation_split")
+    path, name = config.get("dataset_path"), config.get("dataset_name")
+    if path == "json" and task.startswith(OFFLINE_PREFIX):
+        path, name = _stock_dataset(task)
+    return str(path or task), name, split
+
+
+def _stock_dataset(task: str) -> tuple[str | None, str | None]:
+    stock = task.removeprefix(OFFLINE_PREFIX)
+    templates = {t.stock_name: t.stock_yaml for t in task_files.TASKS}
+    if stock in templates:
+        relative = templates[stock]
+    elif stock.startswith("mmlu_"):
+        relative = f"{task_files.MMLU.stock_dir}/{stock}.yaml"
+    else:
+        return None, None
+    config = _read_task_yaml(task_files.stock_tasks_dir() / relative)
+    return config.get("dataset_path"), config.get("dataset_name")
+
+
+class _TaskYamlLoader(yaml.SafeLoader):
+    """A safe loader that reads lm-eval's `!function` tags (which name Python code) as None."""
+
+
+_TaskYamlLoader.add_multi_constructor("!", lambda _loader, _suffix, _node: None)
+
+
+def _read_task_yaml(path: Path) -> dict[str, Any]:
+    """A stock lm-eval task YAML with its `include`s merged (its own keys win); only its data fields are wanted."""
+    if not path.is_file():
+        return {}
+    config = yaml.load(path.read_text(encoding="utf-8"), Loader=_TaskYamlLoader) or {}  # noqa: S506 (a SafeLoader)
+    include = config.pop("include", None)
+    merged: dict[str, Any] = {}
+    for item in include if isinstance(include, list) else [include] if include else []:
+        merged.update(_read_task_yaml(path.parent / item))
+    return {**merged, **config}
+
+
+def update_card(model_dir: Path, results: dict[str, Any]) -> Path:
+    """Keep `results` in the export `model_dir` and add them to its model card; returns the card's path."""
+    from nt_llm import export
+
+    try:
+        return export.add_zero_shot(model_dir, zero_shot_record(results))
+    except export.ExportError as err:
+        raise ValueError(str(err)) from err
+
+
+def _require_export(model_dir: Path) -> None:
+    from nt_llm import export
+
+    try:
+        export.require_export(model_dir)
+    except export.ExportError as err:
+        raise ValueError(f"--update-card: {err}") from err
+
+
 def write_results(results: dict[str, Any], output: Path) -> tuple[Path, Path]:
     """Write `output` (JSON) and the markdown table beside it; returns both paths."""
     from lm_eval.utils import handle_non_serializable
@@ -208,12 +360,22 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--tasks-dir", type=Path, default=DEFAULT_TASKS_DIR, help="folder of the offline tasks")
     parser.add_argument("--limit", type=int, default=None, help="documents per task (for smoke tests only)")
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:0, ...")
+    parser.add_argument(
+        "--device",
+        default=AUTO_DEVICE,
+        help="auto (default: cuda when torch sees it, else cpu, as nt-llm evaluate), cpu, cuda, cuda:0, ...",
+    )
     parser.add_argument(
         "--max-length", type=int, default=None, help="context in tokens (default: the model's max_position_embeddings)"
     )
     parser.add_argument(
         "--output", type=Path, default=None, help="results JSON (default: out/zero_shot/<model folder name>.json)"
+    )
+    parser.add_argument(
+        "--update-card",
+        action="store_true",
+        help="also keep the scores in the model folder (an nt_llm export: nt_llm_zero_shot.json) and add them to its "
+        "model card (README.md); the card's model-index gets them when every document was scored (no --limit)",
     )
     parser.add_argument(
         "--log-file",
@@ -276,19 +438,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             device=args.device,
             max_length=args.max_length,
         )
+        if args.update_card:  # before minutes of evaluation, not after
+            _require_export(args.model)
         results = evaluate_folder(args.model, settings)
     except (PrepareError, ValueError, FileNotFoundError) as err:
         logger.error("%s", err)
-        return 2
+        return EXIT_BAD_INPUT
     except ConnectionError as err:  # the stock tasks' data lives on the Hub
         logger.error("%s; without the Hub, add --offline (local task copies, nt-llm prepare-tasks)", err)
-        return 2
+        return EXIT_BAD_INPUT
     if not results:  # a non-main process of `accelerate launch`: rank 0 writes
         return 0
     output = args.output or Path("out") / "zero_shot" / f"{args.model.resolve().name}.json"
     json_path, table_path = write_results(results, output)
     sys.stdout.write(markdown_table(results) + "\n")
     logger.info("results: %s, table: %s", json_path, table_path)
+    if args.update_card:
+        try:
+            logger.info("model card with the scores: %s", update_card(args.model, results))
+        except ValueError as err:  # the results are written: only the card could not take them
+            logger.error("%s", err)
+            return EXIT_BAD_INPUT
     return 0
 
 
