@@ -584,27 +584,6 @@ def push_checkpoint(
         )
 
 
-@dataclass
-class HubPush:
-    """A training-loop checkpoint callback (``nt_llm.train.train(on_checkpoint=...)``; ``checkpoint.push_to_hub``
-    adds one): exports each saved checkpoint to a temporary folder and pushes it. A failed push is logged and
-    training goes on: the checkpoint is saved locally."""
-
-    repo_id: str
-    private: bool = False
-    revision: str | None = None
-
-    def __call__(self, checkpoint: ckpt.Checkpoint) -> None:
-        try:
-            push_checkpoint(
-                checkpoint.path, self.repo_id, private=self.private, revision=self.revision, note="checkpoint"
-            )
-        except hub.HubPushError as err:
-            logger.warning(
-                "checkpoint %s is saved locally, but the push to %s failed: %s", checkpoint.path, self.repo_id, err
-            )
-
-
 def _context(options: ExportOptions, source: Source, config: NeuroTrailsConfig) -> int:
     if options.max_position_embeddings is not None:
         return options.max_position_embeddings

@@ -24,13 +24,13 @@ from tqdm.auto import tqdm
 from nt_llm import checkpoint as ckpt
 from nt_llm.data import build_tokenizer, build_train_batches, build_validation_set, vocab_size_of
 from nt_llm.evaluation import evaluate
-from nt_llm.export import HubPush
 from nt_llm.flops import matmul_peak_flops, training_flops_per_token
 from nt_llm.host_memory import keep_freed_memory
 from nt_llm.modeling import NeuroTrailsConfig, NeuroTrailsForCausalLM
 from nt_llm.modeling.sizes import build_config, load_size
 from nt_llm.precision import PrecisionError, resolve_precision
 from nt_llm.sparse import DynamicSparsity
+from nt_llm.train.callbacks import HubPush
 from nt_llm.train.fsdp import fsdp_requested, saveable, use_fsdp_on_cpu
 from nt_llm.train.init_from import config_from_source, load_source_weights
 from nt_llm.train.metrics import (
@@ -89,11 +89,16 @@ def train(
 
     ``resume``: ``"latest"`` or a checkpoint folder. A run folder that holds a previous run is refused without
     ``resume``, unless ``restart``, which moves that run aside (``<folder>.previous-<date>-<time>``) first.
-    ``on_checkpoint``: called with each saved checkpoint, after the Hub push that ``checkpoint.push_to_hub`` asks for.
+    ``on_checkpoint``: called with each saved checkpoint, after ``checkpoint.push_to_hub``'s export of it; the upload
+    runs in the background and is waited for before this returns (also when the run stops early or fails).
     """
     options = recipe.checkpoint
     pushes = [HubPush(options.push_to_hub, options.hub_private, options.hub_revision)] if options.push_to_hub else []
-    return Trainer(recipe).run(resume, restart=restart, on_checkpoint=[*pushes, *on_checkpoint])
+    try:
+        return Trainer(recipe).run(resume, restart=restart, on_checkpoint=[*pushes, *on_checkpoint])
+    finally:
+        for push in pushes:  # a failed upload is logged by name; the local checkpoints stay either way
+            push.close()
 
 
 class Trainer:
