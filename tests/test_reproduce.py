@@ -138,6 +138,8 @@ def test_sweep_grid(tmp_path):
     [
         (["--methods", "dense,moe"], "unknown ['moe']"),
         (["--density", "1.5"], "--density must be in (0, 1]"),
+        (["--setup", "paper", "--revert", "init,depth"], "--revert: unknown ['depth']"),
+        (["--revert", "init"], "pass --setup paper"),
     ],
 )
 def test_reproduce_rejects_bad_input(tmp_path, caplog, flags, message):
@@ -174,7 +176,7 @@ def test_ablate_trains_named_and_custom_variants(tmp_path):
     [
         (["--variants", "uniform,bogus"], "unknown ['bogus']"),
         (["--variant", "x:optim.lr"], "must look like section.key=value"),
-        (["--lr", "fast"], "--lr must be a number or 'auto'"),
+        (["--lr", "fast"], "--lr must be a number, 'auto' or 'per-method'"),
     ],
 )
 def test_ablate_rejects_bad_input(tmp_path, caplog, capsys, flags, message):
@@ -204,3 +206,63 @@ def test_runs_dir_reuses_another_studys_finished_runs(tmp_path, caplog):
     assert reproduce.main(flags + ["--runs-dir", str(tmp_path / "out" / "runs"), "--methods", "dense"]) == 0
     assert "dense_s0: finished earlier, reusing" in caplog.text
     assert json.loads((tmp_path / "ablation" / "results.json").read_text())["rows"][0]["label"] == "dense"
+
+
+def test_paper_setup_with_per_method_rates_and_one_difference_reverted(tmp_path, caplog):
+    """--setup paper: the paper's init for every method, all 2-D weights sparse and 1/density the steps for
+    NeuroTrails; --lr per-method: each row's best of a sweep on the first seed, whose run is reused."""
+    caplog.set_level(logging.INFO, logger=reproduce.log.name)
+    flags = tiny_flags(tmp_path)
+    flags[flags.index("--lr") + 1] = "per-method"
+    flags += ["--setup", "paper", "--methods", "dense,neurotrails", "--density", "0.5", "--lr-candidates", "5e-3,2e-2"]
+    assert reproduce.main(flags + ["--seeds", "0,1"]) == 0
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert set(results["lr"]) == {"dense", "neurotrails"} and set(results["lr"].values()) <= {5e-3, 2e-2}
+    assert (results["setup"], results["reverted"], results["precision"]) == ("paper", [], "no")
+    runs = tmp_path / "out" / "runs"
+    nt_rate = results["lr"]["neurotrails"]
+    nt = yaml.safe_load((runs / f"neurotrails_lr{nt_rate:g}_s1.yaml").read_text())
+    dense = yaml.safe_load((runs / f"dense_lr{results['lr']['dense']:g}_s1.yaml").read_text())
+    assert nt["model"]["embedding_init_std"] == dense["model"]["embedding_init_std"] == pytest.approx(0.4**0.5)
+    assert nt["sparsity"]["include"] == list(reproduce.NEUROTRAILS_ALL)
+    assert (nt["optim"]["max_steps"], dense["optim"]["max_steps"]) == (8, 4)  # 4 steps / density 0.5
+    assert nt["eval"]["every"] == dense["eval"]["every"] == 2  # the same cadence over the longer run
+    assert "| neurotrails |" in (tmp_path / "out" / "results.md").read_text()
+    # The sweep's first-seed run at the chosen rate is the row's seed 0: trained once (2 rows x 2 rates + 2 seeds 1).
+    assert sorted(p.name for p in runs.glob("*.yaml")) == sorted(
+        [f"{m}_lr{lr:g}_s0.yaml" for m in ("dense", "neurotrails") for lr in (5e-3, 2e-2)]
+        + [f"dense_lr{results['lr']['dense']:g}_s1.yaml", f"neurotrails_lr{nt_rate:g}_s1.yaml"]
+    )
+
+    # One difference back to nt_llm's setting: the scope (the init and the schedule stay the paper's).
+    args = reproduce.argparse.Namespace(**{**vars(_parse(flags)), "revert": ["scope"]})
+    spec = reproduce.RunSpec("neurotrails", "neurotrails", None, 0.5, 0, lr=1e-2)
+    reverted = reproduce.build_recipe(spec, args, tmp_path / "x", None, 4)
+    assert "include" not in reverted["sparsity"] and reverted["optim"]["max_steps"] == 8
+    assert reverted["model"]["embedding_init_std"] == pytest.approx(0.4**0.5)
+
+
+def test_a_run_stopped_part_way_resumes_from_its_checkpoint(tmp_path, monkeypatch):
+    args = _parse(tiny_flags(tmp_path))
+    spec = reproduce.RunSpec("dense", "dense", None, 1.0, 0)
+    runs = tmp_path / "runs"
+    (runs / spec.name).mkdir(parents=True)
+    (runs / f"{spec.name}.yaml").write_text(reproduce._recipe_text(spec, args, 1e-2, 4, runs))
+    (runs / f"{spec.name}.log").write_text("the first part\n")
+    commands = []
+    monkeypatch.setattr(reproduce.RunDir, "latest", lambda self: reproduce.argparse.Namespace(step=2))
+    monkeypatch.setattr(reproduce.subprocess, "run", lambda command, **kw: commands.append(command) or _Done())
+    reproduce.train_run(spec, args, 1e-2, 4, runs)
+    assert commands[0][-2:] == ["--resume", "latest"]
+    assert (runs / f"{spec.name}.log").read_text().startswith("the first part")  # appended, not replaced
+    assert (runs / spec.name).is_dir()
+
+
+class _Done:
+    returncode = 0
+
+
+def _parse(flags: list[str]):
+    parser = reproduce.argparse.ArgumentParser()
+    reproduce.add_common_arguments(parser)
+    return parser.parse_known_args(flags)[0]  # the study's own flags (--methods, ...) are not common ones

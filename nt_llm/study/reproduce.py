@@ -33,7 +33,7 @@ import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +41,15 @@ import yaml
 
 from nt_llm.checkpoint import RunDir
 from nt_llm.precision import PRECISIONS
+from nt_llm.sparse.config import NEUROTRAILS_ALL
 
 METHODS = ("dense", "treenet", "neurotrails", "full_ensemble")
+# --setup paper: the paper's training setup where it differs from nt_llm's defaults, each difference by name (what
+# --revert switches back to nt_llm's setting, one at a time): "init", the paper's nn.Embedding std sqrt(2/5) for
+# every method (nt_llm: 0.02); "scope", NeuroTrails masks every 2-D weight (nt_llm: the heads only); "longer",
+# NeuroTrails trains 1/density the steps (nt_llm: the same steps as every method). Precision is --precision's.
+SETUP_DIFFERENCES = ("init", "scope", "longer")
+PAPER_EMBEDDING_STD = (2 / 5) ** 0.5
 # The study's data section without --data: the embedded corpus with its 4k tokenizer, packed. The same fields,
 # in the same order, as recipes/data/embedded_4k.yaml (a test keeps them equal), so that a run trained from either
 # has the same recipe text and is reused; kept here because an installed package has no recipes/ folder.
@@ -72,10 +79,11 @@ class RunSpec:
     density: float  # 1.0 for methods without sparsity
     seed: int
     overrides: tuple[tuple[str, Any], ...] = field(default=())  # ("sparsity.distribution", "uniform"), ...
+    lr: float | None = None  # this run's own learning rate (--lr per-method); None: the study's
 
     @property
     def name(self) -> str:
-        return f"{self.label}_s{self.seed}"
+        return f"{self.label}_s{self.seed}" if self.lr is None else f"{self.label}_lr{self.lr:g}_s{self.seed}"
 
 
 def parse_list(text: str, kind: type) -> list:
@@ -97,9 +105,26 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=300, help="optimizer steps (same for every method)")
     parser.add_argument("--batch", type=int, default=8, help="sequences per optimizer step")
     parser.add_argument("--seq-len", type=int, default=256)
-    parser.add_argument("--lr", default="auto", help="a learning rate, or 'auto': the best of a short dense sweep")
+    parser.add_argument(
+        "--lr",
+        default="auto",
+        help="a learning rate; 'auto': the best of a short dense sweep for every method; 'per-method': each row's "
+        "best of a sweep at the full budget on the first seed (that run is the row's first seed)",
+    )
     parser.add_argument("--lr-candidates", type=lambda t: parse_list(t, float), default=[1e-3, 2e-3, 4e-3, 8e-3])
     parser.add_argument("--lr-sweep-steps", type=int, default=None, help="steps of each sweep run (default: steps/2)")
+    parser.add_argument(
+        "--setup",
+        choices=("nt_llm", "paper"),
+        default="nt_llm",
+        help=f"paper: the paper's embedding init, sparsity scope and schedule ({', '.join(SETUP_DIFFERENCES)})",
+    )
+    parser.add_argument(
+        "--revert",
+        type=lambda t: parse_list(t, str),
+        default=[],
+        help=f"with --setup paper: these differences back to nt_llm's setting ({', '.join(SETUP_DIFFERENCES)})",
+    )
     parser.add_argument("--grad-clip", type=float, default=0.0, help="0: none, as in the paper's training script")
     parser.add_argument(
         "--precision", default="auto", choices=PRECISIONS, help="optim.precision (auto: bf16 only where native)"
@@ -132,23 +157,47 @@ def check_arguments(args: argparse.Namespace) -> None:
     for name in ("steps", "batch", "seq_len", "threads", "jobs", "validation_tokens"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if args.lr != "auto":
+    unknown = sorted(set(args.revert) - set(SETUP_DIFFERENCES))
+    if unknown:
+        raise ValueError(f"--revert: unknown {unknown}; choose from {list(SETUP_DIFFERENCES)}")
+    if args.revert and args.setup != "paper":
+        raise ValueError("--revert switches differences of --setup paper back: pass --setup paper")
+    if args.lr not in ("auto", "per-method"):
         try:
             lr = float(args.lr)
         except ValueError as err:
-            raise ValueError(f"--lr must be a number or 'auto', got {args.lr!r}") from err
+            raise ValueError(f"--lr must be a number, 'auto' or 'per-method', got {args.lr!r}") from err
         if not (math.isfinite(lr) and lr > 0):
             raise ValueError(f"--lr must be a positive number, got {args.lr!r}")
 
 
-def build_recipe(spec: RunSpec, args: argparse.Namespace, run_dir: Path, lr: float, steps: int) -> dict[str, Any]:
-    """The recipe of one run: everything but the method's shape and the overrides is shared by all runs."""
+def paper_setting(args: argparse.Namespace, difference: str) -> bool:
+    """Whether this study uses the paper's setting for ``difference`` (one of SETUP_DIFFERENCES)."""
+    return args.setup == "paper" and difference not in args.revert
+
+
+def run_steps(spec: RunSpec, args: argparse.Namespace, steps: int) -> int:
+    """A run's optimizer steps: ``steps``, or 1/density of it for NeuroTrails in the paper's schedule."""
+    if spec.method == "neurotrails" and paper_setting(args, "longer"):
+        return int(steps * (1 / spec.density))  # as the paper's script: int(steps * longer_training)
+    return steps
+
+
+def build_recipe(
+    spec: RunSpec, args: argparse.Namespace, run_dir: Path, lr: float | None, steps: int
+) -> dict[str, Any]:
+    """The recipe of one run: everything but the method's shape and the overrides is shared by all runs.
+    ``steps`` is the study's budget; evaluations and mask updates keep its cadence when a run trains longer."""
+    total = run_steps(spec, args, steps)
+    lr = spec.lr if spec.lr is not None else lr
     data = dict(STUDY_DATA) if args.data is None else yaml.safe_load(args.data.read_text(encoding="utf-8"))
     if not isinstance(data, dict):
         raise ValueError(f"--data {args.data} must hold a mapping of data-section fields")
     # The seed fixes the data order too: seed s is the same token stream for every method (paired runs).
     data.update(seq_len=args.seq_len, batch_size=args.batch, validation_tokens=args.validation_tokens, seed=spec.seed)
     model: dict[str, Any] = {"size": args.size, "method": spec.method}
+    if paper_setting(args, "init"):
+        model["embedding_init_std"] = PAPER_EMBEDDING_STD
     if spec.method != "dense":
         model["ensemble_size"] = args.ensemble_size
     if spec.head_layers is not None:
@@ -167,6 +216,8 @@ def build_recipe(spec: RunSpec, args: argparse.Namespace, run_dir: Path, lr: flo
             "update_frequency": args.update_frequency or max(1, steps // 12),
             "seed": spec.seed,
         }
+        if paper_setting(args, "scope"):
+            sparsity["include"] = list(NEUROTRAILS_ALL)
     eval_every = args.eval_every or max(1, steps // 5)
     recipe = {
         "run": {"name": spec.name, "output_dir": str(run_dir), "seed": spec.seed},
@@ -176,15 +227,16 @@ def build_recipe(spec: RunSpec, args: argparse.Namespace, run_dir: Path, lr: flo
         "optim": {
             "lr": lr,
             "weight_decay": 0.0,
-            "max_steps": steps,
-            "warmup_steps": max(1, steps // 10),
+            "max_steps": total,
+            "warmup_steps": max(1, total // 10),
             "min_lr_ratio": 0.1,
             "total_batch_size": args.batch,
             "grad_clip": args.grad_clip,
             "precision": args.precision,
         },
         "eval": {"every": eval_every, "max_batches": args.eval_batches},
-        "checkpoint": {"every": steps, "keep_last": 1},
+        # A checkpoint at every evaluation: a study stopped by a session's end resumes its runs from there.
+        "checkpoint": {"every": eval_every, "keep_last": 1},
         "logging": {"every": max(1, eval_every // 5), "progress_bar": False, "trackers": ["none"]},
     }
     for key, value in spec.overrides:
@@ -195,11 +247,13 @@ def build_recipe(spec: RunSpec, args: argparse.Namespace, run_dir: Path, lr: flo
     return recipe
 
 
-def _recipe_text(spec: RunSpec, args: argparse.Namespace, lr: float, steps: int, runs_dir: Path) -> str:
+def _recipe_text(spec: RunSpec, args: argparse.Namespace, lr: float | None, steps: int, runs_dir: Path) -> str:
     return yaml.safe_dump(build_recipe(spec, args, runs_dir / spec.name, lr, steps), sort_keys=False)
 
 
-def check_no_conflicts(specs: list[RunSpec], args: argparse.Namespace, lr: float, steps: int, runs_dir: Path) -> None:
+def check_no_conflicts(
+    specs: list[RunSpec], args: argparse.Namespace, lr: float | None, steps: int, runs_dir: Path
+) -> None:
     """Before anything trains: a run folder that holds checkpoints of another recipe is never replaced silently
     (it may be another study's, shared through --runs-dir); --rerun replaces it."""
     if args.rerun:
@@ -219,27 +273,32 @@ def check_no_conflicts(specs: list[RunSpec], args: argparse.Namespace, lr: float
         )
 
 
-def train_run(spec: RunSpec, args: argparse.Namespace, lr: float, steps: int, runs_dir: Path) -> Path:
+def train_run(spec: RunSpec, args: argparse.Namespace, lr: float | None, steps: int, runs_dir: Path) -> Path:
     """Train one run in a fresh process (the accelerate state is per process); returns its folder. A run that
-    finished earlier with the same recipe is reused; a partial one is replaced (``check_no_conflicts`` has made
-    sure that no finished run of another recipe is in the way, unless --rerun)."""
+    finished earlier with the same recipe is reused, one stopped part-way (a study interrupted) resumes from its
+    last checkpoint; anything else there is replaced (``check_no_conflicts`` has made sure that no finished run of
+    another recipe is in the way, unless --rerun)."""
     run_dir = runs_dir / spec.name
     recipe_path = runs_dir / f"{spec.name}.yaml"
     recipe_text = _recipe_text(spec, args, lr, steps, runs_dir)
-    final = RunDir(run_dir).latest()
+    latest = RunDir(run_dir).latest()
     same_recipe = recipe_path.is_file() and recipe_path.read_text(encoding="utf-8") == recipe_text
-    if not args.rerun and same_recipe and final is not None and final.step == steps:
+    resume = not args.rerun and same_recipe and latest is not None
+    if resume and latest.step == run_steps(spec, args, steps):
         log.info("%s: finished earlier, reusing %s", spec.name, run_dir)
         return run_dir
-    if run_dir.exists():
-        shutil.rmtree(run_dir)  # a partial run (or --rerun): its metrics.jsonl would be appended to
-    run_dir.mkdir(parents=True)
-    recipe_path.write_text(recipe_text, encoding="utf-8")
+    if not resume:
+        if run_dir.exists():
+            shutil.rmtree(run_dir)  # nothing to resume (or --rerun): its metrics.jsonl would be appended to
+        run_dir.mkdir(parents=True)
+        recipe_path.write_text(recipe_text, encoding="utf-8")
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
     command = [sys.executable, "-m", "nt_llm.cli", "train", "--recipe", str(recipe_path)]
+    if resume:
+        command += ["--resume", "latest"]
     log.info("%s: %s", spec.name, " ".join(command))
     started = time.perf_counter()
-    with open(runs_dir / f"{spec.name}.log", "w", encoding="utf-8") as out:
+    with open(runs_dir / f"{spec.name}.log", "a" if resume else "w", encoding="utf-8") as out:
         result = subprocess.run(command, env=env, stdout=out, stderr=subprocess.STDOUT, check=False)
     if result.returncode != 0:
         raise RuntimeError(f"training {spec.name} failed (exit {result.returncode}); see {out.name}")
@@ -247,7 +306,7 @@ def train_run(spec: RunSpec, args: argparse.Namespace, lr: float, steps: int, ru
     return run_dir
 
 
-def train_all(specs: list[RunSpec], args: argparse.Namespace, lr: float, steps: int, runs_dir: Path) -> None:
+def train_all(specs: list[RunSpec], args: argparse.Namespace, lr: float | None, steps: int, runs_dir: Path) -> None:
     """Train every run, ``args.jobs`` at a time, the most expensive first (the last to start are the short ones)."""
     from tqdm import tqdm
 
@@ -480,12 +539,51 @@ def pick_learning_rate(args: argparse.Namespace) -> tuple[float, str]:
     return best, "\n".join(lines)
 
 
+def per_method_learning_rates(
+    specs: list[RunSpec], args: argparse.Namespace, runs_dir: Path
+) -> tuple[list[RunSpec], dict[str, float], str]:
+    """``--lr per-method``: each row (label) trains its first seed at every candidate, at the full budget, and
+    takes the candidate with the lowest final validation loss; that run is the row's first seed. Returns the specs
+    with their rows' rates, the rates, and the sweep's markdown table."""
+    rows = {spec.label: spec for spec in specs if spec.seed == args.seeds[0]}
+    sweep = [replace(spec, lr=lr) for spec in rows.values() for lr in args.lr_candidates]
+    train_all(sweep, args, None, args.steps, runs_dir)
+    losses = {(s.label, s.lr): RunDir(runs_dir / s.name).final_eval()["ensemble_loss"] for s in sweep}
+    best = {label: min(args.lr_candidates, key=lambda lr, label=label: losses[label, lr]) for label in rows}
+    lines = [
+        f"Each row's seed {args.seeds[0]} at every candidate, the full budget; validation perplexity "
+        "(its best rate in bold is the one all its seeds train with).",
+        "",
+        "| row | " + " | ".join(f"lr {lr:g}" for lr in args.lr_candidates) + " |",
+        "| --- |" + " --- |" * len(args.lr_candidates),
+    ]
+    for label in rows:
+        cells = [f"{math.exp(losses[label, lr]):.2f}" for lr in args.lr_candidates]
+        cells = [f"**{c}**" if lr == best[label] else c for c, lr in zip(cells, args.lr_candidates, strict=True)]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    log.info("per-method learning-rate sweep:\n%s", "\n".join(lines))
+    # Written as soon as the sweep is done: a study stopped later keeps this finished group.
+    sweep_file = args.out / "lr_sweep.md"
+    sweep_file.write_text(
+        f"# Per-row learning rates\n\n{_setup_text(args)}; precision {args.precision} on "
+        f"{_cpu_text()}; commit {_commit()}.\n\n" + "\n".join(lines) + "\n",
+        encoding="utf-8",
+    )
+    return [replace(spec, lr=best[spec.label]) for spec in specs], best, "\n".join(lines)
+
+
 def run_all(specs: list[RunSpec], args: argparse.Namespace, title: str) -> list[dict[str, Any]]:
-    """Pick the learning rate, train every run, then write the table (markdown + JSON) and the plots."""
+    """Pick the learning rate(s), train every run, then write the table (markdown + JSON) and the plots."""
     started = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
-    lr, sweep_table = pick_learning_rate(args)
     runs_dir = args.runs_dir or args.out / "runs"
+    if args.lr == "per-method":
+        specs, rates, sweep_table = per_method_learning_rates(specs, args, runs_dir)
+        lr = None
+        lr_text = "Learning rate per row: " + ", ".join(f"{label} {rate:g}" for label, rate in rates.items())
+    else:
+        lr, sweep_table = pick_learning_rate(args)
+        rates, lr_text = lr, f"Learning rate {lr:g}"
     train_all(specs, args, lr, args.steps, runs_dir)
     results = collect(specs, args, runs_dir)
     rows = [summarise(label, runs) for label, runs in results.items()]
@@ -498,7 +596,8 @@ def run_all(specs: list[RunSpec], args: argparse.Namespace, title: str) -> list[
         "",
         f"`{command}`",
         "",
-        f"Learning rate {lr:g}; wall time {wall / 60:.1f} min ({args.jobs} job(s) x {args.threads} thread(s)).",
+        f"{lr_text}; {_setup_text(args)}; precision {args.precision} on {_cpu_text()}; wall time {wall / 60:.1f} min "
+        f"({args.jobs} job(s) x {args.threads} thread(s)).",
         "",
         table,
         "",
@@ -506,11 +605,52 @@ def run_all(specs: list[RunSpec], args: argparse.Namespace, title: str) -> list[
     if sweep_table:
         text += ["## Learning-rate sweep", "", sweep_table, ""]
     (args.out / "results.md").write_text("\n".join(text), encoding="utf-8")
-    summary = {"command": command, "lr": lr, "wall_s": wall, "rows": rows, "comparisons": comparisons, "runs": results}
+    summary = {
+        "command": command,
+        "lr": rates,
+        "setup": args.setup,
+        "reverted": args.revert,
+        "precision": args.precision,
+        "cpu": _cpu_text(),
+        "commit": _commit(),
+        "wall_s": wall,
+        "rows": rows,
+        "comparisons": comparisons,
+        "runs": results,
+    }
     (args.out / "results.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     plot_curves(results, args.out)
     log.info("%s\nwall time %.1f min; written to %s", table, wall / 60, args.out)
     return rows
+
+
+def _setup_text(args: argparse.Namespace) -> str:
+    if args.setup != "paper":
+        return "nt_llm's setup (embedding std 0.02, heads-only sparsity, every method the same steps)"
+    kept = [d for d in SETUP_DIFFERENCES if d not in args.revert]
+    reverted = f", reverted to nt_llm's: {', '.join(args.revert)}" if args.revert else ""
+    return f"the paper's setup ({', '.join(kept) or 'nothing'}{reverted})"
+
+
+def _cpu_text() -> str:
+    """The CPU kind results were measured on: its model name and native bf16, which decide the arithmetic."""
+    from nt_llm.precision import cpu_native_bf16
+
+    name = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            name = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), name)
+    except OSError:
+        pass
+    return f"{name} ({cpu_native_bf16() or 'no native bf16'})"
+
+
+def _commit() -> str | None:
+    try:
+        result = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False)
+    except OSError:
+        return None
+    return result.stdout.strip() or None
 
 
 def method_specs(methods: list[str], seeds: list[int], head_layers: int | None, density: float) -> list[RunSpec]:
