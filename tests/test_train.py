@@ -334,3 +334,17 @@ def test_cli_reports_a_bad_key_and_exits_2(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "optim.learning_rate" in result.stderr
+
+
+def test_resuming_with_another_hub_dataset_or_mix_is_refused_by_key() -> None:
+    saved = recipe_from_dict({"model": {"method": "dense"}, "data": {"source": "hub", "hub": {"path": "org/corpus-a"}}})
+    meta = {"world_size": 1, "recipe": saved.to_dict()}
+    other = recipe_from_dict({"model": {"method": "dense"}, "data": {"source": "hub", "hub": {"path": "org/corpus-b"}}})
+    with pytest.raises(CheckpointError, match="data.hub.path"):
+        trainer_module.check_compatible(meta, other, 1)
+    mix = {"source": "mix", "mix": {"a": {"path": "org/a", "weight": 1.0}, "b": {"path": "org/b", "weight": 1.0}}}
+    reweighted = {**mix, "mix": {**mix["mix"], "b": {"path": "org/b", "weight": 3.0}}}
+    meta = {"world_size": 1, "recipe": recipe_from_dict({"model": {"method": "dense"}, "data": mix}).to_dict()}
+    with pytest.raises(CheckpointError, match="data.mix.b.weight"):
+        trainer_module.check_compatible(meta, recipe_from_dict({"model": {"method": "dense"}, "data": reweighted}), 1)
+    trainer_module.check_compatible(meta, recipe_from_dict({"model": {"method": "dense"}, "data": mix}), 1)  # the same mix resumes

@@ -52,7 +52,17 @@ logger = logging.getLogger(__name__)
 # What must match between a checkpoint and the run resuming from it (beyond the model's shape), and what under
 # those may differ: how the same model executes. Derived values (sparsity.total_steps) are not in a saved recipe,
 # so a resume may extend optim.max_steps and the topology schedule stretches to the new end.
-RESUME_MUST_MATCH = ("model", "sparsity", "data.source", "data.seq_len", "data.mode", "data.batch_size", "data.seed")
+RESUME_MUST_MATCH = (
+    "model",
+    "sparsity",
+    "data.source",
+    "data.hub",  # which dataset, split and column: the saved position is a position in it
+    "data.mix",
+    "data.seq_len",
+    "data.mode",
+    "data.batch_size",
+    "data.seed",
+)
 RESUME_MAY_DIFFER = ("model.compile", "model.compile_mode", "model.compile_backend")
 # Recipe keys only checkpoints of earlier nt_llm versions (before December 2026) carry: their recipe form differs
 # (the model section's config_overrides, head_execution, a saved sparsity.total_steps), so they are refused by
