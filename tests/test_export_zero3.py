@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.train_dist import deepspeed_env, launch_trainer
 from helpers.training import tiny_recipe
 from safetensors.torch import load_file
 from test_export import SEQ_LEN, check_loads_without_nt_llm
-from test_train_distributed import deepspeed_env, launch
 
 from nt_llm import export as nt_export
 from nt_llm.checkpoint import Checkpoint
@@ -22,7 +22,7 @@ from nt_llm.modeling import NeuroTrailsConfig, NeuroTrailsForCausalLM
 @pytest.fixture(scope="module")
 def zero3_step(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("zero3")
-    summary = launch(tmp, tiny_recipe(tmp, data={"batch_size": 2}), deepspeed_env(tmp, 3))
+    summary = launch_trainer(tmp, tiny_recipe(tmp, data={"batch_size": 2}), deepspeed_env(tmp, 3))
     assert (summary["world_size"], summary["distributed_type"], summary["zero_stage"]) == (2, "DEEPSPEED", 3)
     assert summary["checks"]["zero_in_master"] is True
     return Path(summary["checkpoint"])

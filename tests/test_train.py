@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -337,14 +338,17 @@ def test_cli_reports_a_bad_key_and_exits_2(tmp_path: Path) -> None:
 
 
 def test_resuming_with_another_hub_dataset_or_mix_is_refused_by_key() -> None:
-    saved = recipe_from_dict({"model": {"method": "dense"}, "data": {"source": "hub", "hub": {"path": "org/corpus-a"}}})
-    meta = {"world_size": 1, "recipe": saved.to_dict()}
-    other = recipe_from_dict({"model": {"method": "dense"}, "data": {"source": "hub", "hub": {"path": "org/corpus-b"}}})
+    def meta_of(data: dict) -> dict:
+        return {"world_size": 1, "recipe": dense_on(data).to_dict()}
+
+    def dense_on(data: dict) -> Any:
+        return recipe_from_dict({"model": {"method": "dense"}, "data": data})
+
+    saved = meta_of({"source": "hub", "hub": {"path": "org/corpus-a"}})
     with pytest.raises(CheckpointError, match="data.hub.path"):
-        trainer_module.check_compatible(meta, other, 1)
+        trainer_module.check_compatible(saved, dense_on({"source": "hub", "hub": {"path": "org/corpus-b"}}), 1)
     mix = {"source": "mix", "mix": {"a": {"path": "org/a", "weight": 1.0}, "b": {"path": "org/b", "weight": 1.0}}}
     reweighted = {**mix, "mix": {**mix["mix"], "b": {"path": "org/b", "weight": 3.0}}}
-    meta = {"world_size": 1, "recipe": recipe_from_dict({"model": {"method": "dense"}, "data": mix}).to_dict()}
     with pytest.raises(CheckpointError, match="data.mix.b.weight"):
-        trainer_module.check_compatible(meta, recipe_from_dict({"model": {"method": "dense"}, "data": reweighted}), 1)
-    trainer_module.check_compatible(meta, recipe_from_dict({"model": {"method": "dense"}, "data": mix}), 1)  # the same mix resumes
+        trainer_module.check_compatible(meta_of(mix), dense_on(reweighted), 1)
+    trainer_module.check_compatible(meta_of(mix), dense_on(mix), 1)  # the same mix resumes
