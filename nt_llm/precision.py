@@ -1,9 +1,10 @@
 """Which precision a run trains in: the recipe's ``optim.precision`` resolved against the machine.
 
-- ``auto``: bf16 autocast where the hardware runs bf16 natively (a CUDA device that supports it; a CPU with AMX or
-  AVX-512 BF16), fp32 elsewhere. On a CPU without those instructions bf16 is emulated and far slower than fp32
-  (measured on a 2-core AMD EPYC with AVX2 only: the cpu-4m NeuroTrails recipe at 79 tokens/s in bf16 against
-  1,650-1,800 in fp32), so ``auto`` never picks it there.
+- ``auto``: bf16 autocast where the hardware runs bf16 natively and fast (a CUDA device that supports it; a CPU
+  with AMX), fp32 elsewhere. On a CPU without bf16 instructions bf16 is emulated and far slower than fp32 (measured
+  on a 2-core AMD EPYC with AVX2 only: the cpu-4m NeuroTrails recipe at 79 tokens/s in bf16 against 1,650-1,800
+  in fp32); with AVX-512 BF16 but no AMX, oneDNN's bf16 matmuls ran at about 0.6x MKL's fp32 on these VMs, so
+  ``auto`` picks bf16 on a CPU only with AMX (1.4x fp32 at cpu-4m, 2.4x at 60m, measured).
 - ``no``: fp32 weights and compute.
 - ``bf16``: mixed precision, bf16 autocast over fp32 weights and optimizer state (torch.amp).
 - ``bf16-true``: the paper's setup, the whole model and the Adam state in bf16 (its code casts the model with
@@ -19,6 +20,8 @@ import torch
 logger = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "no", "bf16", "bf16-true", "fp16")
+# Native bf16 that auto picks: faster than fp32 (AVX-512 BF16 alone is native but slower, see above).
+FAST_BF16 = ("cuda_bf16", "amx_bf16")
 # The slowdown of emulated bf16 named in the warning (the measurement quoted above).
 EMULATED_BF16_NOTE = (
     "this CPU has no native bf16 (no AMX, no AVX-512 BF16): bf16 is emulated, about 20x slower than fp32 "
@@ -88,9 +91,9 @@ def resolve_precision(requested: str, device_type: str, deepspeed: bool = False)
         raise PrecisionError(f"optim.precision must be one of {PRECISIONS}, got {requested!r}")
     native = _native_bf16(device_type)
     if requested == "auto":
-        if native is not None:
-            return Precision(requested, "bf16", f"auto: bf16 autocast, {native}")
-        return Precision(requested, "no", f"auto: fp32, {_why_not_bf16(device_type)}")
+        if native in FAST_BF16:
+            return Precision(requested, "bf16", f"auto: bf16 autocast, {_describe(native)}")
+        return Precision(requested, "no", f"auto: fp32, {_why_not_bf16(device_type, native)}")
     if requested == "bf16-true" and deepspeed:
         raise PrecisionError(
             "optim.precision=bf16-true casts the model itself, while DeepSpeed keeps fp32 master weights of its "
@@ -101,20 +104,25 @@ def resolve_precision(requested: str, device_type: str, deepspeed: bool = False)
     if requested in ("bf16", "bf16-true") and device_type == "cpu" and native is None:
         logger.warning("optim.precision=%s: %s", requested, EMULATED_BF16_NOTE)
         return Precision(requested, requested, f"{requested} as asked; emulated, no native bf16 on this CPU")
-    return Precision(requested, requested, f"{requested} as asked" + (f", {native}" if native else ""))
+    return Precision(requested, requested, f"{requested} as asked" + (f", {_describe(native)}" if native else ""))
 
 
 def _native_bf16(device_type: str) -> str | None:
-    """What makes bf16 native on the device ("CUDA bf16", "amx_bf16", ...), None where it is not."""
+    """What makes bf16 native on the device ("cuda_bf16", "amx_bf16", "avx512_bf16"), None where it is not."""
     if device_type == "cuda":
-        return "CUDA bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else None
+        return "cuda_bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else None
     if device_type == "cpu":
-        found = cpu_native_bf16()
-        return f"this CPU has {found}" if found else None
+        return cpu_native_bf16()
     return None
 
 
-def _why_not_bf16(device_type: str) -> str:
+def _describe(native: str) -> str:
+    return "a CUDA device with bf16" if native == "cuda_bf16" else f"this CPU has {native}"
+
+
+def _why_not_bf16(device_type: str, native: str | None) -> str:
+    if native is not None:  # avx512_bf16 without AMX
+        return f"{_describe(native)} but no AMX: bf16 matmuls measured at about 0.6x fp32 there"
     if device_type == "cpu":
         return "this CPU has no native bf16 (no AMX, no AVX-512 BF16)"
     if device_type == "cuda":

@@ -47,6 +47,13 @@ def test_auto_is_bf16_autocast_on_a_cpu_with_native_bf16(cpu_with_amx: None) -> 
     assert "amx_bf16" in resolved.reason
 
 
+def test_auto_is_fp32_on_a_cpu_with_avx512_bf16_but_no_amx(monkeypatch) -> None:
+    monkeypatch.setattr(precision_module, "cpu_native_bf16", lambda: "avx512_bf16")
+    resolved = resolve_precision("auto", "cpu")
+    assert resolved.name == "no" and "no AMX" in resolved.reason
+    assert resolve_precision("bf16", "cpu").name == "bf16"  # asked for: runs, native
+
+
 @pytest.mark.parametrize("supported, expected", [(True, "bf16"), (False, "no")])
 def test_auto_on_cuda_follows_the_devices_bf16_support(monkeypatch, supported: bool, expected: str) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
