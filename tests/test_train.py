@@ -184,24 +184,6 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path
     assert all(torch.isfinite(v).all() for v in weights.values())
 
 
-def test_checkpoints_are_pushed_when_asked_and_a_failed_push_keeps_training(tmp_path: Path, monkeypatch) -> None:
-    import nt_llm.export
-    from nt_llm.hub import HubPushError
-
-    pushed = []
-
-    def fake_push(checkpoint, repo_id, *, private, revision, note):
-        pushed.append((Path(checkpoint).name, repo_id, private, revision, note))
-        if len(pushed) == 1:
-            raise HubPushError("network is down")
-
-    monkeypatch.setattr(nt_llm.export, "push_checkpoint", fake_push)
-    recipe = tiny_recipe(tmp_path, checkpoint={"push_to_hub": "me/nt-tiny", "hub_private": True, "hub_revision": "exp"})
-    result = train(recipe_from_dict(recipe))
-    assert result.step == 6
-    assert pushed == [(f"step_{s}", "me/nt-tiny", True, "exp", "checkpoint") for s in (3, 6)]
-
-
 def test_torn_and_incompatible_checkpoints_are_refused(tmp_path: Path) -> None:
     first = train(recipe_from_dict(tiny_recipe(tmp_path)))
     torn = first.output_dir / "checkpoints" / "step_3"
