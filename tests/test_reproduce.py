@@ -208,6 +208,7 @@ def test_runs_dir_reuses_another_studys_finished_runs(tmp_path, caplog):
     assert json.loads((tmp_path / "ablation" / "results.json").read_text())["rows"][0]["label"] == "dense"
 
 
+@pytest.mark.slow
 def test_paper_setup_with_per_method_rates_and_one_difference_reverted(tmp_path, caplog):
     """--setup paper: the paper's init for every method, all 2-D weights sparse and 1/density the steps for
     NeuroTrails; --lr per-method: each row's best of a sweep on the first seed, whose run is reused."""
@@ -234,12 +235,49 @@ def test_paper_setup_with_per_method_rates_and_one_difference_reverted(tmp_path,
         + [f"dense_lr{results['lr']['dense']:g}_s1.yaml", f"neurotrails_lr{nt_rate:g}_s1.yaml"]
     )
 
+
+def test_the_paper_setup_and_one_difference_reverted(tmp_path) -> None:
+    """The fast form of the slow test above: the recipes --setup paper writes, and --revert."""
+    args = _parse(tiny_flags(tmp_path) + ["--setup", "paper"])
+    nt = reproduce.RunSpec("neurotrails", "neurotrails", None, 0.5, 0, lr=1e-2)
+    dense = reproduce.RunSpec("dense", "dense", None, 1.0, 0)
+    paper_nt = reproduce.build_recipe(nt, args, tmp_path / "x", None, 4)
+    paper_dense = reproduce.build_recipe(dense, args, tmp_path / "y", 2e-3, 4)
+    assert paper_nt["model"]["embedding_init_std"] == paper_dense["model"]["embedding_init_std"] == 0.4**0.5
+    assert paper_nt["sparsity"]["include"] == list(reproduce.NEUROTRAILS_ALL)
+    assert (paper_nt["optim"]["max_steps"], paper_dense["optim"]["max_steps"]) == (8, 4)
+    assert (paper_nt["optim"]["lr"], paper_dense["optim"]["lr"]) == (1e-2, 2e-3)  # the run's own rate first
     # One difference back to nt_llm's setting: the scope (the init and the schedule stay the paper's).
-    args = reproduce.argparse.Namespace(**{**vars(_parse(flags)), "revert": ["scope"]})
-    spec = reproduce.RunSpec("neurotrails", "neurotrails", None, 0.5, 0, lr=1e-2)
-    reverted = reproduce.build_recipe(spec, args, tmp_path / "x", None, 4)
+    reverted = reproduce.build_recipe(
+        nt, reproduce.argparse.Namespace(**{**vars(args), "revert": ["scope"]}), tmp_path, None, 4
+    )
     assert "include" not in reverted["sparsity"] and reverted["optim"]["max_steps"] == 8
     assert reverted["model"]["embedding_init_std"] == pytest.approx(0.4**0.5)
+
+
+def test_per_method_rates_take_each_rows_best_first_seed_run(tmp_path, monkeypatch) -> None:
+    args = _parse(tiny_flags(tmp_path) + ["--lr-candidates", "1e-3,2e-3", "--seeds", "0,1"])
+    losses = {
+        "dense_lr0.001_s0": 5.0,
+        "dense_lr0.002_s0": 4.0,
+        "neurotrails_lr0.001_s0": 4.5,
+        "neurotrails_lr0.002_s0": 4.6,
+    }
+    trained = []
+    monkeypatch.setattr(reproduce, "train_all", lambda specs, *rest: trained.extend(s.name for s in specs))
+    monkeypatch.setattr(reproduce.RunDir, "final_eval", lambda self: {"ensemble_loss": losses[self.path.name]})
+    args.out.mkdir(parents=True)  # run_all makes it before the sweep
+    specs = reproduce.method_specs(["dense", "neurotrails"], [0, 1], None, 0.9)
+    chosen, rates, table = reproduce.per_method_learning_rates(specs, args, tmp_path / "runs")
+    assert sorted(trained) == sorted(losses)  # the sweep: each row's first seed at every candidate
+    assert rates == {"dense": 2e-3, "neurotrails": 1e-3}
+    assert {s.name for s in chosen} == {
+        "dense_lr0.002_s0",
+        "dense_lr0.002_s1",
+        "neurotrails_lr0.001_s0",
+        "neurotrails_lr0.001_s1",
+    }
+    assert "**54.60**" in table and (args.out / "lr_sweep.md").read_text().count("| neurotrails |") == 1
 
 
 def test_a_run_stopped_part_way_resumes_from_its_checkpoint(tmp_path, monkeypatch):
