@@ -39,7 +39,7 @@ def _field(recipe, dotted: str):
         ("optim.betas=[0.9, 9.5e-1]", "optim.betas", (0.9, 0.95)),
         # A config field, flat under model: typed by the NeuroTrailsConfig field, kept in ModelRecipe.config.
         ("model.hidden_size=1.28e2", "model.config.hidden_size", 128),
-        ("model.share_embeddings=no", "model.config.share_embeddings", False),
+        ("model.share_embeddings=yes", "model.config.share_embeddings", True),
         ("model.head_layers=null", "model.config.head_layers", None),
         ("model.rope_parameters.rope_theta=1e4", "model.config.rope_parameters.rope_theta", 10000.0),
         ("sparsity.include=[heads.*.lm_head.weight]", "sparsity.include", ("heads.*.lm_head.weight",)),

@@ -1,16 +1,17 @@
-"""Model sizes by name (package data, ``nt_llm/resources/models/<name>.yaml``) and the paper's methods as configs."""
+"""Model sizes by name (package data, ``nt_llm/resources/models/<name>.yaml``) and a method at a size as a config."""
 
 from importlib.resources import files
 from pathlib import Path
 
 import yaml
 
+from nt_llm.methods import names, shape_for
 from nt_llm.modeling.configuration_neurotrails import NeuroTrailsConfig
 
 # Shipped inside the package (a wheel has no recipes/ folder beside it); read through importlib.resources so that
 # an installed wheel, an editable install and a source checkout all find them.
 SIZES_DIR = files("nt_llm") / "resources" / "models"
-METHODS = ("dense", "treenet", "neurotrails", "full_ensemble")
+METHODS = names()  # the methods registered with nt_llm.methods when this module was imported (the paper's four)
 
 
 def available_sizes() -> list[str]:
@@ -42,24 +43,15 @@ def build_config(
     head_layers: int | None = None,
     **overrides,
 ) -> NeuroTrailsConfig:
-    """A ``NeuroTrailsConfig`` for one of the paper's methods at a named size.
+    """A ``NeuroTrailsConfig`` for a registered method (``nt_llm.methods``) at a named size.
 
     dense: one model (H=1). treenet / neurotrails: shared backbone, H heads of ``head_layers`` blocks (the same
-    model; NeuroTrails adds sparsity in training). full_ensemble: H independent models, nothing shared.
+    model; NeuroTrails adds sparsity in training). full_ensemble: H independent models, nothing shared. The method's
+    shape rules are ``nt_llm.methods.shape_for``'s: ``ensemble_size`` / ``head_layers`` are used where the method
+    lets them be chosen (a dense model has one head, a full ensemble's heads the whole depth); an override that
+    contradicts the method (``share_embeddings=True`` for a full ensemble) is a ValueError naming the field.
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    fields = {**load_size(size), **overrides}
-    depth = fields.get("num_hidden_layers")
-    if method == "dense":
-        shape = {"ensemble_size": 1, "head_layers": depth}
-    elif method == "full_ensemble":
-        shape = {"ensemble_size": ensemble_size, "head_layers": depth, "share_embeddings": False}
-    else:
-        shape = {"ensemble_size": ensemble_size, "head_layers": head_layers}
-    # The method fixes its shape: an override that contradicts it (share_embeddings=True for a full ensemble) is a
-    # mistake worth naming, not something to drop silently.
-    for key in sorted(set(overrides) & set(shape)):
-        if overrides[key] != shape[key]:
-            raise ValueError(f"method {method!r} sets {key}={shape[key]!r}, got {key}={overrides[key]!r}")
-    return NeuroTrailsConfig(**{**fields, **shape})
+    fields = shape_for(
+        method, load_size(size), ensemble_size, head_layers, overrides, where=f"size {size!r}", strict=False
+    )
+    return NeuroTrailsConfig(**fields)

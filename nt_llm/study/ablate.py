@@ -20,6 +20,7 @@ import sys
 
 import yaml
 
+from nt_llm import methods
 from nt_llm.sparse.config import NEUROTRAILS_ALL
 from nt_llm.study.reproduce import RunSpec, add_common_arguments, parse_list, run_cli
 
@@ -34,7 +35,8 @@ VARIANTS: dict[str, tuple[tuple[str, object], ...]] = {
     "static": (("sparsity.stop_step", 0),),  # a fixed random topology: sparsity without DST
     "set_growth": (("sparsity.growth", "random"),),
 }
-BASELINES = ("dense", "treenet", "neurotrails", "full_ensemble")  # neurotrails: the reproduction's own setting
+BASELINES = methods.names()  # every registered method; the sparse one in the reproduction's own setting
+ABLATED = "neurotrails"  # the method whose knobs the variants change
 
 
 def parse_variant(text: str) -> tuple[str, tuple[tuple[str, object], ...]]:
@@ -55,14 +57,12 @@ def variant_specs(
     variants: dict[str, tuple[tuple[str, object], ...]], seeds: list[int], density: float, baselines: bool
 ) -> list[RunSpec]:
     specs = [
-        RunSpec(label=m, method=m, head_layers=None, density=density if m == "neurotrails" else 1.0, seed=s)
+        RunSpec(label=m, method=m, head_layers=None, density=density if methods.get(m).sparse else 1.0, seed=s)
         for s in seeds
         for m in (BASELINES if baselines else ())
     ]
     specs += [
-        RunSpec(
-            label=f"nt_{name}", method="neurotrails", head_layers=None, density=density, seed=s, overrides=overrides
-        )
+        RunSpec(label=f"nt_{name}", method=ABLATED, head_layers=None, density=density, seed=s, overrides=overrides)
         for s in seeds
         for name, overrides in variants.items()
     ]

@@ -39,11 +39,16 @@ from typing import Any
 
 import yaml
 
+from nt_llm import methods
 from nt_llm.checkpoint import RunDir
 from nt_llm.precision import PRECISIONS
 from nt_llm.sparse.config import NEUROTRAILS_ALL
 
-METHODS = ("dense", "treenet", "neurotrails", "full_ensemble")
+METHODS = methods.names()  # the default --methods: every registered method (the paper's four)
+# The study's references: every row is compared with each of these, paired over seeds.
+COMPARED_WITH = ("dense", "full_ensemble")
+# --lr auto / per-method: the learning rate is swept on this method's runs (the single model).
+LR_SWEEP_METHOD = "dense"
 # --setup paper: the paper's training setup where it differs from nt_llm's defaults, each difference by name (what
 # --revert switches back to nt_llm's setting, one at a time): "init", the paper's nn.Embedding std sqrt(2/5) for
 # every method (nt_llm: 0.02); "scope", NeuroTrails masks every 2-D weight (nt_llm: the heads only); "longer",
@@ -64,8 +69,6 @@ STUDY_DATA: dict[str, Any] = {
     "seed": 0,
     "validation_tokens": 49152,
 }
-# Relative cost of one step, to start the longest runs first when several run at once.
-METHOD_COST = {"dense": 1.0, "treenet": 2.5, "neurotrails": 2.6, "full_ensemble": 3.0}
 log = logging.getLogger(__name__)
 
 
@@ -178,7 +181,7 @@ def paper_setting(args: argparse.Namespace, difference: str) -> bool:
 
 def run_steps(spec: RunSpec, args: argparse.Namespace, steps: int) -> int:
     """A run's optimizer steps: ``steps``, or 1/density of it for NeuroTrails in the paper's schedule."""
-    if spec.method == "neurotrails" and paper_setting(args, "longer"):
+    if methods.get(spec.method).sparse and paper_setting(args, "longer"):
         return int(steps * (1 / spec.density))  # as the paper's script: int(steps * longer_training)
     return steps
 
@@ -195,15 +198,16 @@ def build_recipe(
         raise ValueError(f"--data {args.data} must hold a mapping of data-section fields")
     # The seed fixes the data order too: seed s is the same token stream for every method (paired runs).
     data.update(seq_len=args.seq_len, batch_size=args.batch, validation_tokens=args.validation_tokens, seed=spec.seed)
+    method = methods.get(spec.method)
     model: dict[str, Any] = {"size": args.size, "method": spec.method}
     if paper_setting(args, "init"):
         model["embedding_init_std"] = PAPER_EMBEDDING_STD
-    if spec.method != "dense":
+    if method.ensemble:
         model["ensemble_size"] = args.ensemble_size
     if spec.head_layers is not None:
         model["head_layers"] = spec.head_layers
     sparsity = None
-    if spec.method == "neurotrails":
+    if method.sparse:
         # The paper's NeuroTrails setting (soft magnitude pruning, RigL growth, ERK); updates scale with the run.
         sparsity = {
             "density": spec.density,
@@ -312,7 +316,8 @@ def train_all(specs: list[RunSpec], args: argparse.Namespace, lr: float | None, 
 
     runs_dir.mkdir(parents=True, exist_ok=True)
     check_no_conflicts(specs, args, lr, steps, runs_dir)
-    order = sorted(specs, key=lambda s: -METHOD_COST.get(s.method, 1.0))
+    # The costliest runs first, so that the longest ones start while several run at once.
+    order = sorted(specs, key=lambda s: -methods.get(s.method).step_cost)
     with ThreadPoolExecutor(max_workers=args.jobs) as pool, tqdm(total=len(order), desc="runs", unit="run") as bar:
         futures = [pool.submit(train_run, spec, args, lr, steps, runs_dir) for spec in order]
         for future in futures:
@@ -412,10 +417,11 @@ def _interval(diff: dict[str, float] | None) -> str:
 
 def markdown_table(rows: list[dict[str, Any]], comparisons: dict[str, Any] | None = None) -> str:
     comparisons = comparisons or {}
+    against = "".join(f" Δ ppl vs {base.replace('_', ' ')} (95% CI) |" for base in COMPARED_WITH)
     lines = [
-        "| run | seeds | ensemble ppl | per-head ppl | Δ ppl vs dense (95% CI) | Δ ppl vs full ensemble (95% CI) | "
+        f"| run | seeds | ensemble ppl | per-head ppl |{against} "
         "disagreement | KL | ensemble gain | params (M) total / nonzero | train PFLOPs | inference MFLOPs/token |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "|" + " --- |" * (10 + len(COMPARED_WITH)),
     ]
     for row in rows:
         ppl = row["ensemble_ppl"]
@@ -429,8 +435,9 @@ def markdown_table(rows: list[dict[str, Any]], comparisons: dict[str, Any] | Non
             else "- | - | -"
         )
         lines.append(
-            f"| {row['label']} | {row['seeds']} | {ens} | {heads} | {_interval(diffs.get('dense'))} | "
-            f"{_interval(diffs.get('full_ensemble'))} | {diversity} | "
+            f"| {row['label']} | {row['seeds']} | {ens} | {heads} | "
+            + "".join(f"{_interval(diffs.get(base))} | " for base in COMPARED_WITH)
+            + f"{diversity} | "
             f"{row['params_total'] / 1e6:.2f} / {row['params_nonzero'] / 1e6:.2f} | "
             f"{row['train_flops'] / 1e15:.3f} | {row['inference_flops_per_token'] / 1e6:.1f} |"
         )
@@ -516,7 +523,10 @@ def pick_learning_rate(args: argparse.Namespace) -> tuple[float, str]:
     if args.lr != "auto":
         return float(args.lr), ""
     steps = args.lr_sweep_steps or max(2, args.steps // 2)
-    specs = {lr: RunSpec(f"dense_lr{lr:g}", "dense", None, 1.0, args.seeds[0]) for lr in args.lr_candidates}
+    specs = {
+        lr: RunSpec(f"{LR_SWEEP_METHOD}_lr{lr:g}", LR_SWEEP_METHOD, None, 1.0, args.seeds[0])
+        for lr in args.lr_candidates
+    }
     runs_dir = args.out / "lr_sweep"
     runs_dir.mkdir(parents=True, exist_ok=True)
     for lr, spec in specs.items():
@@ -587,7 +597,7 @@ def run_all(specs: list[RunSpec], args: argparse.Namespace, title: str) -> list[
     train_all(specs, args, lr, args.steps, runs_dir)
     results = collect(specs, args, runs_dir)
     rows = [summarise(label, runs) for label, runs in results.items()]
-    comparisons = paired_comparisons(results, ("dense", "full_ensemble"))
+    comparisons = paired_comparisons(results, COMPARED_WITH)
     table = markdown_table(rows, comparisons)
     wall = time.perf_counter() - started
     command = " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
@@ -653,22 +663,23 @@ def _commit() -> str | None:
     return result.stdout.strip() or None
 
 
-def method_specs(methods: list[str], seeds: list[int], head_layers: int | None, density: float) -> list[RunSpec]:
-    unknown = sorted(set(methods) - set(METHODS))
+def method_specs(names: list[str], seeds: list[int], head_layers: int | None, density: float) -> list[RunSpec]:
+    known = methods.names()
+    unknown = sorted(set(names) - set(known))
     if unknown:
-        raise ValueError(f"--methods: unknown {unknown}; choose from {METHODS}")
+        raise ValueError(f"--methods: unknown {unknown}; choose from {known}")
     if not 0 < density <= 1:
         raise ValueError(f"--density must be in (0, 1], got {density}")
     return [
         RunSpec(
-            label=method,
-            method=method,
-            head_layers=head_layers if method in ("treenet", "neurotrails") else None,
-            density=density if method == "neurotrails" else 1.0,
+            label=name,
+            method=name,
+            head_layers=head_layers if methods.get(name).shared_blocks else None,
+            density=density if methods.get(name).sparse else 1.0,
             seed=seed,
         )
         for seed in seeds
-        for method in methods
+        for name in names
     ]
 
 

@@ -12,7 +12,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from nt_llm import methods
 from nt_llm.study.reproduce import RunSpec, add_common_arguments, parse_list, run_cli
+
+SWEPT = "neurotrails"  # the method swept; at density 1 its dense form (TreeNet)
 
 
 def grid_specs(head_layers: list[int], densities: list[float], seeds: list[int]) -> list[RunSpec]:
@@ -26,7 +29,7 @@ def grid_specs(head_layers: list[int], densities: list[float], seeds: list[int])
     return [
         RunSpec(
             label=f"h{layers}_d{density:g}",
-            method="neurotrails" if density < 1 else "treenet",
+            method=methods.get(SWEPT).at_density(density),
             head_layers=layers,
             density=density,
             seed=seed,

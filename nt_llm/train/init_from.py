@@ -32,9 +32,10 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from nt_llm.data import vocab_size_of
+from nt_llm.methods import shape_for
 from nt_llm.modeling import NeuroTrailsConfig, NeuroTrailsForCausalLM
 from nt_llm.modeling.convert import llama_to_neurotrails
-from nt_llm.modeling.sizes import build_config, load_size
+from nt_llm.modeling.sizes import load_size
 from nt_llm.train.recipe import ModelRecipe, RecipeError
 
 logger = logging.getLogger(__name__)
@@ -65,9 +66,6 @@ BEHAVIOUR_FIELDS = (
 )
 # The sizes' vocabulary is a placeholder everywhere: the tokenizer's is the model's.
 FROM_TOKENIZER = "vocab_size"
-# build_config applies the method's shape rules (the one place that knows them) over a size; every field of this
-# one is replaced by the source's (checked in _build), so which size it is does not matter.
-_BASE_SIZE = "tiny"
 
 
 def source_config(init_from: str) -> LlamaConfig:
@@ -179,7 +177,5 @@ def _check_size(size: str, fields: dict[str, Any], origin: str) -> None:
 
 
 def _build(method: str, fields: dict[str, Any]) -> NeuroTrailsConfig:
-    left = sorted(set(load_size(_BASE_SIZE)) - set(fields))
-    if left:  # a size file grew a field the source does not give: it would leak into the model
-        raise RuntimeError(f"size {_BASE_SIZE!r} sets {left}, which the source's config does not replace")
-    return build_config(_BASE_SIZE, method, **fields)
+    """The method's shape (``nt_llm.methods.shape_for``) over the source's architecture."""
+    return NeuroTrailsConfig(**shape_for(method, {}, overrides=fields, where="the source"))

@@ -24,10 +24,10 @@ from typing import Any
 
 import yaml
 
+from nt_llm import methods
 from nt_llm.data import DataConfig
 from nt_llm.modeling.configuration_neurotrails import NeuroTrailsConfig
 from nt_llm.modeling.modeling_neurotrails import LOSS_REDUCTIONS
-from nt_llm.modeling.sizes import METHODS
 from nt_llm.precision import PRECISIONS
 from nt_llm.sparse import SparsityConfig
 
@@ -83,7 +83,8 @@ class ModelRecipe:
     config: dict[str, Any] = field(default_factory=dict)  # NeuroTrailsConfig fields (not a YAML key: flat)
 
     def __post_init__(self) -> None:
-        _require(self.method in METHODS, "model.method", f"must be one of {METHODS}, got {self.method!r}")
+        names = methods.names()
+        _require(self.method in names, "model.method", f"must be one of {names}, got {self.method!r}")
         if self.init_from is not None:
             _require(bool(self.init_from.strip()), "model.init_from", "must name a folder or a Hub id, got ''")
         elif self.size is None:
@@ -100,11 +101,15 @@ class ModelRecipe:
         # The config checks these too, but only when the trainer builds it: named here at load time.
         if "ensemble_size" in self.config:
             _require_int("model.ensemble_size", self.config["ensemble_size"], 1)
-            # A dense run would otherwise train one model with the number silently dropped.
-            dense_message = f"must be 1 for method 'dense' (one model), got {self.config['ensemble_size']}"
-            _require(self.method != "dense" or self.config["ensemble_size"] == 1, "model.ensemble_size", dense_message)
         if self.config.get("head_layers") is not None:
             _require_int("model.head_layers", self.config["head_layers"], 1)
+        # What the method's shape rules can judge before the size is read (a one-model method given H heads, which
+        # would otherwise be dropped silently); the rest, against the size's depth, when the config is built.
+        shape = {key: self.config.get(key) for key in ("ensemble_size", "head_layers", "share_embeddings")}
+        try:
+            methods.get(self.method).check(**shape)
+        except methods.ShapeError as err:
+            raise RecipeError(f"model.{err}") from err
 
     def to_dict(self) -> dict[str, Any]:
         """The ``model`` section as written: size, method and init_from, the config fields, then the training-only
@@ -227,8 +232,8 @@ class Recipe:
     logging: LoggingRecipe = field(default_factory=LoggingRecipe)
 
     def __post_init__(self) -> None:
-        if self.model.method == "neurotrails":
-            _require(self.sparsity is not None, "sparsity", "is required for model.method=neurotrails")
+        if methods.get(self.model.method).sparse:
+            _require(self.sparsity is not None, "sparsity", f"is required for model.method={self.model.method}")
         if self.data.seed is None:
             self.data = dataclasses.replace(self.data, seed=self.run.seed)
         if self.sparsity is not None:

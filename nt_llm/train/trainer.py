@@ -26,8 +26,9 @@ from nt_llm.data import build_tokenizer, build_train_batches, build_validation_s
 from nt_llm.evaluation import evaluate
 from nt_llm.flops import matmul_peak_flops, training_flops_per_token
 from nt_llm.host_memory import keep_freed_memory
+from nt_llm.methods import ShapeError, shape_for
 from nt_llm.modeling import NeuroTrailsConfig, NeuroTrailsForCausalLM
-from nt_llm.modeling.sizes import build_config, load_size
+from nt_llm.modeling.sizes import load_size
 from nt_llm.precision import PrecisionError, resolve_precision
 from nt_llm.sparse import DynamicSparsity
 from nt_llm.train.callbacks import HubPush
@@ -44,7 +45,7 @@ from nt_llm.train.metrics import (
     throughput_metrics,
     tracker_init_kwargs,
 )
-from nt_llm.train.recipe import ModelRecipe, Recipe, RecipeError, save_recipe
+from nt_llm.train.recipe import Recipe, RecipeError, save_recipe
 from nt_llm.train.schedule import lr_at
 
 logger = logging.getLogger(__name__)
@@ -481,47 +482,25 @@ def _device_type(forced_cpu: bool) -> str:
 
 def model_config(recipe: Recipe, tokenizer, resume_from: ckpt.Checkpoint | None = None) -> NeuroTrailsConfig:
     """The model's config: the recipe's size and method, vocabulary and special tokens from the tokenizer. With
-    ``model.init_from`` the source's architecture instead of a size (resuming: the checkpoint's, not the source's)."""
+    ``model.init_from`` the source's architecture instead of a size (resuming: the checkpoint's, not the source's).
+    The method's shape rules (``nt_llm.methods.shape_for``) judge ``model.ensemble_size`` / ``model.head_layers``
+    against the size's depth here, where the size is read; a refusal names the recipe key."""
     m = recipe.model
     if m.init_from is not None:
         return config_from_source(m, tokenizer, resume_from.model_dir if resume_from is not None else None)
+    specials = {
+        "vocab_size": vocab_size_of(tokenizer),
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
     try:
-        _check_head_layers(m)
-        return build_config(
-            m.size,
-            m.method,
-            **m.config,
-            vocab_size=vocab_size_of(tokenizer),
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    except RecipeError:
-        raise
+        fields = shape_for(m.method, load_size(m.size), overrides={**m.config, **specials}, where=f"size {m.size!r}")
+        return NeuroTrailsConfig(**fields)
+    except ShapeError as err:
+        raise RecipeError(f"model.{err}") from err
     except (ValueError, FileNotFoundError) as err:
         raise RecipeError(f"model: {err}") from err
-
-
-def _check_head_layers(m: ModelRecipe) -> None:
-    """``model.head_layers`` up to the size's layers: equal shares only the embedding (a point of the paper's
-    head-depth sweep); more is impossible. Dense and full_ensemble take the whole depth: any other number would
-    be dropped silently. Named here, where the recipe key is known."""
-    head_layers = m.config.get("head_layers")
-    if head_layers is None:
-        return
-    layers = {**load_size(m.size), **m.config}.get("num_hidden_layers")
-    if not isinstance(layers, int):
-        return  # the config names what is wrong with the depth itself
-    if m.method in ("dense", "full_ensemble") and head_layers != layers:
-        raise RecipeError(
-            f"model.head_layers ({head_layers}): method {m.method!r} takes the whole depth of size {m.size!r} "
-            f"({layers} layers); leave head_layers out"
-        )
-    if head_layers > layers:
-        raise RecipeError(
-            f"model.head_layers ({head_layers}) must be at most the {layers} layers of size {m.size!r} "
-            f"(equal to it, the heads share only the embedding)"
-        )
 
 
 def build_optimizer(model: torch.nn.Module, recipe: Recipe, device: torch.device) -> torch.optim.AdamW:
