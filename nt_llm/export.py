@@ -7,7 +7,7 @@
 CHECKPOINT is a ``step_<N>`` checkpoint, a run folder (its newest complete checkpoint) or a bare NeuroTrails
 model folder. Every engine (DDP, DeepSpeed ZeRO-1/2/3) leaves the gathered full weights in the checkpoint's
 ``model/`` folder, so export reads only that, plus the DST masks (``masks.safetensors``) to guarantee exact zeros;
-nt_llm.checkpoint says where each lies.
+nt_llm.trained opens it (as evaluate and zero-shot do) and nt_llm.checkpoint says where each part lies.
 
 The output holds config.json with ``auto_map``, the configuration/modeling code, ``model.safetensors`` (sharded
 past ``--max-shard-size``), the tokenizer, generation_config.json, a model card and the run's training record
@@ -42,7 +42,6 @@ from huggingface_hub.utils import validate_repo_id
 from safetensors.torch import load_file
 from transformers import AutoTokenizer, LlamaForCausalLM
 
-from nt_llm import checkpoint as ckpt
 from nt_llm import hub
 from nt_llm.console import hide_deepspeed_cpu_notice
 from nt_llm.model_card import (
@@ -56,6 +55,7 @@ from nt_llm.model_card import (
 )
 from nt_llm.modeling import NeuroTrailsConfig, NeuroTrailsForCausalLM, register_auto_classes
 from nt_llm.modeling.convert import head_to_llama
+from nt_llm.trained import TrainedModel, TrainedModelError, open_trained
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +70,8 @@ EXIT_BAD_INPUT, EXIT_PUSH_FAILED = 2, 3
 
 
 class ExportError(ValueError):
-    """The checkpoint or the options cannot be exported; the message names the problem."""
+    """The options, the output folder or a record in the source cannot be exported; the message names the problem.
+    A source that cannot be opened at all is nt_llm.trained's TrainedModelError."""
 
 
 @dataclass
@@ -139,14 +140,6 @@ class PushOptions:
 
 
 @dataclass
-class Source:
-    """A resolved CHECKPOINT: the model folder to read, and the training checkpoint it belongs to, if any."""
-
-    model_dir: Path
-    checkpoint: ckpt.Checkpoint | None = None
-
-
-@dataclass
 class Lineage:
     """The trained run behind a source: the run's index of each of the source's heads, the run's head count, and
     its `training_record` (None when unknown). A checkpoint is its own run; an export carries its lineage on in
@@ -180,46 +173,6 @@ class ExportResult:
 # ---- reading the checkpoint ------------------------------------------------------------------------------
 
 
-def resolve_source(path: Path | str) -> Source:
-    """A step_<N> checkpoint, a run folder (newest complete checkpoint) or a bare NeuroTrails model folder."""
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise ExportError(f"checkpoint {path} does not exist")
-    if not path.is_dir():
-        raise ExportError(f"checkpoint {path} is a file; expected a step_<N> checkpoint, a run or a model folder")
-    try:
-        checkpoint = ckpt.locate(path)
-    except ckpt.CheckpointError as err:
-        raise ExportError(str(err)) from err
-    if checkpoint is not None:
-        if not (checkpoint.model_dir / "config.json").is_file():
-            raise ExportError(
-                f"checkpoint {checkpoint.path} has no {ckpt.MODEL}/config.json: it was written by an older trainer"
-            )
-        _require_neurotrails(checkpoint.model_dir)
-        return Source(model_dir=checkpoint.model_dir, checkpoint=checkpoint)
-    if (path / "config.json").is_file():
-        _require_neurotrails(path)
-        return Source(model_dir=path)
-    raise ExportError(
-        f"{path} is not a NeuroTrails checkpoint: expected a step_<N> folder with {ckpt.MANIFEST}, a run folder "
-        f"with {ckpt.CHECKPOINTS}/, or a model folder with config.json"
-    )
-
-
-def _require_neurotrails(model_dir: Path) -> None:
-    try:
-        config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ExportError(f"{model_dir / 'config.json'} is not valid JSON: {err}") from err
-    model_type = config.get("model_type") if isinstance(config, dict) else None
-    if model_type != NeuroTrailsConfig.model_type:
-        raise ExportError(
-            f"{model_dir} is not a NeuroTrails model (config.json model_type is {model_type!r}, "
-            f"expected {NeuroTrailsConfig.model_type!r})"
-        )
-
-
 def load_state_dict(model_dir: Path) -> dict[str, torch.Tensor]:
     """The weights of a model folder (single or sharded safetensors)."""
     single = model_dir / "model.safetensors"
@@ -237,7 +190,7 @@ def load_state_dict(model_dir: Path) -> dict[str, torch.Tensor]:
     raise ExportError(f"{model_dir} holds no model.safetensors (or sharded index)")
 
 
-def load_lineage(source: Source, ensemble_size: int) -> Lineage:
+def load_lineage(source: TrainedModel, ensemble_size: int) -> Lineage:
     """The run behind `source` (a model with `ensemble_size` heads): its checkpoint's manifest, the record an
     earlier export left in the folder, or, for a bare folder, the folder itself with nothing known."""
     if source.checkpoint is not None:
@@ -271,17 +224,6 @@ def load_lineage(source: Source, ensemble_size: int) -> Lineage:
 
 def _is_index(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def apply_source_masks(state: dict[str, torch.Tensor], source: Source) -> int:
-    """Zero the weights of `state` that the source checkpoint's DST masks switch off (nothing for a dense run or a
-    bare folder); returns how many of them were not already exactly 0."""
-    if source.checkpoint is None:
-        return 0
-    try:
-        return ckpt.apply_masks(state, source.checkpoint.masks())
-    except ckpt.CheckpointError as err:
-        raise ExportError(f"{source.checkpoint.path}: {err}") from err
 
 
 # ---- building the exported model -------------------------------------------------------------------------
@@ -352,14 +294,17 @@ def export(
     push: PushOptions | None = None,
     token: str | None = None,
 ) -> ExportResult:
-    """Export `checkpoint` (see `resolve_source`) to the folder `out`; push it when `push` is given.
+    """Export `checkpoint` (a run folder, a step_<N> checkpoint or a NeuroTrails model folder: nt_llm.trained's
+    `open_trained`) to the folder `out`; push it when `push` is given.
 
-    Raises ExportError for bad input (before anything is written), hub.HubPushError when offline (before
+    Raises TrainedModelError for a `checkpoint` that cannot be opened or is not a NeuroTrails model, ExportError for
+    other bad input (both before anything is written), hub.HubPushError when offline (before
     anything is written) or when the push fails (the export at `out` is then complete and kept).
     """
     options = options or ExportOptions()
     out = Path(out).expanduser().resolve()
-    source = resolve_source(checkpoint)
+    source = open_trained(checkpoint)
+    source.require_neurotrails()
     _check_out(out, source, options.overwrite)
     if push is not None and hub.hub_offline():
         raise hub.HubPushError(
@@ -375,7 +320,7 @@ def export(
 
     lineage = load_lineage(source, config.ensemble_size)
     state = load_state_dict(source.model_dir)
-    masked_nonzero = apply_source_masks(state, source)
+    masked_nonzero = source.apply_masks(state)
     if masked_nonzero:
         logger.warning(
             "%d weights outside the DST masks were not 0 in %s; exported as 0", masked_nonzero, source.model_dir
@@ -463,7 +408,7 @@ def _export_model(
 def _write(
     out: Path,
     model: torch.nn.Module,
-    source: Source,
+    source: TrainedModel,
     context: int,
     max_shard_size: str,
     lineage: Lineage,
@@ -502,7 +447,7 @@ def _umask() -> int:
     return mask
 
 
-def _check_out(out: Path, source: Source, overwrite: bool) -> None:
+def _check_out(out: Path, source: TrainedModel, overwrite: bool) -> None:
     protected = source.checkpoint.path if source.checkpoint is not None else source.model_dir
     if _inside(out, protected) or _inside(protected, out):
         raise ExportError(
@@ -584,7 +529,7 @@ def push_checkpoint(
         )
 
 
-def _context(options: ExportOptions, source: Source, config: NeuroTrailsConfig) -> int:
+def _context(options: ExportOptions, source: TrainedModel, config: NeuroTrailsConfig) -> int:
     if options.max_position_embeddings is not None:
         return options.max_position_embeddings
     seq_len = source.checkpoint.seq_len if source.checkpoint is not None else None
@@ -696,7 +641,7 @@ def main(argv: list[str] | None = None) -> int:
             else None
         )
         result = export(args.checkpoint, args.out, options, push)
-    except (ExportError, hub.NotAModelFolderError) as err:
+    except (ExportError, TrainedModelError, hub.NotAModelFolderError) as err:
         logger.error("%s", err)
         return EXIT_BAD_INPUT
     except hub.HubPushError as err:

@@ -28,6 +28,7 @@ from nt_llm.model_card import CardInfo, ParamCounts, build_model_card, training_
 from nt_llm.modeling import NeuroTrailsForCausalLM
 from nt_llm.train import train
 from nt_llm.train.recipe import recipe_from_dict
+from nt_llm.trained import TrainedModelError
 
 HEADS, SEQ_LEN = 3, 16
 TOKEN = "hf_NeverLogMe0123456789"
@@ -343,19 +344,19 @@ def test_bare_model_folder_exports_without_metrics(tmp_path: Path) -> None:
 
 def test_clear_errors_for_bad_sources(tmp_path: Path, run_dir: Path) -> None:
     out = tmp_path / "out"
-    with pytest.raises(nt_export.ExportError, match="does not exist"):
+    with pytest.raises(TrainedModelError, match="does not exist"):
         nt_export.export(tmp_path / "missing", out)
-    with pytest.raises(nt_export.ExportError, match="is not a NeuroTrails model .*'llama'"):
+    with pytest.raises(TrainedModelError, match="is not a NeuroTrails model .*'llama'"):
         nt_export.export(save_tiny_llama(tmp_path / "llama"), out)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(nt_export.ExportError, match="is not a NeuroTrails checkpoint"):
+    with pytest.raises(TrainedModelError, match="is not a NeuroTrails checkpoint"):
         nt_export.export(tmp_path / "empty", out)
     (tmp_path / "norun" / "checkpoints").mkdir(parents=True)
-    with pytest.raises(nt_export.ExportError, match="has no complete checkpoint"):
+    with pytest.raises(TrainedModelError, match="has no complete checkpoint"):
         nt_export.export(tmp_path / "norun", out)
     torn = shutil.copytree(run_dir / "checkpoints" / "step_4", tmp_path / "step_4")
     (torn / "checkpoint.json").unlink()
-    with pytest.raises(nt_export.ExportError, match="torn"):
+    with pytest.raises(TrainedModelError, match="torn"):
         nt_export.export(torn, out)
     assert not out.exists()
 
@@ -366,7 +367,7 @@ def test_a_sparse_checkpoint_of_the_old_format_is_refused_with_what_to_do(step_d
     manifest = json.loads((old / "checkpoint.json").read_text())
     manifest.update(format_version=1, files=[f for f in manifest["files"] if f != "masks.safetensors"])
     (old / "checkpoint.json").write_text(json.dumps(manifest))
-    with pytest.raises(nt_export.ExportError, match=r"older nt_llm \(checkpoint format 1\).*resume"):
+    with pytest.raises(TrainedModelError, match=r"older nt_llm \(checkpoint format 1\).*resume"):
         nt_export.export(old, tmp_path / "out")
     assert not (tmp_path / "out").exists()
     assert nt_export.export(old / "model", tmp_path / "bare").masked_nonzero == 0  # the way out it names

@@ -183,7 +183,10 @@ def test_offline_export_failure_and_bad_repo_ids_are_named(
     assert "HF_HUB_OFFLINE=1" in push.failures[0].error
     monkeypatch.setattr(cb.hub, "hub_offline", lambda: False)
     push(_checkpoint(tmp_path, 2))  # no such checkpoint: the export fails, training would go on
-    assert push.failures[1].checkpoint.name == "step_2" and "the export failed: ExportError" in push.failures[1].error
+    assert (
+        push.failures[1].checkpoint.name == "step_2"
+        and "the export failed: TrainedModelError" in push.failures[1].error
+    )
     assert "the push of checkpoint step_2 to me/nt-tiny failed" in caplog.text
     assert push.close() == push.failures
     with pytest.raises(RecipeError, match="checkpoint.push_to_hub.*namespace/name"):

@@ -27,13 +27,13 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerBase
 
-from nt_llm import checkpoint as ckpt
 from nt_llm.console import hide_deepspeed_cpu_notice
 from nt_llm.data import DataConfig, ValidationSet, build_tokenizer, build_validation_set
 from nt_llm.data.config import FILE_FORMATS, TEXT_SAMPLE_BY
 from nt_llm.data.sources import infer_file_format, resolve_files
 from nt_llm.evaluation.ensemble import ACCELERATOR_CHUNK_TOKENS, CPU_CHUNK_TOKENS, evaluate
-from nt_llm.modeling import NeuroTrailsConfig, NeuroTrailsForCausalLM
+from nt_llm.modeling import NeuroTrailsForCausalLM
+from nt_llm.trained import TrainedModel, TrainedModelError, open_trained
 
 logger = logging.getLogger(__name__)
 
@@ -47,18 +47,10 @@ class EvalInputError(ValueError):
 
 
 @dataclass
-class ModelSource:
-    """The model folder to load, and the training checkpoint it belongs to, if any."""
-
-    model_dir: Path
-    checkpoint: ckpt.Checkpoint | None = None
-
-
-@dataclass
 class LoadedModel:
     model: torch.nn.Module  # returns logits and head_logits, as `evaluate` wants
     tokenizer: PreTrainedTokenizerBase
-    source: ModelSource
+    source: TrainedModel
     heads: int
     context: int  # the sequence length it was trained for
 
@@ -80,46 +72,20 @@ class SingleModel(torch.nn.Module):
 # ---- the model -------------------------------------------------------------------------------------------
 
 
-def resolve_model(path: Path) -> ModelSource:
-    """An exported (or any Hugging Face causal LM) folder as it is; a checkpoint's model/ folder; a run folder's
-    newest complete checkpoint."""
-    path = path.expanduser()
-    if not path.exists():
-        raise EvalInputError(f"model {path} does not exist")
-    if not path.is_dir():
-        raise EvalInputError(
-            f"model {path} is a file; expected an exported model folder, a step_<N> checkpoint or a run folder"
-        )
-    try:
-        checkpoint = ckpt.locate(path)
-    except ckpt.CheckpointError as err:
-        raise EvalInputError(str(err)) from err
-    if checkpoint is not None:
-        return ModelSource(checkpoint.model_dir, checkpoint)
-    if (path / "config.json").is_file():
-        return ModelSource(path)  # any causal LM: a single-head export is a plain Llama
-    raise EvalInputError(
-        f"{path} is not a NeuroTrails checkpoint: expected a model folder with config.json, a step_<N> folder "
-        f"with {ckpt.MANIFEST}, or a run folder with {ckpt.CHECKPOINTS}/"
-    )
-
-
 def load_model(path: Path, device: torch.device) -> LoadedModel:
-    source = resolve_model(path)
-    config_file = source.model_dir / "config.json"
+    """MODEL opened by nt_llm.trained (an export or any causal LM folder, a checkpoint, a run folder), loaded in
+    fp32 with a checkpoint's DST masks applied as export applies them. A MODEL that cannot be opened raises
+    TrainedModelError, one that does not load EvalInputError."""
+    source = open_trained(path)
     try:
-        model_type = json.loads(config_file.read_text(encoding="utf-8")).get("model_type")
-    except (json.JSONDecodeError, AttributeError) as err:
-        raise EvalInputError(f"{config_file} is not a model config (a JSON object with model_type): {err}") from err
-    try:
-        if model_type == NeuroTrailsConfig.model_type:
+        if source.is_neurotrails:
             # nt_llm's own class: the same code an export carries, without trusting the folder's copy of it.
             model = NeuroTrailsForCausalLM.from_pretrained(source.model_dir, dtype=torch.float32)
         else:
             model = SingleModel(AutoModelForCausalLM.from_pretrained(source.model_dir, dtype=torch.float32))
     except (OSError, ValueError, KeyError) as err:
         raise EvalInputError(f"cannot load a causal LM from {source.model_dir}: {err}") from err
-    masked = _apply_masks(model, source)
+    masked = source.apply_masks(model.state_dict())
     if masked:
         logger.warning(
             "%s: %d weights the DST masks switch off were not 0; evaluating them as 0, as export does",
@@ -128,18 +94,9 @@ def load_model(path: Path, device: torch.device) -> LoadedModel:
         )
     tokenizer = _tokenizer(source.model_dir)
     heads = model.config.ensemble_size if isinstance(model, NeuroTrailsForCausalLM) else 1
-    return LoadedModel(model.to(device).eval(), tokenizer, source, heads, _context(source, model))
-
-
-def _apply_masks(model: torch.nn.Module, source: ModelSource) -> int:
-    if source.checkpoint is None:
-        return 0
-    with torch.no_grad():
-        try:
-            # state_dict() tensors share the parameters' storage: zeroing them zeroes the model's weights.
-            return ckpt.apply_masks(model.state_dict(), source.checkpoint.masks())
-        except ckpt.CheckpointError as err:
-            raise EvalInputError(f"{source.checkpoint.path}: {err}") from err
+    config = model.model.config if isinstance(model, SingleModel) else model.config
+    context = source.context or int(config.max_position_embeddings)
+    return LoadedModel(model.to(device).eval(), tokenizer, source, heads, context)
 
 
 def _tokenizer(model_dir: Path) -> PreTrainedTokenizerBase:
@@ -151,13 +108,6 @@ def _tokenizer(model_dir: Path) -> PreTrainedTokenizerBase:
     # warn of "indexing errors" that cannot happen.
     tokenizer.model_max_length = sys.maxsize
     return tokenizer
-
-
-def _context(source: ModelSource, model: torch.nn.Module) -> int:
-    """A checkpoint's training seq_len (its config keeps the size's longer maximum); a folder's own maximum."""
-    seq_len = source.checkpoint.seq_len if source.checkpoint is not None else None
-    config = model.model.config if isinstance(model, SingleModel) else model.config
-    return seq_len or int(config.max_position_embeddings)
 
 
 # ---- the data --------------------------------------------------------------------------------------------
@@ -342,7 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Evaluate as the parsed command line says; returns the report (raises EvalInputError on bad input)."""
+    """Evaluate as the parsed command line says; returns the report (raises EvalInputError on bad input, or
+    TrainedModelError for a MODEL that cannot be opened)."""
     device = args.device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise EvalInputError(f"--device {device}: this torch sees no CUDA device")
@@ -362,7 +313,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         text_sample_by=args.text_sample_by,
     )
     metrics = evaluate(loaded.model, _with_progress(batches), device, chunk_tokens=args.chunk_tokens)
-    step = loaded.source.checkpoint.step if loaded.source.checkpoint is not None else None
+    step = loaded.source.step
     return {
         "model": str(args.model),
         "step": step,
@@ -381,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     hide_deepspeed_cpu_notice()
     try:
         report = run(args)
-    except EvalInputError as err:
+    except (EvalInputError, TrainedModelError) as err:
         logger.error("%s", err)
         return EXIT_BAD_INPUT
     if args.output is not None:

@@ -1,6 +1,6 @@
-"""Zero-shot evaluation of a model folder (or an in-memory model) with lm-eval, as in the paper.
+"""Zero-shot evaluation of a model folder, a checkpoint or a run (or an in-memory model) with lm-eval, as in the paper.
 
-    nt-llm zero-shot --model DIR [--tasks boolq,piqa] [--offline] [--limit N] [--device auto]
+    nt-llm zero-shot --model MODEL [--tasks boolq,piqa] [--offline] [--limit N] [--device auto]
                      [--output FILE] [--update-card]
 
 Default tasks are the paper's (boolq, arc_easy, piqa, hellaswag, openbookqa, winogrande), 0-shot;
@@ -9,6 +9,10 @@ MMLU runs separately (`--tasks mmlu`). `--offline` switches to the local task co
 JSON and a markdown table next to it, and prints the table. `--update-card` also keeps the scores in
 the model folder (an nt_llm export: `nt_llm_zero_shot.json`) and adds them to its model card.
 `--device auto` (the default) runs on CUDA when torch sees it, else on the CPU, as `nt-llm evaluate`.
+
+MODEL is opened as export and evaluate open it (nt_llm.trained): a model folder is evaluated as it is; a `step_<N>`
+checkpoint, or a run folder (its newest complete checkpoint), is exported to a temporary folder first (DST masks
+applied, the context its training seq_len), so the scores are those of the model `nt-llm export` would publish.
 
 The context length is the model's `max_position_embeddings` (what it was trained for, in an nt_llm
 export) unless `--max-length` says otherwise; lm-eval's own fallback would be 2048.
@@ -21,6 +25,7 @@ import json
 import logging
 import os
 import sys
+import tempfile
 import traceback
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -34,6 +39,7 @@ from nt_llm.zeroshot.tasks import OFFLINE_PREFIX, PAPER_TASKS, PrepareError, pre
 
 if TYPE_CHECKING:
     from nt_llm.model_card import ZeroShotRecord, ZeroShotTask
+    from nt_llm.trained import TrainedModel
 
 logger = logging.getLogger(__name__)
 
@@ -101,13 +107,6 @@ def context_length(config: dict[str, Any], override: int | None) -> int:
     return value
 
 
-def read_folder_config(model_dir: Path) -> dict[str, Any]:
-    path = model_dir / "config.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{model_dir} is not a model folder: config.json missing")
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
 def task_manager(settings: ZeroShotSettings) -> Any:
     """lm-eval's TaskManager, with the offline task folder (prepared if missing) when offline."""
     from lm_eval.tasks import TaskManager
@@ -172,12 +171,39 @@ def _is_continuation_overflow(err: AssertionError) -> bool:
     return bool(frames) and "len(continuation_enc) <= self.max_length" in (frames[-1].line or "")
 
 
-def evaluate_folder(model_dir: Path, settings: ZeroShotSettings) -> dict[str, Any]:
-    """Evaluate a saved model folder through lm-eval's `hf` model (custom code trusted)."""
-    model_dir = Path(model_dir).expanduser().resolve()
-    max_length = context_length(read_folder_config(model_dir), settings.max_length)
+def evaluate_folder(model: Path | TrainedModel, settings: ZeroShotSettings) -> dict[str, Any]:
+    """Evaluate MODEL through lm-eval's `hf` model (custom code trusted). MODEL is what nt_llm.trained opens, or the
+    TrainedModel it opened: a model folder is evaluated as it is; a checkpoint (or a run folder's newest one) is first
+    exported to a temporary folder, so lm-eval scores exactly what `nt-llm export` would publish (DST masks applied,
+    the context its training seq_len), and the folder is removed afterwards."""
+    from nt_llm.trained import TrainedModel, open_trained
+
+    trained = model if isinstance(model, TrainedModel) else open_trained(model)
+    if trained.checkpoint is None:
+        return _evaluate_dir(trained.model_dir.resolve(), trained.config, settings, str(trained.model_dir.resolve()))
+    from nt_llm import export
+
+    checkpoint = trained.checkpoint.path.resolve()
+    with tempfile.TemporaryDirectory(prefix="nt_zero_shot-") as workdir:
+        logger.info("exporting checkpoint %s to a temporary folder for lm-eval (DST masks applied)", checkpoint)
+        out = export.export(checkpoint, Path(workdir) / output_name(trained)).out
+        config = json.loads((out / "config.json").read_text(encoding="utf-8"))
+        return _evaluate_dir(out, config, settings, str(checkpoint))
+
+
+def _evaluate_dir(model_dir: Path, config: dict[str, Any], settings: ZeroShotSettings, source: str) -> dict[str, Any]:
+    max_length = context_length(config, settings.max_length)
     model_args = {"pretrained": str(model_dir), "trust_remote_code": True, "max_length": max_length}
-    return _evaluate("hf", model_args, settings, max_length, source=str(model_dir))
+    return _evaluate("hf", model_args, settings, max_length, source=source)
+
+
+def output_name(trained: TrainedModel) -> str:
+    """A file name for MODEL's results: a folder's name; `<run>_step_<N>` for a checkpoint of a run."""
+    if trained.checkpoint is None:
+        return trained.model_dir.resolve().name
+    run = trained.checkpoint.run
+    step = f"step_{trained.checkpoint.step}"
+    return f"{run.path.resolve().name}_{step}" if run is not None else step
 
 
 def evaluate_model(model: Any, tokenizer: Any, settings: ZeroShotSettings) -> dict[str, Any]:
@@ -346,7 +372,13 @@ def write_results(results: dict[str, Any], output: Path) -> tuple[Path, Path]:
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", type=Path, required=True, help="model folder (config.json, weights, tokenizer)")
+    parser.add_argument(
+        "--model",
+        type=Path,
+        required=True,
+        help="a model folder (an nt_llm export or any causal LM: config.json, weights, tokenizer), a step_<N> "
+        "checkpoint or a run folder (its newest checkpoint, exported to a temporary folder first)",
+    )
     parser.add_argument(
         "--tasks",
         default=",".join(PAPER_TASKS),
@@ -428,6 +460,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ["HF_HUB_OFFLINE"] = "1"
         os.environ["HF_DATASETS_OFFLINE"] = "1"
     configure_logging(args.log_file)
+    from nt_llm.trained import open_trained
+
     try:
         settings = ZeroShotSettings(
             tasks=args.tasks.split(","),
@@ -438,10 +472,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             device=args.device,
             max_length=args.max_length,
         )
+        trained = open_trained(args.model)
         if args.update_card:  # before minutes of evaluation, not after
             _require_export(args.model)
-        results = evaluate_folder(args.model, settings)
-    except (PrepareError, ValueError, FileNotFoundError) as err:
+        results = evaluate_folder(trained, settings)
+    except (PrepareError, ValueError, FileNotFoundError) as err:  # ValueError: also TrainedModelError
         logger.error("%s", err)
         return EXIT_BAD_INPUT
     except ConnectionError as err:  # the stock tasks' data lives on the Hub
@@ -449,7 +484,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     if not results:  # a non-main process of `accelerate launch`: rank 0 writes
         return 0
-    output = args.output or Path("out") / "zero_shot" / f"{args.model.resolve().name}.json"
+    output = args.output or Path("out") / "zero_shot" / f"{output_name(trained)}.json"
     json_path, table_path = write_results(results, output)
     sys.stdout.write(markdown_table(results) + "\n")
     logger.info("results: %s, table: %s", json_path, table_path)
