@@ -3,6 +3,7 @@
 import json
 import logging
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -82,10 +83,10 @@ def test_reproduce_writes_table_and_plots(tmp_path, caplog):
     # Density 0.5 heads: clearly fewer nonzero weights than parameters (the dense model only lacks its pad row).
     assert neurotrails["params_nonzero"] < 0.8 * neurotrails["params_total"]
     assert dense["params_nonzero"] > 0.99 * dense["params_total"]
-    # A second call reuses the finished runs instead of retraining them.
+    # A second call reuses the finished runs (their records) instead of retraining them.
     caplog.clear()
     assert reproduce.main(tiny_flags(tmp_path) + ["--methods", "dense"]) == 0
-    assert "dense_s0: finished earlier, reusing" in caplog.text
+    assert "dense_s0: recorded earlier" in caplog.text
     # Another budget is another run: refused while the finished one is there, retrained (not appended to) on
     # --rerun.
     caplog.clear()
@@ -208,6 +209,29 @@ def test_runs_dir_reuses_another_studys_finished_runs(tmp_path, caplog):
     assert json.loads((tmp_path / "ablation" / "results.json").read_text())["rows"][0]["label"] == "dense"
 
 
+def test_records_stand_for_runs_whose_folders_are_gone(tmp_path, caplog):
+    """A study committed with its records resumes on another machine without its run folders; a record of
+    another recipe, or a torn one, is never taken for the run."""
+    caplog.set_level(logging.INFO, logger=reproduce.log.name)
+    flags = tiny_flags(tmp_path) + ["--methods", "dense"]
+    assert reproduce.main(flags) == 0
+    out = tmp_path / "out"
+    first = json.loads((out / "results.json").read_text())["rows"][0]
+    shutil.rmtree(out / "runs")
+    caplog.clear()
+    assert reproduce.main(flags) == 0
+    assert "dense_s0: recorded earlier" in caplog.text and not (out / "runs" / "dense_s0").exists()
+    assert json.loads((out / "results.json").read_text())["rows"][0] == first
+    other = flags.copy()
+    other[other.index("--lr") + 1] = "5e-3"
+    args = _parse(other)
+    spec = reproduce.RunSpec("dense", "dense", None, 1.0, 0)
+    assert reproduce.recorded(spec, args, 5e-3, 4) is None  # another learning rate: trained, not reused
+    (out / "records" / "dense_s0.json").write_text('{"recipe": ')
+    with pytest.raises(ValueError, match=r"dense_s0.json: not a readable run record"):
+        reproduce.recorded(spec, args, 1e-2, 4)
+
+
 @pytest.mark.slow
 def test_paper_setup_with_per_method_rates_and_one_difference_reverted(tmp_path, caplog):
     """--setup paper: the paper's init for every method, all 2-D weights sparse and 1/density the steps for
@@ -265,7 +289,7 @@ def test_per_method_rates_take_each_rows_best_first_seed_run(tmp_path, monkeypat
     }
     trained = []
     monkeypatch.setattr(reproduce, "train_all", lambda specs, *rest: trained.extend(s.name for s in specs))
-    monkeypatch.setattr(reproduce.RunDir, "final_eval", lambda self: {"ensemble_loss": losses[self.path.name]})
+    monkeypatch.setattr(reproduce, "outcome", lambda spec, *rest: {"ensemble_loss": losses[spec.name]})
     args.out.mkdir(parents=True)  # run_all makes it before the sweep
     specs = reproduce.method_specs(["dense", "neurotrails"], [0, 1], None, 0.9)
     chosen, rates, table = reproduce.per_method_learning_rates(specs, args, tmp_path / "runs")
@@ -290,7 +314,10 @@ def test_a_run_stopped_part_way_resumes_from_its_checkpoint(tmp_path, monkeypatc
     commands = []
     monkeypatch.setattr(reproduce.RunDir, "latest", lambda self: reproduce.argparse.Namespace(step=2))
     monkeypatch.setattr(reproduce.subprocess, "run", lambda command, **kw: commands.append(command) or _Done())
+    recorded = []
+    monkeypatch.setattr(reproduce, "write_record", lambda spec, *rest: recorded.append(spec.name))
     reproduce.train_run(spec, args, 1e-2, 4, runs)
+    assert recorded == [spec.name]  # a finished run leaves its record
     assert commands[0][-2:] == ["--resume", "latest"]
     assert (runs / f"{spec.name}.log").read_text().startswith("the first part")  # appended, not replaced
     assert (runs / spec.name).is_dir()

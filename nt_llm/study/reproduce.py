@@ -9,7 +9,9 @@ baseline and then used for every method. Writes into ``--out``:
   (total and nonzero), training FLOPs, inference FLOPs per token, disagreement, KL, ensemble gain, wall time;
 - ``loss.png``: validation loss over training tokens, mean over seeds with a ±1 std band;
   ``diversity.png``: disagreement, KL and ensemble gain over training.
-Runs that finished with the same recipe are reused, so an interrupted study resumes where it stopped.
+Runs that finished with the same recipe are reused, so an interrupted study resumes where it stopped. Each finished
+run's measurements are also kept in ``--out``/``records/<run>.json`` beside its recipe; a study whose run folders are
+gone (a new machine) but whose records are there (committed with the results) reuses them instead of training again.
 
     nt-llm reproduce                       # cpu-4m, 4k tokenizer, 3 seeds, lr picked by a dense sweep
     nt-llm reproduce --size cpu-2m --steps 200 --seeds 0 --jobs 2
@@ -22,6 +24,7 @@ Paths (``--out``, the runs, the data recipe's ``data_dir``) are relative to the 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import math
@@ -43,6 +46,7 @@ from nt_llm import methods
 from nt_llm.checkpoint import RunDir
 from nt_llm.precision import PRECISIONS
 from nt_llm.sparse.config import NEUROTRAILS_ALL
+from nt_llm.train.recipe import RecipeError, recipe_from_dict
 
 METHODS = methods.names()  # the default --methods: every registered method (the paper's four)
 # The study's references: every row is compared with each of these, paired over seeds.
@@ -255,6 +259,59 @@ def _recipe_text(spec: RunSpec, args: argparse.Namespace, lr: float | None, step
     return yaml.safe_dump(build_recipe(spec, args, runs_dir / spec.name, lr, steps), sort_keys=False)
 
 
+RECORDS = "records"  # --out/records/<run>.json: a finished run's recipe and measurements
+
+
+def _record_file(spec: RunSpec, args: argparse.Namespace) -> Path:
+    return args.out / RECORDS / f"{spec.name}.json"
+
+
+def _recorded_recipe(spec: RunSpec, args: argparse.Namespace, lr: float | None, steps: int) -> dict[str, Any]:
+    """The recipe a record keeps: the run's, without the run folder, which is where it happened to be trained
+    (another --runs-dir, another machine), not what was trained."""
+    recipe = build_recipe(spec, args, Path(), lr, steps)
+    del recipe["run"]["output_dir"]
+    return recipe
+
+
+def _resolved(recipe: dict[str, Any]) -> dict[str, Any] | None:
+    """The recipe as training reads it (every field, defaults filled in), so that a record written before a field
+    with a default existed still matches; None when today's recipe no longer accepts it."""
+    try:
+        return recipe_from_dict(copy.deepcopy(recipe)).to_dict()
+    except RecipeError as err:
+        log.warning("a run record's recipe no longer loads (%s): the run is trained again", err)
+        return None
+
+
+def recorded(spec: RunSpec, args: argparse.Namespace, lr: float | None, steps: int) -> dict[str, Any] | None:
+    """The run's measurements from its record, when one was written for the same recipe."""
+    path = _record_file(spec, args)
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: not a readable run record ({err}); delete it to train the run again") from err
+    stored = record.get("recipe")
+    if not isinstance(stored, dict) or _resolved(stored) != _resolved(_recorded_recipe(spec, args, lr, steps)):
+        return None
+    return record["measured"]
+
+
+def write_record(spec: RunSpec, args: argparse.Namespace, lr: float | None, steps: int, runs_dir: Path) -> None:
+    """Measure the finished run in ``runs_dir`` and keep its recipe and measurements in its record."""
+    path = _record_file(spec, args)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {
+        "recipe": _recorded_recipe(spec, args, lr, steps),
+        "measured": measure_run(runs_dir / spec.name, args.seq_len),
+    }
+    partial = path.with_suffix(".json.partial")
+    partial.write_text(json.dumps(record, indent=1), encoding="utf-8")
+    partial.replace(path)  # a record is whole or absent: a study stopped mid-write trains or measures it again
+
+
 def check_no_conflicts(
     specs: list[RunSpec], args: argparse.Namespace, lr: float | None, steps: int, runs_dir: Path
 ) -> None:
@@ -281,8 +338,12 @@ def train_run(spec: RunSpec, args: argparse.Namespace, lr: float | None, steps: 
     """Train one run in a fresh process (the accelerate state is per process); returns its folder. A run that
     finished earlier with the same recipe is reused, one stopped part-way (a study interrupted) resumes from its
     last checkpoint; anything else there is replaced (``check_no_conflicts`` has made sure that no finished run of
-    another recipe is in the way, unless --rerun)."""
+    another recipe is in the way, unless --rerun). A run recorded with the same recipe is not trained at all.
+    Either way, the run ends with a record (``write_record``)."""
     run_dir = runs_dir / spec.name
+    if not args.rerun and recorded(spec, args, lr, steps) is not None:
+        log.info("%s: recorded earlier in %s, reusing it", spec.name, _record_file(spec, args))
+        return run_dir
     recipe_path = runs_dir / f"{spec.name}.yaml"
     recipe_text = _recipe_text(spec, args, lr, steps, runs_dir)
     latest = RunDir(run_dir).latest()
@@ -290,6 +351,7 @@ def train_run(spec: RunSpec, args: argparse.Namespace, lr: float | None, steps: 
     resume = not args.rerun and same_recipe and latest is not None
     if resume and latest.step == run_steps(spec, args, steps):
         log.info("%s: finished earlier, reusing %s", spec.name, run_dir)
+        write_record(spec, args, lr, steps, runs_dir)
         return run_dir
     if not resume:
         if run_dir.exists():
@@ -307,6 +369,7 @@ def train_run(spec: RunSpec, args: argparse.Namespace, lr: float | None, steps: 
     if result.returncode != 0:
         raise RuntimeError(f"training {spec.name} failed (exit {result.returncode}); see {out.name}")
     log.info("%s: trained in %.0f s", spec.name, time.perf_counter() - started)
+    write_record(spec, args, lr, steps, runs_dir)
     return run_dir
 
 
@@ -508,13 +571,25 @@ def plot_curves(results: dict[str, list[dict[str, Any]]], out: Path) -> None:
     plt.close(fig)
 
 
-def collect(specs: list[RunSpec], args: argparse.Namespace, runs_dir: Path) -> dict[str, list[dict[str, Any]]]:
+def collect(
+    specs: list[RunSpec], args: argparse.Namespace, lr: float | None, steps: int, runs_dir: Path
+) -> dict[str, list[dict[str, Any]]]:
+    """Every run's measurements by row, from the records ``train_all`` left."""
     results: dict[str, list[dict[str, Any]]] = {}
     for spec in specs:
-        run_dir = runs_dir / spec.name
-        measured = measure_run(run_dir, args.seq_len)
-        results.setdefault(spec.label, []).append({**measured, "seed": spec.seed, "run_dir": str(run_dir)})
+        run_dir = str(runs_dir / spec.name)
+        results.setdefault(spec.label, []).append(
+            {**outcome(spec, args, lr, steps), "seed": spec.seed, "run_dir": run_dir}
+        )
     return results
+
+
+def outcome(spec: RunSpec, args: argparse.Namespace, lr: float | None, steps: int) -> dict[str, Any]:
+    """A trained run's measurements (its record); FileNotFoundError when it has none."""
+    measured = recorded(spec, args, lr, steps)
+    if measured is None:
+        raise FileNotFoundError(f"{spec.name}: no record of this recipe in {_record_file(spec, args)}")
+    return measured
 
 
 def pick_learning_rate(args: argparse.Namespace) -> tuple[float, str]:
@@ -536,7 +611,7 @@ def pick_learning_rate(args: argparse.Namespace) -> tuple[float, str]:
             future.result()
     losses = {}
     for lr, spec in specs.items():
-        losses[lr] = RunDir(runs_dir / spec.name).final_eval()["ensemble_loss"]
+        losses[lr] = outcome(spec, args, lr, steps)["ensemble_loss"]
     best = min(losses, key=losses.get)
     lines = [
         f"Dense baseline, seed {args.seeds[0]}, {steps} steps: the learning rate of every method is {best:g}.",
@@ -558,7 +633,7 @@ def per_method_learning_rates(
     rows = {spec.label: spec for spec in specs if spec.seed == args.seeds[0]}
     sweep = [replace(spec, lr=lr) for spec in rows.values() for lr in args.lr_candidates]
     train_all(sweep, args, None, args.steps, runs_dir)
-    losses = {(s.label, s.lr): RunDir(runs_dir / s.name).final_eval()["ensemble_loss"] for s in sweep}
+    losses = {(s.label, s.lr): outcome(s, args, None, args.steps)["ensemble_loss"] for s in sweep}
     best = {label: min(args.lr_candidates, key=lambda lr, label=label: losses[label, lr]) for label in rows}
     lines = [
         f"Each row's seed {args.seeds[0]} at every candidate, the full budget; validation perplexity "
@@ -595,7 +670,7 @@ def run_all(specs: list[RunSpec], args: argparse.Namespace, title: str) -> list[
         lr, sweep_table = pick_learning_rate(args)
         rates, lr_text = lr, f"Learning rate {lr:g}"
     train_all(specs, args, lr, args.steps, runs_dir)
-    results = collect(specs, args, runs_dir)
+    results = collect(specs, args, lr, args.steps, runs_dir)
     rows = [summarise(label, runs) for label, runs in results.items()]
     comparisons = paired_comparisons(results, COMPARED_WITH)
     table = markdown_table(rows, comparisons)
