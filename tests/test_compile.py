@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from accelerate.state import AcceleratorState, GradientState
+from helpers.train_dist import assert_invariants, launch_trainer
 from helpers.training import tiny_recipe
 from safetensors.torch import load_file
 
@@ -93,7 +94,5 @@ def test_unknown_compile_backend_is_named(tmp_path: Path) -> None:
 
 @pytest.mark.slow  # two processes, each compiling: about a minute on 2 loaded cores
 def test_compiled_ddp_keeps_the_invariants_on_both_ranks(tmp_path: Path) -> None:
-    from test_train_distributed import assert_invariants, launch
-
     recipe = tiny_recipe(tmp_path, data={"batch_size": 2}, model={"compile": True, "compile_backend": "aot_eager"})
-    assert_invariants(launch(tmp_path, recipe, {}), "MULTI_CPU")
+    assert_invariants(launch_trainer(tmp_path, recipe, {}), "MULTI_CPU")

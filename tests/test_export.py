@@ -7,8 +7,6 @@ import json
 import logging
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from unittest import mock
 
@@ -16,21 +14,22 @@ import pytest
 import torch
 import yaml
 from helpers.configs import tiny_size_file
-from helpers.no_nt_llm import BLOCK_NT_LLM
-from helpers.training import tiny_recipe
+from helpers.no_nt_llm import check_loads_without_nt_llm
+from helpers.training import SEQ_LEN, tiny_recipe
 from helpers.zero_shot import save_tiny_llama, save_tiny_neurotrails
 from safetensors.torch import load_file, save_file
 
 from nt_llm import export as nt_export
 from nt_llm import hub
 from nt_llm.checkpoint import Checkpoint
+from nt_llm.cli import export as export_cli
 from nt_llm.model_card import CardInfo, ParamCounts, build_model_card, training_record
 from nt_llm.modeling import NeuroTrailsForCausalLM
 from nt_llm.train import train
 from nt_llm.train.recipe import recipe_from_dict
 from nt_llm.trained import TrainedModelError
 
-HEADS, SEQ_LEN = 3, 16
+HEADS = 3
 TOKEN = "hf_NeverLogMe0123456789"
 
 
@@ -80,67 +79,6 @@ def _metric_labels(card: str) -> list[str]:
 
 
 # ---- the exported folder stands alone -------------------------------------------------------------------
-
-CHILD_LOADS_EXPORTS = (
-    BLOCK_NT_LLM
-    + """
-import json
-import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
-ensemble, subset, single, ref_path = sys.argv[1:5]
-ref = torch.load(ref_path)
-ids = ref["ids"]
-def load(folder, **kwargs):
-    return AutoModelForCausalLM.from_pretrained(folder, **kwargs).eval()
-with torch.no_grad():
-    model = load(ensemble, trust_remote_code=True)
-    assert not type(model).__module__.startswith("nt_llm"), type(model).__module__
-    torch.testing.assert_close(model(ids).logits, ref["logits"], rtol=1e-5, atol=1e-5)
-    tokenizer = AutoTokenizer.from_pretrained(ensemble, trust_remote_code=True)
-    prompt = tokenizer("Doc 3: the market", return_tensors="pt").input_ids
-    out = model.generate(prompt, max_new_tokens=4, do_sample=False)
-    assert out.shape == (1, prompt.shape[1] + 4), out.shape
-    # Greedy decoding with the KV cache must pick what the full forward pass picks.
-    full = model(out[:, :-1]).logits[0, prompt.shape[1] - 1:].argmax(-1)
-    assert torch.equal(full, out[0, prompt.shape[1]:]), (full, out)
-    # Batched generation pads with the exported pad id (EOS with the test tokenizer, a trained row): each row as if
-    # generated alone.
-    assert tokenizer.pad_token_id is not None and tokenizer.eos_token_id == ref["eos"]
-    tokenizer.padding_side = "left"
-    texts = ["Doc 3: the market", "Doc 9"]
-    batch = tokenizer(texts, return_tensors="pt", padding=True)
-    assert (batch.attention_mask == 0).any()
-    greedy = dict(max_new_tokens=4, min_new_tokens=4, do_sample=False, pad_token_id=tokenizer.pad_token_id)
-    together = model.generate(**batch, **greedy)[:, batch.input_ids.shape[1]:]
-    for row, text in enumerate(texts):
-        alone = tokenizer(text, return_tensors="pt")
-        assert torch.equal(together[row], model.generate(**alone, **greedy)[0, alone.input_ids.shape[1]:]), text
-    sub = load(subset, trust_remote_code=True)
-    torch.testing.assert_close(sub(ids).logits, ref["subset"], rtol=1e-5, atol=1e-5)
-    llama = load(single)  # no custom code
-    assert type(llama).__name__ == "LlamaForCausalLM", type(llama)
-    torch.testing.assert_close(llama(ids).logits, ref["single"], rtol=1e-5, atol=1e-5)
-    llama.generate(ids[:, :4], max_new_tokens=2, do_sample=False)
-assert "nt_llm" not in sys.modules
-print("ok", type(model).__name__)
-"""
-)
-
-
-def check_loads_without_nt_llm(tmp_path: Path, folders: list[Path], reference: dict[str, torch.Tensor]) -> None:
-    """Run CHILD_LOADS_EXPORTS on [ensemble, subset, single head] folders against reference logits."""
-    torch.save(reference, tmp_path / "ref.pt")
-    env = {**os.environ, "HF_HOME": str(tmp_path / "hf_home"), "PYTHONPATH": ""}
-    child = subprocess.run(
-        [sys.executable, "-c", CHILD_LOADS_EXPORTS, *map(str, folders), str(tmp_path / "ref.pt")],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert child.returncode == 0, child.stderr[-3000:]
-    assert "ok NeuroTrailsForCausalLM" in child.stdout
 
 
 def test_exports_load_without_nt_llm_and_match_the_training_model(
@@ -409,13 +347,13 @@ def test_existing_out_is_kept_unless_overwrite(step_dir: Path, tmp_path: Path) -
 
 
 def test_cli(step_dir: Path, tmp_path: Path) -> None:
-    assert nt_export.main([str(step_dir), str(tmp_path / "cli"), "--heads", "0,1", "--license", "mit"]) == 0
+    assert export_cli.main([str(step_dir), str(tmp_path / "cli"), "--heads", "0,1", "--license", "mit"]) == 0
     assert json.loads((tmp_path / "cli" / "config.json").read_text())["ensemble_size"] == 2
-    assert nt_export.main([str(tmp_path / "missing"), str(tmp_path / "x")]) == nt_export.EXIT_BAD_INPUT
+    assert export_cli.main([str(tmp_path / "missing"), str(tmp_path / "x")]) == export_cli.EXIT_BAD_INPUT
     with pytest.raises(SystemExit):
-        nt_export.main([str(step_dir), str(tmp_path / "x"), "--heads", "a,b"])
+        export_cli.main([str(step_dir), str(tmp_path / "x"), "--heads", "a,b"])
     with pytest.raises(SystemExit):
-        nt_export.main([str(step_dir), str(tmp_path / "x"), "--private"])  # needs --push-to-hub
+        export_cli.main([str(step_dir), str(tmp_path / "x"), "--private"])  # needs --push-to-hub
     assert not (tmp_path / "x").exists()
 
 
@@ -474,7 +412,8 @@ def test_offline_push_fails_at_once_and_writes_nothing(
         nt_export.export(step_dir, tmp_path / "out", push=nt_export.PushOptions(repo_id="me/x"))
     with pytest.raises(hub.HubPushError, match="HF_HUB_OFFLINE=1 is set"):
         nt_export.push_checkpoint(step_dir, "me/x")
-    assert nt_export.main([str(step_dir), str(tmp_path / "out"), "--push-to-hub", "me/x"]) == nt_export.EXIT_PUSH_FAILED
+    code = export_cli.main([str(step_dir), str(tmp_path / "out"), "--push-to-hub", "me/x"])
+    assert code == export_cli.EXIT_PUSH_FAILED
     fake_api.assert_not_called()
     assert not (tmp_path / "out").exists() and list(tmp_path.iterdir()) == []
     assert _snapshot(step_dir) == before

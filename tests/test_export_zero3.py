@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.no_nt_llm import check_loads_without_nt_llm
 from helpers.train_dist import deepspeed_env, launch_trainer
-from helpers.training import tiny_recipe
+from helpers.training import SEQ_LEN, tiny_recipe
 from safetensors.torch import load_file
-from test_export import SEQ_LEN, check_loads_without_nt_llm
 
 from nt_llm import export as nt_export
 from nt_llm.checkpoint import Checkpoint

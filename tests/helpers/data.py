@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from nt_llm.data import DataConfig
+from nt_llm.data import DataConfig, build_document_stream
 from nt_llm.data.tokenizer import ensure_special_tokens, sentencepiece_to_hf, train_sentencepiece
 
 WORDS = (
@@ -129,3 +129,11 @@ def files_config(tmp_path: Path, **overrides: object) -> DataConfig:
     )
     settings.update(overrides)
     return DataConfig(**settings)
+
+
+def epoch_documents(cfg: DataConfig, rank: int, world_size: int) -> tuple[list[str], bool]:
+    """The documents ``rank`` of ``world_size`` reads in one pass over the training stream, and whether the stream
+    split whole shards between ranks (else documents)."""
+    stream = build_document_stream(cfg, "train", rank, world_size)
+    stream.repeat = False
+    return list(stream), stream.shard_level

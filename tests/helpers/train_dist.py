@@ -25,7 +25,6 @@ def launch_trainer(tmp_path: Path, recipe: dict, env_extra: dict[str, str], resu
         **os.environ,
         **env_extra,
         "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": str(REPO / "tests"),
         # DeepSpeed's CPU communication op is compiled once (about 30 s) and reused from here.
         "TORCH_EXTENSIONS_DIR": os.environ.get(
             "TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "torch_extensions")
@@ -35,6 +34,20 @@ def launch_trainer(tmp_path: Path, recipe: dict, env_extra: dict[str, str], resu
     args = [str(recipe_path), str(summary)] + (["--resume", resume] if resume else [])
     torchrun_two(WORKER, *args, env=env, cwd=tmp_path, timeout=600)
     return json.loads(summary.read_text())
+
+
+def assert_invariants(summary: dict, distributed_type: str) -> None:
+    """The worker's checks of a 6-step tiny run on 2 ranks under ``distributed_type`` (accelerate's name)."""
+    assert summary["world_size"] == 2
+    assert summary["distributed_type"] == distributed_type
+    assert summary["step"] == 6
+    assert summary["checks"] == {
+        "weights_identical": True,
+        "masks_identical": True,
+        "zero_in_module": True,
+        "zero_in_master": True,
+        "at_target": True,
+    }
 
 
 def deepspeed_env(tmp_path: Path, stage: int) -> dict[str, str]:

@@ -15,6 +15,9 @@ def reset_accelerate() -> None:
     GradientState._reset_state()
 
 
+# tiny_recipe's context length (an export of its runs takes it as max_position_embeddings).
+SEQ_LEN = 16
+
 # What each method lets a recipe choose of its shape (dense is one model, a full ensemble takes the whole depth).
 SHAPES: dict[str, dict[str, int]] = {
     "dense": {},
@@ -40,7 +43,7 @@ def tiny_recipe(tmp_path: Path, method: str = "neurotrails", **sections: dict[st
             "train_files": [str(data_dir / "train-*.jsonl")],
             "validation_files": [str(data_dir / "validation.jsonl")],
             "tokenizer": tiny_tokenizer_dir(),
-            "seq_len": 16,
+            "seq_len": SEQ_LEN,
             "batch_size": 4,
             "shuffle_buffer": 16,
             "validation_tokens": 256,
