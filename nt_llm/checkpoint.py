@@ -49,6 +49,8 @@ import yaml
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from nt_llm.atomic import swap_in
+
 logger = logging.getLogger(__name__)
 
 MANIFEST = "checkpoint.json"
@@ -195,15 +197,8 @@ class PendingCheckpoint(_Layout):
             handle.flush()
             os.fsync(handle.fileno())
         final = self.path.with_name(f"step_{self.step}")
-        if final.exists():
-            # Same step written again (a resumed run that stopped where it had saved): swap, never lose both.
-            old = final.with_name(f".old-{final.name}")
-            shutil.rmtree(old, ignore_errors=True)
-            final.rename(old)
-            self.path.rename(final)
-            shutil.rmtree(old)
-        else:
-            self.path.rename(final)
+        # The same step may be written again (a resumed run that stopped where it had saved): never lose both.
+        swap_in(self.path, final)
         return Checkpoint(final)
 
 
