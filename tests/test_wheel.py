@@ -1,6 +1,7 @@
-"""The package works installed as a wheel, away from the checkout: model sizes and lm-eval task templates are
-package data, and the console scripts are declared. No network: the wheel is built without build isolation
-(setuptools from this venv) and installed without dependencies (torch and transformers come from this venv)."""
+"""The package works installed as a wheel, away from the checkout: model sizes and the eval/ folder (lm-eval task
+definitions, the paper's task list; linked into the package) are package data, and the console scripts are declared.
+No network: the wheel is built without build isolation (setuptools from this venv) and installed without dependencies
+(torch and transformers come from this venv)."""
 
 import importlib.util
 import json
@@ -20,7 +21,7 @@ CHECK = """
 import json, sys
 import nt_llm
 from nt_llm.modeling.sizes import available_sizes, build_config
-from nt_llm.zeroshot.tasks import PAPER_TASKS, TEMPLATES
+from nt_llm.zeroshot.tasks import PAPER_GROUP, PAPER_TASKS, TASKS, TEMPLATES
 
 config = build_config("130m", "neurotrails")
 print(json.dumps({
@@ -29,6 +30,8 @@ print(json.dumps({
     "layers": config.num_hidden_layers,
     "head_layers": config.head_layers,
     "templates": str(TEMPLATES),
+    "paper_group": str(PAPER_GROUP),
+    "offline_tasks": [task.name for task in TASKS],
     "paper_tasks": list(PAPER_TASKS),
 }))
 """
@@ -43,9 +46,11 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # the checkout.
     src = root / "src"
     src.mkdir()
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "setup.py", "README.md"):
         shutil.copy(REPO / name, src / name)
-    shutil.copytree(REPO / "nt_llm", src / "nt_llm", ignore=shutil.ignore_patterns("__pycache__"))
+    # Links kept as links: the build itself follows nt_llm/resources/eval to eval/, as in the checkout.
+    for name in ("nt_llm", "eval"):
+        shutil.copytree(REPO / name, src / name, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
     build = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(root), str(src)],
         capture_output=True,
@@ -62,9 +67,11 @@ def test_the_wheel_carries_the_package_data_and_console_scripts(wheel: Path) -> 
         names = set(archive.namelist())
         (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
         scripts = archive.read(entry_points).decode()
-    assert {"nt_llm/resources/models/130m.yaml", "nt_llm/resources/lm_eval_tasks.yaml"} <= names
+    # Every file of eval/, under the link's name.
+    eval_files = {f"nt_llm/resources/eval/{p.relative_to(REPO / 'eval')}" for p in (REPO / "eval").rglob("*.yaml")}
+    assert len(eval_files) >= 2 and {"nt_llm/resources/models/130m.yaml", *eval_files} <= names
     assert "nt_llm/cli.py" in names and "nt_llm/study/reproduce.py" in names and "nt_llm/zeroshot/run.py" in names
-    assert not any(n.startswith(("tests/", "bench/", "recipes/")) for n in names)
+    assert not any(n.startswith(("tests/", "bench/", "recipes/", "eval/")) for n in names)
     assert "nt-llm = nt_llm.cli:main" in scripts and "nt-export = nt_llm.export:main" in scripts
 
 
@@ -87,7 +94,9 @@ def test_installed_wheel_builds_the_130m_config_from_another_folder(wheel: Path,
     found = json.loads(proc.stdout.strip().splitlines()[-1])
     # nt_llm from the wheel, not from the checkout's editable install.
     assert Path(found["file"]).is_relative_to(site)
-    assert Path(found["templates"]).is_relative_to(site)
+    assert Path(found["templates"]).is_relative_to(site) and Path(found["paper_group"]).is_relative_to(site)
+    assert Path(found["paper_group"]).read_text() == (REPO / "eval" / "paper" / "neurotrails_paper.yaml").read_text()
+    assert "nt_piqa" in found["offline_tasks"]
     assert {"tiny", "130m", "350m", "1b", "cpu-4m"} <= set(found["sizes"])
     assert (found["layers"], found["head_layers"]) == (12, 8)
     assert found["paper_tasks"] == ["boolq", "arc_easy", "piqa", "hellaswag", "openbookqa", "winogrande"]

