@@ -173,15 +173,15 @@ def shape_for(
     """
     spec = get(method)
     overrides = dict(overrides or {})
-    ensemble_size = overrides.pop("ensemble_size", ensemble_size)
-    head_layers = overrides.pop("head_layers", head_layers)
-    fields = {**size_fields, **overrides}
-    depth = fields.get("num_hidden_layers")
-    if not strict:
+    if not strict:  # the arguments only: an override is the recipe's choice, judged below
         if not spec.ensemble:
             ensemble_size = None
         if not spec.shared_blocks:
             head_layers = None
+    ensemble_size = overrides.pop("ensemble_size", ensemble_size)
+    head_layers = overrides.pop("head_layers", head_layers)
+    fields = {**size_fields, **overrides}
+    depth = fields.get("num_hidden_layers")
     spec.check(ensemble_size, head_layers, overrides.get("share_embeddings"), depth, where)
     shape: dict[str, Any] = {"share_embeddings": spec.share_embeddings}
     shape["ensemble_size"] = ensemble_size if spec.ensemble else 1

@@ -38,3 +38,12 @@ def test_a_full_ensemble_has_nothing_to_compare(tmp_path) -> None:
     ids = torch.randint(0, 50, (1, 8))
     with pytest.raises(ValueError, match="shares no weights"):
         head_gradients.head_gradients(model, {"input_ids": ids, "labels": ids})
+
+
+def test_the_method_choices_are_the_registered_methods_with_shared_blocks(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        head_gradients.main(["--method", "full_ensemble"])
+    assert exit_.value.code == 2
+    assert "invalid choice: 'full_ensemble' (choose from treenet, neurotrails)" in capsys.readouterr().err.replace(
+        "'treenet', 'neurotrails'", "treenet, neurotrails"
+    )

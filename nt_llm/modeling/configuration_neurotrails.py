@@ -23,7 +23,8 @@ class NeuroTrailsConfig(LlamaConfig):
     Every ``LlamaConfig`` field keeps its meaning; ``num_hidden_layers`` is the depth of one path through the
     model (backbone + one head), so a single head reproduces ``LlamaForCausalLM``.
 
-    The four methods of the paper from one config:
+    The four methods of the paper from one config (``nt_llm.methods`` declares each method's shape rules; this config
+    only checks that its own fields make one model):
     - single dense model: ``ensemble_size=1``;
     - TreeNet / NeuroTrails: ``ensemble_size=H``, ``head_layers < num_hidden_layers`` (sparsity is applied
       by ``nt_llm.sparse``, not by the model);

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from nt_llm import methods
 from nt_llm.data import DataConfig, build_tokenizer, build_validation_set, vocab_size_of
 from nt_llm.modeling import NeuroTrailsForCausalLM
 from nt_llm.modeling.sizes import build_config
@@ -73,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, help="a model folder (checkpoint model/ or export)")
     parser.add_argument("--size", default="cpu-4m", help="without --model: a fresh model of this size")
-    parser.add_argument("--method", default="treenet", choices=("treenet", "neurotrails"))
+    # The methods whose heads share blocks: a whole-depth ensemble shares no weights to compare gradients on.
+    shared = tuple(name for name in methods.names() if methods.get(name).shared_blocks)
+    parser.add_argument("--method", default="treenet", choices=shared)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--data", type=Path, default=None, help="a YAML of data-section fields (default: the study's, see reproduce)"
