@@ -44,6 +44,9 @@ def test_shard_level_ranks_only_read_their_files(tmp_path) -> None:
     assert len({tuple(everyone.shard_order(e)) for e in range(5)}) > 1, "shard order is reshuffled per epoch"
 
 
+# Slow (a launch of its own): in one process, test_ranks_are_disjoint_and_cover_the_stream above splits the stream and
+# tests/test_data_validation.py the validation set between ranks; the DDP trainer test reads both for real.
+@pytest.mark.slow
 def test_two_gloo_processes_read_disjoint_documents_and_share_validation(tmp_path) -> None:
     train, _ = corpus(tmp_path, n_files=3, docs_per_file=6, n_val=30)
     torchrun_two(WORKER, str(tmp_path), env=dict(os.environ))

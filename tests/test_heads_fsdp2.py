@@ -5,11 +5,16 @@ import json
 import os
 from pathlib import Path
 
+import pytest
 from helpers.dist import torchrun_two
 
 WORKER = Path(__file__).parent / "dist" / "heads_fsdp2_worker.py"
 
 
+# Slow (a launch of its own): the default run has FSDP2 under the trainer (tests/test_train_fsdp2.py) and DST's FSDP2
+# updates equal to one process's (tests/test_sparse_distributed.py); the heads' execution path in one process is
+# tests/test_modeling.py's.
+@pytest.mark.slow
 def test_fsdp2_step_matches_one_process(tmp_path: Path) -> None:
     summary_file = tmp_path / "summary.json"
     env = {k: v for k, v in os.environ.items() if k != "ACCELERATE_USE_CPU"}

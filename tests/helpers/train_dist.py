@@ -10,6 +10,7 @@ from accelerate.commands.launch import _validate_launch_command, launch_command_
 from accelerate.utils.launch import prepare_multi_gpu_env
 
 from helpers.dist import torchrun_two
+from nt_llm.train.metrics import read_metrics
 
 REPO = Path(__file__).resolve().parents[2]
 WORKER = REPO / "tests" / "dist" / "train_worker.py"
@@ -48,6 +49,17 @@ def assert_invariants(summary: dict, distributed_type: str) -> None:
         "zero_in_master": True,
         "at_target": True,
     }
+
+
+def assert_deepspeed_run(summary: dict, run: Path, stage: int) -> None:
+    """A 6-step tiny run in ``run`` under DeepSpeed ZeRO-``stage``: the invariants, the model's config untouched by
+    the engine, and a loss that went down."""
+    assert_invariants(summary, "DEEPSPEED")
+    assert summary["zero_stage"] == stage
+    # The same model under every engine: no engine rewrites the config (ZeRO-3 included).
+    assert not {"head_execution", "loss_reduction", "loss_chunk_size"} & set(summary["config_keys"])
+    train = [e for e in read_metrics(run / "metrics.jsonl") if e["event"] == "train"]
+    assert train[-1]["loss"] < train[0]["loss"]
 
 
 def deepspeed_env(tmp_path: Path, stage: int) -> dict[str, str]:
