@@ -4,6 +4,7 @@ import pytest
 from torch import nn
 
 from nt_llm.sparse import NEUROTRAILS_HEADS, SparsityConfig, select_parameters
+from nt_llm.sparse.config import PAPER_DST
 
 
 @pytest.mark.parametrize(
@@ -42,6 +43,16 @@ def test_defaults_are_the_paper_recipe():
     )
     assert (c.prune_rate, c.prune_rate_decay, c.update_frequency) == (0.5, "cosine", 50)
     assert c.include == NEUROTRAILS_HEADS
+    # PAPER_DST is where the paper's DST settings are written (the study and the defaults read it).
+    assert {key: getattr(c, key) for key in PAPER_DST} == PAPER_DST
+    assert PAPER_DST == {
+        "distribution": "erk",
+        "prune": "soft_magnitude",
+        "temperature": 3.0,
+        "growth": "gradient",
+        "prune_rate": 0.5,
+        "prune_rate_decay": "cosine",
+    }
 
 
 def test_lists_from_yaml_become_tuples_and_stop_step_wins():

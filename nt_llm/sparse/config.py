@@ -23,25 +23,37 @@ NEUROTRAILS_ALL = NEUROTRAILS_HEADS + (
     "backbone.*.mlp.*_proj.weight",
     "*embed_tokens.weight",
 )
+# The paper's dynamic sparse training (its LLM script, scripts/train_llm.sh, and sparselearning): ERK densities,
+# soft-magnitude pruning at temperature 3, RigL (gradient) growth, a prune rate of 0.5 decayed by a cosine. The one
+# place these are written: SparsityConfig's defaults are read from here, the study (nt_llm.study.reproduce) builds
+# its NeuroTrails runs with them, and tests hold recipes/neurotrails_*.yaml to them.
+PAPER_DST: dict[str, Any] = {
+    "distribution": "erk",
+    "prune": "soft_magnitude",
+    "temperature": 3.0,
+    "growth": "gradient",
+    "prune_rate": 0.5,
+    "prune_rate_decay": "cosine",
+}
 
 
 @dataclass
 class SparsityConfig:
-    """Dynamic sparse training settings; defaults are the paper's NeuroTrails LLM recipe.
+    """Dynamic sparse training settings; defaults are the paper's NeuroTrails LLM recipe (``PAPER_DST``, density 0.9).
 
     Steps count real optimizer steps (gradient-accumulation micro-steps do not count).
     """
 
     density: float = 0.9
-    distribution: str = "erk"
+    distribution: str = PAPER_DST["distribution"]
     erk_power_scale: float = 1.0
-    prune: str = "soft_magnitude"
-    growth: str = "gradient"
-    temperature: float = 3.0
+    prune: str = PAPER_DST["prune"]
+    growth: str = PAPER_DST["growth"]
+    temperature: float = PAPER_DST["temperature"]
     final_temperature: float | None = None  # None: temperature stays constant
     temperature_schedule: str = "linear"
-    prune_rate: float = 0.5
-    prune_rate_decay: str = "cosine"
+    prune_rate: float = PAPER_DST["prune_rate"]
+    prune_rate_decay: str = PAPER_DST["prune_rate_decay"]
     prune_rate_floor: float = 0.0
     final_density: float | None = None  # None: no gradual sparsification
     density_schedule: str = "cosine"
