@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from nt_llm.train import RecipeError, load_recipe
-from nt_llm.train.recipe import save_recipe
+from nt_llm.train.recipe import apply_overrides, load_section, parse_override, save_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "recipes" / "neurotrails_tiny.yaml"
@@ -143,3 +143,28 @@ def test_malformed_yaml_names_the_file_and_the_line(tmp_path: Path) -> None:
     path.write_bytes(b"run: {name: \xff}\n")
     with pytest.raises(RecipeError, match=rf"{path} is not UTF-8"):
         load_recipe(path)
+
+
+def test_overrides_apply_to_a_typed_recipe_as_to_a_file() -> None:
+    """apply_overrides: the same parser and typing as load_recipe's overrides (the studies' variants use it)."""
+    overrides = ["optim.lr=1e-3", "run.name=2024", "model.head_layers=2", 'sparsity.include=["heads.*", "*embed*"]']
+    recipe = apply_overrides(load_recipe(TINY), overrides)
+    assert recipe == load_recipe(TINY, overrides)
+    assert (recipe.optim.lr, recipe.run.name, recipe.model.config["head_layers"]) == (1e-3, "2024", 2)
+    assert recipe.sparsity.include == ("heads.*", "*embed*")
+    with pytest.raises(RecipeError, match="override 'optim.lr' must look like section.key=value"):
+        apply_overrides(recipe, ["optim.lr"])
+    with pytest.raises(RecipeError, match="unknown section 'optimizer'"):
+        parse_override("optimizer.lr=1")
+    parts, _ = parse_override("model.rope_parameters.rope_theta=1e4")
+    assert parts == ["model", "rope_parameters", "rope_theta"]
+
+
+def test_a_section_file_loads_typed(tmp_path: Path) -> None:
+    data = load_section(REPO / "recipes" / "data" / "embedded_4k.yaml", "data")
+    assert (data.tokenizer, data.seq_len, data.validation_tokens) == ("embedded-4k", 256, 49152)
+    (tmp_path / "bad.yaml").write_text("seq_len: many\n")
+    with pytest.raises(RecipeError, match="data.seq_len: expected an integer, got 'many'"):
+        load_section(tmp_path / "bad.yaml", "data")
+    with pytest.raises(RecipeError, match="unknown recipe section 'dataset'"):
+        load_section(tmp_path / "bad.yaml", "dataset")

@@ -289,6 +289,28 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     return recipe_from_dict(raw)
 
 
+def apply_overrides(recipe: Recipe, overrides: list[str] | tuple[str, ...]) -> Recipe:
+    """``recipe`` with ``section.key=value`` overrides, read and typed as ``load_recipe`` reads a file's.
+
+    The overrides apply to the recipe as written (``Recipe.to_dict``), where the derived seeds are filled in: an
+    override of ``run.seed`` moves neither ``data.seed`` nor ``sparsity.seed``.
+    """
+    raw = recipe.to_dict()
+    for override in overrides:
+        _apply_override(raw, override)
+    return recipe_from_dict(raw)
+
+
+def load_section(path: str | Path, name: str) -> Any:
+    """One recipe section kept in its own YAML file (``recipes/data/c4_paper.yaml``), typed as in a recipe: a
+    ``DataConfig`` for ``data``. Without the recipe around it nothing is derived (a data file's ``seed`` stays as
+    written)."""
+    if name not in SECTIONS:
+        raise RecipeError(f"unknown recipe section {name!r}; sections are {list(SECTIONS)}")
+    values = _load_section_file(Path(path), name)
+    return _build_model(values) if name == "model" else _build_section(name, SECTIONS[name], values)
+
+
 def recipe_from_dict(raw: dict[str, Any]) -> Recipe:
     unknown = sorted(set(raw) - set(SECTIONS))
     if unknown:
@@ -412,7 +434,9 @@ class _Override:
         return _parse_yaml(self.text) if self.text.strip() else None
 
 
-def _apply_override(raw: dict[str, Any], override: str) -> None:
+def parse_override(override: str) -> tuple[list[str], Any]:
+    """``section.key=value`` -> the key's parts and the value, kept as text until its field's type is known; a
+    RecipeError naming the override when it has no ``=``, no known section, or a value that is not YAML."""
     key, sep, text = override.partition("=")
     parts = key.strip().split(".")
     if not sep or len(parts) < 2 or not all(parts):
@@ -423,6 +447,11 @@ def _apply_override(raw: dict[str, Any], override: str) -> None:
         _Override(text).parsed()
     except yaml.YAMLError as err:
         raise RecipeError(f"override {override!r}: the value is not valid YAML{_yaml_error_text(err)}") from err
+    return parts, _Override(text)
+
+
+def _apply_override(raw: dict[str, Any], override: str) -> None:
+    parts, value = parse_override(override)
     node = raw
     for part in parts[:-1]:
         child = node.get(part)
@@ -431,7 +460,7 @@ def _apply_override(raw: dict[str, Any], override: str) -> None:
         if not isinstance(child, dict):
             raise RecipeError(f"override {override!r}: {part!r} is not a section")
         node = child
-    node[parts[-1]] = _Override(text)
+    node[parts[-1]] = value
 
 
 def _typed(key: str, value: Any, hint: Any) -> Any:
