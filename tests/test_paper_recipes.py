@@ -9,10 +9,11 @@ import yaml
 
 from nt_llm.modeling import NeuroTrailsForCausalLM
 from nt_llm.modeling.sizes import build_config, load_size
+from nt_llm.sparse.config import PAPER_DST
 from nt_llm.sparse.dst import select_parameters
 from nt_llm.study import ablate, reproduce
 from nt_llm.train import load_recipe
-from nt_llm.train.recipe import ModelRecipe, recipe_from_dict
+from nt_llm.train.recipe import ModelRecipe, load_section
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
@@ -90,21 +91,42 @@ def test_cpu_recipes_are_the_study_settings_at_150_steps(method: str) -> None:
     spec = next(s for s in ablate.variant_specs({"paper": ()}, [0], 0.9, baselines=True) if s.method == method)
     study = reproduce.build_recipe(spec, args, RECIPES / "unused", 2e-3, 150)
     loaded = load_recipe(RECIPES / f"{method}_cpu.yaml")
-    recipe = loaded.to_dict()
     # Evaluation cadence aside (it changes no training number): the same optimisation, model, data and sparsity.
-    assert {k: recipe["optim"][k] for k in study["optim"]} == study["optim"]
+    assert loaded.optim == study.optim
     # The same model, however each spells it.
-    assert _built(loaded.model) == _built(recipe_from_dict(study).model)
-    assert {k: recipe["data"][k] for k in study["data"]} == study["data"]
-    if method == "neurotrails":
-        assert {k: recipe["sparsity"][k] for k in study["sparsity"]} == study["sparsity"]
+    assert _built(loaded.model) == _built(study.model)
+    assert loaded.data == study.data
+    assert loaded.sparsity == study.sparsity
 
 
 def test_the_studys_default_data_is_the_embedded_4k_recipe() -> None:
-    """Without --data the study (and head-gradients) train on STUDY_DATA, shipped in the package: the same fields in
-    the same order as recipes/data/embedded_4k.yaml, so a run trained from either has the same recipe text."""
-    data = yaml.safe_load((RECIPES / "data" / "embedded_4k.yaml").read_text(encoding="utf-8"))
-    assert list(data.items()) == list(reproduce.STUDY_DATA.items())
+    """Without --data the study (and head-gradients) train on STUDY_DATA, the one source of that section (an installed
+    package has no recipes/ folder): recipes/data/embedded_4k.yaml must load as the same data section, field by
+    field as it spells them out."""
+    path = RECIPES / "data" / "embedded_4k.yaml"
+    assert load_section(path, "data") == reproduce.STUDY_DATA
+    written = yaml.safe_load(path.read_text(encoding="utf-8"))
+    assert written == {key: getattr(reproduce.STUDY_DATA, key) for key in written}
+    assert set(written) == {
+        "source",
+        "data_dir",
+        "tokenizer",
+        "seq_len",
+        "mode",
+        "batch_size",
+        "shuffle_buffer",
+        "seed",
+        "validation_tokens",
+    }
+
+
+@pytest.mark.parametrize("name", ["neurotrails_130m", "neurotrails_350m", "neurotrails_cpu", "neurotrails_tiny"])
+def test_the_neurotrails_recipes_use_the_papers_dst(name: str) -> None:
+    """PAPER_DST (nt_llm.sparse.config) is where the paper's DST settings are written; the recipes spell them out."""
+    recipe = load_recipe(RECIPES / f"{name}.yaml")
+    written = yaml.safe_load((RECIPES / f"{name}.yaml").read_text(encoding="utf-8"))["sparsity"]
+    assert {key: written[key] for key in PAPER_DST} == PAPER_DST
+    assert {key: getattr(recipe.sparsity, key) for key in PAPER_DST} == PAPER_DST
 
 
 def _built(model: ModelRecipe) -> tuple[dict, ModelRecipe]:

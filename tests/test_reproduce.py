@@ -1,5 +1,7 @@
 """nt-llm reproduce / sweep / ablate (nt_llm.study) end to end on a tiny local config (a few steps per run)."""
 
+import argparse
+import dataclasses
 import json
 import logging
 import math
@@ -11,7 +13,9 @@ import yaml
 from helpers.configs import tiny_size_file
 from helpers.training import tiny_recipe
 
+from nt_llm.sparse.config import NEUROTRAILS_HEADS
 from nt_llm.study import ablate, reproduce, sweep
+from nt_llm.train.recipe import Recipe, load_recipe, save_recipe
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -267,16 +271,18 @@ def test_the_paper_setup_and_one_difference_reverted(tmp_path) -> None:
     dense = reproduce.RunSpec("dense", "dense", None, 1.0, 0)
     paper_nt = reproduce.build_recipe(nt, args, tmp_path / "x", None, 4)
     paper_dense = reproduce.build_recipe(dense, args, tmp_path / "y", 2e-3, 4)
-    assert paper_nt["model"]["embedding_init_std"] == paper_dense["model"]["embedding_init_std"] == 0.4**0.5
-    assert paper_nt["sparsity"]["include"] == list(reproduce.NEUROTRAILS_ALL)
-    assert (paper_nt["optim"]["max_steps"], paper_dense["optim"]["max_steps"]) == (8, 4)
-    assert (paper_nt["optim"]["lr"], paper_dense["optim"]["lr"]) == (1e-2, 2e-3)  # the run's own rate first
+    assert isinstance(paper_nt, Recipe) and isinstance(paper_dense, Recipe)
+    init_std = [r.model.config["embedding_init_std"] for r in (paper_nt, paper_dense)]
+    assert init_std == [0.4**0.5, 0.4**0.5]
+    assert paper_nt.sparsity.include == reproduce.NEUROTRAILS_ALL
+    assert (paper_nt.optim.max_steps, paper_dense.optim.max_steps) == (8, 4)
+    assert (paper_nt.optim.lr, paper_dense.optim.lr) == (1e-2, 2e-3)  # the run's own rate first
     # One difference back to nt_llm's setting: the scope (the init and the schedule stay the paper's).
     reverted = reproduce.build_recipe(
         nt, reproduce.argparse.Namespace(**{**vars(args), "revert": ["scope"]}), tmp_path, None, 4
     )
-    assert "include" not in reverted["sparsity"] and reverted["optim"]["max_steps"] == 8
-    assert reverted["model"]["embedding_init_std"] == pytest.approx(0.4**0.5)
+    assert reverted.sparsity.include == NEUROTRAILS_HEADS and reverted.optim.max_steps == 8
+    assert reverted.model.config["embedding_init_std"] == pytest.approx(0.4**0.5)
 
 
 def test_per_method_rates_take_each_rows_best_first_seed_run(tmp_path, monkeypatch) -> None:
@@ -309,7 +315,7 @@ def test_a_run_stopped_part_way_resumes_from_its_checkpoint(tmp_path, monkeypatc
     spec = reproduce.RunSpec("dense", "dense", None, 1.0, 0)
     runs = tmp_path / "runs"
     (runs / spec.name).mkdir(parents=True)
-    (runs / f"{spec.name}.yaml").write_text(reproduce._recipe_text(spec, args, 1e-2, 4, runs))
+    save_recipe(reproduce.build_recipe(spec, args, runs / spec.name, 1e-2, 4), runs / f"{spec.name}.yaml")
     (runs / f"{spec.name}.log").write_text("the first part\n")
     commands = []
     monkeypatch.setattr(reproduce.RunDir, "latest", lambda self: reproduce.argparse.Namespace(step=2))
@@ -331,3 +337,156 @@ def _parse(flags: list[str]):
     parser = reproduce.argparse.ArgumentParser()
     reproduce.add_common_arguments(parser)
     return parser.parse_known_args(flags)[0]  # the study's own flags (--methods, ...) are not common ones
+
+
+# What the study's untyped build (before December 2026: a dict written with yaml.safe_dump) recorded for
+# `nt-llm reproduce --setup paper --steps 300 --seeds 0,1 --lr 2e-3`, NeuroTrails at density 0.9, seed 1: written
+# out literally, so that the typed build is held to the records and run folders that studies keep.
+UNTYPED_PAPER_NT_S1 = {
+    "run": {"name": "neurotrails_s1", "seed": 1},
+    "model": {"size": "cpu-4m", "method": "neurotrails", "embedding_init_std": 0.6324555320336759, "ensemble_size": 3},
+    "sparsity": {
+        "density": 0.9,
+        "distribution": "erk",
+        "prune": "soft_magnitude",
+        "temperature": 3.0,
+        "growth": "gradient",
+        "prune_rate": 0.5,
+        "prune_rate_decay": "cosine",
+        "update_frequency": 25,
+        "seed": 1,
+        "include": [
+            "heads.*.layers.*.self_attn.*_proj.weight",
+            "heads.*.layers.*.mlp.*_proj.weight",
+            "heads.*.lm_head.weight",
+            "backbone.*.self_attn.*_proj.weight",
+            "backbone.*.mlp.*_proj.weight",
+            "*embed_tokens.weight",
+        ],
+    },
+    "data": {
+        "source": "embedded",
+        "data_dir": "data",
+        "tokenizer": "embedded-4k",
+        "seq_len": 256,
+        "mode": "pack",
+        "batch_size": 8,
+        "shuffle_buffer": 10000,
+        "seed": 1,
+        "validation_tokens": 49152,
+    },
+    "optim": {
+        "lr": 0.002,
+        "weight_decay": 0.0,
+        "max_steps": 333,
+        "warmup_steps": 33,
+        "min_lr_ratio": 0.1,
+        "total_batch_size": 8,
+        "grad_clip": 0.0,
+        "precision": "auto",
+    },
+    "eval": {"every": 60, "max_batches": None},
+    "checkpoint": {"every": 60, "keep_last": 1},
+    "logging": {"every": 12, "progress_bar": False, "trackers": ["none"]},
+}
+# And for `nt-llm ablate --steps 150 --lr 2e-3 --seeds 0 --ensemble-size 2`, a variant of its own at lr 4e-3 with 2
+# head layers, density 0.5: `--variant fast:sparsity.update_frequency=5,sparsity.prune_rate=0.2`.
+UNTYPED_VARIANT = {
+    "run": {"name": "nt_fast_lr0.004_s0", "seed": 0},
+    "model": {"size": "cpu-4m", "method": "neurotrails", "ensemble_size": 2, "head_layers": 2},
+    "sparsity": {
+        "density": 0.5,
+        "distribution": "erk",
+        "prune": "soft_magnitude",
+        "temperature": 3.0,
+        "growth": "gradient",
+        "prune_rate": 0.2,
+        "prune_rate_decay": "cosine",
+        "update_frequency": 5,
+        "seed": 0,
+    },
+    "data": {**UNTYPED_PAPER_NT_S1["data"], "seed": 0},
+    "optim": {**UNTYPED_PAPER_NT_S1["optim"], "lr": 0.004, "max_steps": 150, "warmup_steps": 15},
+    "eval": {"every": 30, "max_batches": None},
+    "checkpoint": {"every": 30, "keep_last": 1},
+    "logging": {"every": 6, "progress_bar": False, "trackers": ["none"]},
+}
+
+
+def test_records_and_run_folders_of_the_untyped_recipes_still_match(tmp_path, monkeypatch, caplog) -> None:
+    """A record (and a run folder's recipe file) written by the study's untyped build stands for the run the typed
+    build makes from the same flags: they resolve to the same recipe."""
+    caplog.set_level(logging.INFO, logger=reproduce.log.name)
+    out = tmp_path / "out"
+    args = _parse(["--setup", "paper", "--steps", "300", "--seeds", "0,1", "--lr", "2e-3", "--out", str(out)])
+    spec = next(s for s in reproduce.method_specs(["neurotrails"], [0, 1], None, 0.9) if s.seed == 1)
+    assert spec.name == "neurotrails_s1"
+    typed = reproduce._recorded_recipe(spec, args, 2e-3, 300)
+    assert reproduce._resolved(typed) == reproduce._resolved(UNTYPED_PAPER_NT_S1)
+
+    # The record, as the untyped study wrote it, is this run's.
+    measured = {"ensemble_loss": 4.2}
+    (out / "records").mkdir(parents=True)
+    (out / "records" / "neurotrails_s1.json").write_text(
+        json.dumps({"recipe": UNTYPED_PAPER_NT_S1, "measured": measured})
+    )
+    assert reproduce.recorded(spec, args, 2e-3, 300) == measured
+    assert reproduce.recorded(spec, args, 4e-3, 300) is None  # and not another learning rate's
+
+    # A finished run folder whose recipe file the untyped study wrote: no conflict, reused rather than retrained.
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    written = json.loads(json.dumps(UNTYPED_PAPER_NT_S1))
+    written["run"]["output_dir"] = str(runs / spec.name)
+    (runs / f"{spec.name}.yaml").write_text(yaml.safe_dump(written, sort_keys=False))
+    monkeypatch.setattr(reproduce.RunDir, "latest", lambda self: reproduce.argparse.Namespace(step=333))
+    monkeypatch.setattr(reproduce.subprocess, "run", lambda *a, **kw: pytest.fail("the run was trained again"))
+    monkeypatch.setattr(reproduce, "write_record", lambda *a: None)
+    args.rerun = False
+    (out / "records" / "neurotrails_s1.json").unlink()
+    reproduce.check_no_conflicts([spec], args, 2e-3, 300, runs)
+    reproduce.train_run(spec, args, 2e-3, 300, runs)
+    assert "neurotrails_s1: finished earlier, reusing" in caplog.text
+
+    # An ablation's own variant, its overrides now read by the recipe module's parser.
+    args = _parse(["--steps", "150", "--lr", "2e-3", "--seeds", "0", "--ensemble-size", "2", "--out", str(out)])
+    name, overrides = ablate.parse_variant("fast:sparsity.update_frequency=5,sparsity.prune_rate=0.2")
+    variant = reproduce.RunSpec(f"nt_{name}", "neurotrails", 2, 0.5, 0, overrides=overrides, lr=4e-3)
+    recipe = reproduce._recorded_recipe(variant, args, None, 150)
+    assert reproduce._resolved(recipe) == reproduce._resolved(UNTYPED_VARIANT)
+
+
+def test_a_run_recipe_is_written_by_the_recipe_module_and_loads_back(tmp_path) -> None:
+    args = _parse(tiny_flags(tmp_path) + ["--setup", "paper"])
+    (spec,) = ablate.variant_specs({"all_sparse": ablate.VARIANTS["all_sparse"]}, [0], 0.5, baselines=False)
+    recipe = reproduce.build_recipe(spec, args, tmp_path / "run", 1e-2, 4)
+    assert recipe.sparsity.include == reproduce.NEUROTRAILS_ALL
+    save_recipe(recipe, tmp_path / "run.yaml")
+    assert load_recipe(tmp_path / "run.yaml") == recipe
+    assert reproduce._same_recipe(tmp_path / "run.yaml", recipe)
+    assert not reproduce._same_recipe(
+        tmp_path / "run.yaml", reproduce.build_recipe(spec, args, tmp_path / "run", 1e-3, 4)
+    )
+
+
+@pytest.mark.parametrize("variant", sorted(ablate.VARIANTS))
+def test_every_named_variant_builds_a_recipe(tmp_path, variant: str) -> None:
+    args = _parse(tiny_flags(tmp_path))
+    (spec,) = ablate.variant_specs({variant: ablate.VARIANTS[variant]}, [0], 0.5, baselines=False)
+    base = reproduce.build_recipe(reproduce.RunSpec("nt", "neurotrails", None, 0.5, 0), args, tmp_path, 1e-2, 4)
+    changed = reproduce.build_recipe(spec, args, tmp_path, 1e-2, 4)
+    assert changed.sparsity != base.sparsity
+    assert dataclasses.replace(changed, sparsity=base.sparsity, run=base.run) == base  # only the sparsity moves
+
+
+def test_an_override_of_a_section_the_run_lacks_is_named(tmp_path) -> None:
+    args = _parse(tiny_flags(tmp_path))
+    spec = reproduce.RunSpec("dense_x", "dense", None, 1.0, 0, overrides=("sparsity.prune_rate=0.2",))
+    with pytest.raises(ValueError, match="dense_x: override sparsity.prune_rate=0.2 targets section 'sparsity'"):
+        reproduce.build_recipe(spec, args, tmp_path, 1e-2, 4)
+    with pytest.raises(argparse.ArgumentTypeError, match="--variant x: override 'bogus.k=1': unknown section 'bogus'"):
+        ablate.parse_variant("x:bogus.k=1")
+    assert ablate.parse_variant('x:sparsity.include=["a.*", "*b"], optim.lr=1e-3') == (
+        "x",
+        ('sparsity.include=["a.*", "*b"]', "optim.lr=1e-3"),
+    )

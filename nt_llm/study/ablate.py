@@ -16,45 +16,52 @@ Named variants (``--variants``): see ``VARIANTS``; ``--variant NAME:key=value,..
 from __future__ import annotations
 
 import argparse
+import json
+import re
 import sys
-
-import yaml
 
 from nt_llm import methods
 from nt_llm.sparse.config import NEUROTRAILS_ALL
 from nt_llm.study.reproduce import RunSpec, add_common_arguments, parse_list, run_cli
+from nt_llm.train.recipe import RecipeError, parse_override
 
-# The paper's knobs, one at a time from the reproduction's NeuroTrails setting.
-VARIANTS: dict[str, tuple[tuple[str, object], ...]] = {
-    "uniform": (("sparsity.distribution", "uniform"),),
-    "all_sparse": (("sparsity.include", list(NEUROTRAILS_ALL)),),  # the paper's code: backbone + embedding too
-    "prune_rate_0.2": (("sparsity.prune_rate", 0.2),),
-    "prune_rate_0.8": (("sparsity.prune_rate", 0.8),),
-    "update_every_5": (("sparsity.update_frequency", 5),),
-    "update_every_50": (("sparsity.update_frequency", 50),),
-    "static": (("sparsity.stop_step", 0),),  # a fixed random topology: sparsity without DST
-    "set_growth": (("sparsity.growth", "random"),),
+# The paper's knobs, one at a time from the reproduction's NeuroTrails setting: recipe overrides, as `nt-llm train`
+# takes them.
+VARIANTS: dict[str, tuple[str, ...]] = {
+    "uniform": ("sparsity.distribution=uniform",),
+    # The paper's code: backbone + embedding too (JSON is YAML: the patterns' `*` stay quoted).
+    "all_sparse": (f"sparsity.include={json.dumps(list(NEUROTRAILS_ALL))}",),
+    "prune_rate_0.2": ("sparsity.prune_rate=0.2",),
+    "prune_rate_0.8": ("sparsity.prune_rate=0.8",),
+    "update_every_5": ("sparsity.update_frequency=5",),
+    "update_every_50": ("sparsity.update_frequency=50",),
+    "static": ("sparsity.stop_step=0",),  # a fixed random topology: sparsity without DST
+    "set_growth": ("sparsity.growth=random",),
 }
+# A comma that starts the next override (`,section.key=`), not one inside a value (`sparsity.include=[a, b]`).
+_NEXT_OVERRIDE = re.compile(r",\s*(?=[A-Za-z_]\w*(?:\.\w+)+\s*=)")
 BASELINES = methods.names()  # every registered method; the sparse one in the reproduction's own setting
 ABLATED = "neurotrails"  # the method whose knobs the variants change
 
 
-def parse_variant(text: str) -> tuple[str, tuple[tuple[str, object], ...]]:
-    """``name:section.key=value,...`` -> (name, overrides); values are read as YAML (numbers, lists, ...)."""
+def parse_variant(text: str) -> tuple[str, tuple[str, ...]]:
+    """``name:section.key=value,...`` -> (name, overrides), each override checked by the recipe module's parser
+    (``nt_llm.train.recipe.parse_override``, as `nt-llm train` reads its overrides); a value may hold commas
+    (``sparsity.include=[a, b]``)."""
     name, sep, body = text.partition(":")
     if not sep or not name:
         raise argparse.ArgumentTypeError(f"--variant must look like NAME:section.key=value,..., got {text!r}")
-    overrides = []
-    for item in filter(None, (part.strip() for part in body.split(","))):
-        key, eq, value = item.partition("=")
-        if not eq or "." not in key:
-            raise argparse.ArgumentTypeError(f"--variant {name}: {item!r} must look like section.key=value")
-        overrides.append((key, yaml.safe_load(value)))
-    return name, tuple(overrides)
+    overrides = tuple(filter(None, (part.strip() for part in _NEXT_OVERRIDE.split(body))))
+    for override in overrides:
+        try:
+            parse_override(override)
+        except RecipeError as err:
+            raise argparse.ArgumentTypeError(f"--variant {name}: {err}") from err
+    return name, overrides
 
 
 def variant_specs(
-    variants: dict[str, tuple[tuple[str, object], ...]], seeds: list[int], density: float, baselines: bool
+    variants: dict[str, tuple[str, ...]], seeds: list[int], density: float, baselines: bool
 ) -> list[RunSpec]:
     specs = [
         RunSpec(label=m, method=m, head_layers=None, density=density if methods.get(m).sparse else 1.0, seed=s)

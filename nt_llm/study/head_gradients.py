@@ -14,6 +14,7 @@ a size), on a few batches of the validation split:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import logging
@@ -21,13 +22,13 @@ import sys
 from pathlib import Path
 
 import torch
-import yaml
 
 from nt_llm import methods
-from nt_llm.data import DataConfig, build_tokenizer, build_validation_set, vocab_size_of
+from nt_llm.data import build_tokenizer, build_validation_set, vocab_size_of
 from nt_llm.modeling import NeuroTrailsForCausalLM
 from nt_llm.modeling.sizes import build_config
 from nt_llm.study.reproduce import STUDY_DATA
+from nt_llm.train.recipe import load_section
 
 log = logging.getLogger(__name__)
 
@@ -87,13 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        fields = STUDY_DATA if args.data is None else yaml.safe_load(args.data.read_text(encoding="utf-8"))
-        cfg = DataConfig(
-            **{
-                **fields,
-                "batch_size": args.batch_size,
-                "validation_tokens": args.batches * args.batch_size * fields.get("seq_len", 256),
-            }
+        data = STUDY_DATA if args.data is None else load_section(args.data, "data")
+        cfg = dataclasses.replace(
+            data, batch_size=args.batch_size, validation_tokens=args.batches * args.batch_size * data.seq_len
         )
         tokenizer = build_tokenizer(cfg)
         model = load_model(args, vocab_size_of(tokenizer))

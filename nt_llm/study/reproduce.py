@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import logging
 import math
@@ -44,9 +45,23 @@ import yaml
 
 from nt_llm import methods
 from nt_llm.checkpoint import RunDir
+from nt_llm.data import DataConfig
 from nt_llm.precision import PRECISIONS
-from nt_llm.sparse.config import NEUROTRAILS_ALL
-from nt_llm.train.recipe import RecipeError, recipe_from_dict
+from nt_llm.sparse.config import NEUROTRAILS_ALL, PAPER_DST, SparsityConfig
+from nt_llm.train.recipe import (
+    CheckpointRecipe,
+    EvalRecipe,
+    LoggingRecipe,
+    ModelRecipe,
+    OptimRecipe,
+    Recipe,
+    RecipeError,
+    RunRecipe,
+    apply_overrides,
+    load_section,
+    recipe_from_dict,
+    save_recipe,
+)
 
 METHODS = methods.names()  # the default --methods: every registered method (the paper's four)
 # The study's references: every row is compared with each of these, paired over seeds.
@@ -59,20 +74,22 @@ LR_SWEEP_METHOD = "dense"
 # NeuroTrails trains 1/density the steps (nt_llm: the same steps as every method). Precision is --precision's.
 SETUP_DIFFERENCES = ("init", "scope", "longer")
 PAPER_EMBEDDING_STD = (2 / 5) ** 0.5
-# The study's data section without --data: the embedded corpus with its 4k tokenizer, packed. The same fields,
-# in the same order, as recipes/data/embedded_4k.yaml (a test keeps them equal), so that a run trained from either
-# has the same recipe text and is reused; kept here because an installed package has no recipes/ folder.
-STUDY_DATA: dict[str, Any] = {
-    "source": "embedded",
-    "data_dir": "data",
-    "tokenizer": "embedded-4k",
-    "seq_len": 256,
-    "mode": "pack",
-    "batch_size": 8,
-    "shuffle_buffer": 10000,
-    "seed": 0,
-    "validation_tokens": 49152,
-}
+# The study's data section without --data: the embedded corpus with its 4k tokenizer, packed. This constant is the
+# one source of that section. The study cannot read recipes/data/embedded_4k.yaml, the same section for `nt-llm train`
+# recipes, because an installed wheel has no recipes/ folder (only nt_llm/ and its package data); so that file is
+# held to this constant instead (tests/test_paper_recipes.py: it must load as this DataConfig), and a change of the
+# study's data is made here and copied there.
+STUDY_DATA = DataConfig(
+    source="embedded",
+    data_dir="data",
+    tokenizer="embedded-4k",
+    seq_len=256,
+    mode="pack",
+    batch_size=8,
+    shuffle_buffer=10000,
+    seed=0,
+    validation_tokens=49152,
+)
 log = logging.getLogger(__name__)
 
 
@@ -85,7 +102,9 @@ class RunSpec:
     head_layers: int | None
     density: float  # 1.0 for methods without sparsity
     seed: int
-    overrides: tuple[tuple[str, Any], ...] = field(default=())  # ("sparsity.distribution", "uniform"), ...
+    # Recipe overrides as `nt-llm train` takes them ("sparsity.distribution=uniform", ...), read by the recipe
+    # module's parser (nt_llm.train.recipe.apply_overrides).
+    overrides: tuple[str, ...] = field(default=())
     lr: float | None = None  # this run's own learning rate (--lr per-method); None: the study's
 
     @property
@@ -190,73 +209,77 @@ def run_steps(spec: RunSpec, args: argparse.Namespace, steps: int) -> int:
     return steps
 
 
-def build_recipe(
-    spec: RunSpec, args: argparse.Namespace, run_dir: Path, lr: float | None, steps: int
-) -> dict[str, Any]:
+def study_data(args: argparse.Namespace) -> DataConfig:
+    """The data section of every run but its seed: ``--data`` (or ``STUDY_DATA``) with the flags' lengths."""
+    data = STUDY_DATA if args.data is None else load_section(args.data, "data")
+    return dataclasses.replace(
+        data, seq_len=args.seq_len, batch_size=args.batch, validation_tokens=args.validation_tokens
+    )
+
+
+def build_recipe(spec: RunSpec, args: argparse.Namespace, run_dir: Path, lr: float | None, steps: int) -> Recipe:
     """The recipe of one run: everything but the method's shape and the overrides is shared by all runs.
     ``steps`` is the study's budget; evaluations and mask updates keep its cadence when a run trains longer."""
     total = run_steps(spec, args, steps)
     lr = spec.lr if spec.lr is not None else lr
-    data = dict(STUDY_DATA) if args.data is None else yaml.safe_load(args.data.read_text(encoding="utf-8"))
-    if not isinstance(data, dict):
-        raise ValueError(f"--data {args.data} must hold a mapping of data-section fields")
-    # The seed fixes the data order too: seed s is the same token stream for every method (paired runs).
-    data.update(seq_len=args.seq_len, batch_size=args.batch, validation_tokens=args.validation_tokens, seed=spec.seed)
     method = methods.get(spec.method)
-    model: dict[str, Any] = {"size": args.size, "method": spec.method}
+    config: dict[str, Any] = {}
     if paper_setting(args, "init"):
-        model["embedding_init_std"] = PAPER_EMBEDDING_STD
+        config["embedding_init_std"] = PAPER_EMBEDDING_STD
     if method.ensemble:
-        model["ensemble_size"] = args.ensemble_size
+        config["ensemble_size"] = args.ensemble_size
     if spec.head_layers is not None:
-        model["head_layers"] = spec.head_layers
+        config["head_layers"] = spec.head_layers
     sparsity = None
     if method.sparse:
-        # The paper's NeuroTrails setting (soft magnitude pruning, RigL growth, ERK); updates scale with the run.
-        sparsity = {
-            "density": spec.density,
-            "distribution": "erk",
-            "prune": "soft_magnitude",
-            "temperature": 3.0,
-            "growth": "gradient",
-            "prune_rate": 0.5,
-            "prune_rate_decay": "cosine",
-            "update_frequency": args.update_frequency or max(1, steps // 12),
-            "seed": spec.seed,
-        }
-        if paper_setting(args, "scope"):
-            sparsity["include"] = list(NEUROTRAILS_ALL)
+        # The paper's DST (soft magnitude pruning, RigL growth, ERK); updates scale with the run.
+        scope = {"include": NEUROTRAILS_ALL} if paper_setting(args, "scope") else {}
+        update_frequency = args.update_frequency or max(1, steps // 12)
+        sparsity = SparsityConfig(
+            **PAPER_DST, density=spec.density, update_frequency=update_frequency, seed=spec.seed, **scope
+        )
     eval_every = args.eval_every or max(1, steps // 5)
-    recipe = {
-        "run": {"name": spec.name, "output_dir": str(run_dir), "seed": spec.seed},
-        "model": model,
-        "sparsity": sparsity,
-        "data": data,
-        "optim": {
-            "lr": lr,
-            "weight_decay": 0.0,
-            "max_steps": total,
-            "warmup_steps": max(1, total // 10),
-            "min_lr_ratio": 0.1,
-            "total_batch_size": args.batch,
-            "grad_clip": args.grad_clip,
-            "precision": args.precision,
-        },
-        "eval": {"every": eval_every, "max_batches": args.eval_batches},
+    recipe = Recipe(
+        run=RunRecipe(name=spec.name, output_dir=str(run_dir), seed=spec.seed),
+        model=ModelRecipe(size=args.size, method=spec.method, config=config),
+        sparsity=sparsity,
+        # The seed fixes the data order too: seed s is the same token stream for every method (paired runs).
+        data=dataclasses.replace(study_data(args), seed=spec.seed),
+        optim=OptimRecipe(
+            lr=lr,
+            weight_decay=0.0,
+            max_steps=total,
+            warmup_steps=max(1, total // 10),
+            min_lr_ratio=0.1,
+            total_batch_size=args.batch,
+            grad_clip=args.grad_clip,
+            precision=args.precision,
+        ),
+        eval=EvalRecipe(every=eval_every, max_batches=args.eval_batches),
         # A checkpoint at every evaluation: a study stopped by a session's end resumes its runs from there.
-        "checkpoint": {"every": eval_every, "keep_last": 1},
-        "logging": {"every": max(1, eval_every // 5), "progress_bar": False, "trackers": ["none"]},
-    }
-    for key, value in spec.overrides:
-        section, _, name = key.partition(".")
-        if recipe.get(section) is None:
-            raise ValueError(f"{spec.label}: override {key} targets section {section!r}, which this run lacks")
-        recipe[section][name] = value
-    return recipe
+        checkpoint=CheckpointRecipe(every=eval_every, keep_last=1),
+        logging=LoggingRecipe(every=max(1, eval_every // 5), progress_bar=False, trackers=["none"]),
+    )
+    for override in spec.overrides:
+        section = override.partition(".")[0]
+        if getattr(recipe, section, "") is None:
+            raise ValueError(f"{spec.label}: override {override} targets section {section!r}, which this run lacks")
+    return apply_overrides(recipe, spec.overrides)
 
 
-def _recipe_text(spec: RunSpec, args: argparse.Namespace, lr: float | None, steps: int, runs_dir: Path) -> str:
-    return yaml.safe_dump(build_recipe(spec, args, runs_dir / spec.name, lr, steps), sort_keys=False)
+def _same_recipe(path: Path, recipe: Recipe) -> bool:
+    """Whether the run recipe file ``path`` holds ``recipe``: compared as training reads them, so that a file written
+    by an earlier version of the study (another layout, fields since given defaults) still counts as the same."""
+    if not path.is_file():
+        return False
+    try:
+        written = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return False
+    if not isinstance(written, dict):
+        return False
+    resolved = _resolved(written)
+    return resolved is not None and resolved == _resolved(recipe.to_dict())
 
 
 RECORDS = "records"  # --out/records/<run>.json: a finished run's recipe and measurements
@@ -269,18 +292,19 @@ def _record_file(spec: RunSpec, args: argparse.Namespace) -> Path:
 def _recorded_recipe(spec: RunSpec, args: argparse.Namespace, lr: float | None, steps: int) -> dict[str, Any]:
     """The recipe a record keeps: the run's, without the run folder, which is where it happened to be trained
     (another --runs-dir, another machine), not what was trained."""
-    recipe = build_recipe(spec, args, Path(), lr, steps)
+    recipe = build_recipe(spec, args, Path(), lr, steps).to_dict()
     del recipe["run"]["output_dir"]
     return recipe
 
 
 def _resolved(recipe: dict[str, Any]) -> dict[str, Any] | None:
     """The recipe as training reads it (every field, defaults filled in), so that a record written before a field
-    with a default existed still matches; None when today's recipe no longer accepts it."""
+    with a default existed, or by the study's untyped recipes of before, still matches; None when today's recipe no
+    longer accepts it."""
     try:
         return recipe_from_dict(copy.deepcopy(recipe)).to_dict()
     except RecipeError as err:
-        log.warning("a run record's recipe no longer loads (%s): the run is trained again", err)
+        log.warning("a run's recorded recipe no longer loads (%s): the run is trained again", err)
         return None
 
 
@@ -321,10 +345,9 @@ def check_no_conflicts(
         return
     conflicts = []
     for spec in specs:
-        recipe_path = runs_dir / f"{spec.name}.yaml"
-        if RunDir(runs_dir / spec.name).latest() is not None and (
-            not recipe_path.is_file()
-            or recipe_path.read_text(encoding="utf-8") != _recipe_text(spec, args, lr, steps, runs_dir)
+        recipe = build_recipe(spec, args, runs_dir / spec.name, lr, steps)
+        if RunDir(runs_dir / spec.name).latest() is not None and not _same_recipe(
+            runs_dir / f"{spec.name}.yaml", recipe
         ):
             conflicts.append(spec.name)
     if conflicts:
@@ -345,10 +368,9 @@ def train_run(spec: RunSpec, args: argparse.Namespace, lr: float | None, steps: 
         log.info("%s: recorded earlier in %s, reusing it", spec.name, _record_file(spec, args))
         return run_dir
     recipe_path = runs_dir / f"{spec.name}.yaml"
-    recipe_text = _recipe_text(spec, args, lr, steps, runs_dir)
+    recipe = build_recipe(spec, args, run_dir, lr, steps)
     latest = RunDir(run_dir).latest()
-    same_recipe = recipe_path.is_file() and recipe_path.read_text(encoding="utf-8") == recipe_text
-    resume = not args.rerun and same_recipe and latest is not None
+    resume = not args.rerun and latest is not None and _same_recipe(recipe_path, recipe)
     if resume and latest.step == run_steps(spec, args, steps):
         log.info("%s: finished earlier, reusing %s", spec.name, run_dir)
         write_record(spec, args, lr, steps, runs_dir)
@@ -357,7 +379,7 @@ def train_run(spec: RunSpec, args: argparse.Namespace, lr: float | None, steps: 
         if run_dir.exists():
             shutil.rmtree(run_dir)  # nothing to resume (or --rerun): its metrics.jsonl would be appended to
         run_dir.mkdir(parents=True)
-        recipe_path.write_text(recipe_text, encoding="utf-8")
+        save_recipe(recipe, recipe_path)
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
     command = [sys.executable, "-m", "nt_llm.cli", "train", "--recipe", str(recipe_path)]
     if resume:
