@@ -1,18 +1,12 @@
 """Compare finished runs: the last evaluation of each, as one markdown table, and their validation curves.
 
-python -m nt_llm.report runs/neurotrails_cpu runs/dense_cpu [--plot out/demo/loss.png] > table.md
-
-The table is the command's output, on stdout; what it logs (where the plot went, errors) goes to stderr.
+The command is ``nt-llm report runs/neurotrails_cpu runs/dense_cpu [--plot out/demo/loss.png] > table.md``
+(nt_llm.cli.report).
 """
 
-import argparse
-import logging
-import sys
 from pathlib import Path
 
 from nt_llm.checkpoint import RunDir
-
-log = logging.getLogger("nt_llm.report")
 
 PLOT_EXTRA = "nt_llm[plot]"
 
@@ -43,7 +37,7 @@ def comparison_table(runs: list[Path]) -> str:
 
 def plot_validation_loss(runs: list[Path], out: Path) -> Path:
     """Validation loss of the averaged logits (and, dotted, of the best head) over training tokens."""
-    plt = _pyplot()
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for run in runs:
@@ -64,7 +58,7 @@ def plot_validation_loss(runs: list[Path], out: Path) -> Path:
     return out
 
 
-def _pyplot():
+def pyplot():
     """matplotlib's pyplot on the file-only backend, or a MissingExtraError naming the extra that installs it."""
     try:
         import matplotlib
@@ -79,29 +73,3 @@ def _pyplot():
 def _optional(value: float | None) -> str:
     """A single model has no head disagreement: a dash, not NaN."""
     return "-" if value is None else f"{value:.4f}"
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "runs", nargs="+", type=Path, help="run folders (each with a metrics.jsonl); the last is the baseline"
-    )
-    parser.add_argument("--plot", type=Path, help="also write the validation curves to this PNG")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)  # stdout is the table's
-    try:
-        if args.plot is not None:
-            _pyplot()  # before any output: a missing extra fails the command before the table is printed
-        table = comparison_table(args.runs)
-        sys.stdout.write(table + "\n")  # the output itself (`nt-llm report ... > table.md`); logs go to stderr
-        sys.stdout.flush()
-        if args.plot is not None:
-            log.info("validation curves: %s", plot_validation_loss(args.runs, args.plot))
-    except (FileNotFoundError, ValueError, MissingExtraError) as err:
-        log.error("%s", err)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

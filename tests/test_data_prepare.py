@@ -11,6 +11,7 @@ import pytest
 from helpers.data import make_docs, tiny_tokenizer_dir
 from transformers import AutoTokenizer
 
+from nt_llm.cli import prepare_data
 from nt_llm.data import DataConfig, build_tokenizer, build_train_batches, build_validation_set, vocab_size_of
 from nt_llm.data import prepare as prep
 from nt_llm.data.tokenizer import SMALL_TOKENIZER_SUBDIR, pieces_digest
@@ -106,7 +107,7 @@ def test_cli_on_a_prepared_folder_does_nothing_and_installs_nothing(tmp_path, mo
 
     monkeypatch.setattr(prep, "locate_package_data", no_install)
     with caplog.at_level("INFO", logger="nt_llm.data.prepare"):
-        assert prep.main(["--out", str(tmp_path / "data")]) == 0
+        assert prepare_data.main(["--out", str(tmp_path / "data")]) == 0
     assert "nothing to do" in caplog.text
 
 

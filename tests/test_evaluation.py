@@ -21,9 +21,9 @@ from helpers.training import tiny_recipe
 from helpers.zero_shot import save_tiny_neurotrails
 
 from nt_llm import export as nt_export
+from nt_llm.cli.evaluate import main
 from nt_llm.data import DataConfig, build_tokenizer, build_validation_set
 from nt_llm.evaluation import ensemble, evaluate
-from nt_llm.evaluation.cli import main
 from nt_llm.modeling import NeuroTrailsForCausalLM
 from nt_llm.train import train
 from nt_llm.train.recipe import recipe_from_dict
@@ -271,7 +271,7 @@ def test_checkpoint_and_run_folder_evaluate_like_their_export(
 
 def _refused(argv: list[object], caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> str:
     caplog.clear()
-    with caplog.at_level(logging.ERROR, logger="nt_llm.evaluation.cli"):
+    with caplog.at_level(logging.ERROR, logger="nt_llm.cli.evaluate"):
         code, stdout = _cli([str(a) for a in argv], capsys)
     assert code == 2 and stdout == ""
     return caplog.text

@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from nt_llm import export as nt_export
 from nt_llm import hub
 from nt_llm.checkpoint import Checkpoint
+from nt_llm.cli import export as export_cli
 from nt_llm.model_card import CardInfo, ParamCounts, build_model_card, training_record
 from nt_llm.modeling import NeuroTrailsForCausalLM
 from nt_llm.train import train
@@ -346,13 +347,13 @@ def test_existing_out_is_kept_unless_overwrite(step_dir: Path, tmp_path: Path) -
 
 
 def test_cli(step_dir: Path, tmp_path: Path) -> None:
-    assert nt_export.main([str(step_dir), str(tmp_path / "cli"), "--heads", "0,1", "--license", "mit"]) == 0
+    assert export_cli.main([str(step_dir), str(tmp_path / "cli"), "--heads", "0,1", "--license", "mit"]) == 0
     assert json.loads((tmp_path / "cli" / "config.json").read_text())["ensemble_size"] == 2
-    assert nt_export.main([str(tmp_path / "missing"), str(tmp_path / "x")]) == nt_export.EXIT_BAD_INPUT
+    assert export_cli.main([str(tmp_path / "missing"), str(tmp_path / "x")]) == export_cli.EXIT_BAD_INPUT
     with pytest.raises(SystemExit):
-        nt_export.main([str(step_dir), str(tmp_path / "x"), "--heads", "a,b"])
+        export_cli.main([str(step_dir), str(tmp_path / "x"), "--heads", "a,b"])
     with pytest.raises(SystemExit):
-        nt_export.main([str(step_dir), str(tmp_path / "x"), "--private"])  # needs --push-to-hub
+        export_cli.main([str(step_dir), str(tmp_path / "x"), "--private"])  # needs --push-to-hub
     assert not (tmp_path / "x").exists()
 
 
@@ -411,7 +412,8 @@ def test_offline_push_fails_at_once_and_writes_nothing(
         nt_export.export(step_dir, tmp_path / "out", push=nt_export.PushOptions(repo_id="me/x"))
     with pytest.raises(hub.HubPushError, match="HF_HUB_OFFLINE=1 is set"):
         nt_export.push_checkpoint(step_dir, "me/x")
-    assert nt_export.main([str(step_dir), str(tmp_path / "out"), "--push-to-hub", "me/x"]) == nt_export.EXIT_PUSH_FAILED
+    code = export_cli.main([str(step_dir), str(tmp_path / "out"), "--push-to-hub", "me/x"])
+    assert code == export_cli.EXIT_PUSH_FAILED
     fake_api.assert_not_called()
     assert not (tmp_path / "out").exists() and list(tmp_path.iterdir()) == []
     assert _snapshot(step_dir) == before

@@ -16,6 +16,7 @@ from helpers.zero_shot import save_tiny_neurotrails
 from safetensors import safe_open
 
 from nt_llm import export as nt_export
+from nt_llm.cli import export as export_cli
 
 
 @pytest.fixture(scope="module")
@@ -94,10 +95,10 @@ def test_a_bf16_export_loads_with_remote_code_close_to_the_fp32_export(source: P
 def test_bad_dtype_is_named_and_the_cli_takes_dtype(source: Path, tmp_path: Path, capsys) -> None:
     with pytest.raises(nt_export.ExportError, match="dtype must be one of \\['bf16', 'fp32'\\].*'fp16'"):
         nt_export.ExportOptions(dtype="fp16")
-    assert nt_export.main([str(source), str(tmp_path / "out"), "--dtype", "bf16"]) == 0
+    assert export_cli.main([str(source), str(tmp_path / "out"), "--dtype", "bf16"]) == 0
     assert _config_dtype(tmp_path / "out") == "bfloat16"
     with pytest.raises(SystemExit):
-        nt_export.main([str(source), str(tmp_path / "bad"), "--dtype", "fp16"])
+        export_cli.main([str(source), str(tmp_path / "bad"), "--dtype", "fp16"])
     assert "invalid choice: 'fp16'" in capsys.readouterr().err
-    help_text = nt_export.build_parser().format_help()
+    help_text = export_cli.build_parser().format_help()
     assert "--dtype {bf16,fp32}" in help_text and "default: keep the checkpoint's dtype" in help_text

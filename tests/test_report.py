@@ -1,4 +1,5 @@
-"""nt_llm.report: the comparison table and curves of finished runs, from their metrics.jsonl."""
+"""nt_llm.report (and nt-llm report, nt_llm.cli.report): the comparison table and curves of finished runs, from their
+metrics.jsonl."""
 
 import json
 import logging
@@ -7,6 +8,7 @@ import sys
 from pathlib import Path
 
 from nt_llm import cli, report
+from nt_llm.cli import report as report_cli
 
 
 def fake_run(root: Path, name: str, losses: list[float], heads: int, density: float = 1.0) -> Path:
@@ -42,17 +44,17 @@ def test_table_compares_with_the_last_run_and_plots(tmp_path, caplog) -> None:
     # exp(4.0) / exp(4.1) - 1 = -9.5%
     assert "| -9.5% |" in rows["neurotrails_cpu"] and "| +0.0% |" in rows["dense_cpu"]
     assert "| 0.900 |" in rows["neurotrails_cpu"] and "| - |" in rows["dense_cpu"]
-    caplog.set_level(logging.INFO, logger="nt_llm.report")
-    assert report.main([str(nt), str(dense), "--plot", str(tmp_path / "plots" / "loss.png")]) == 0
+    caplog.set_level(logging.INFO, logger="nt_llm.cli.report")
+    assert report_cli.main([str(nt), str(dense), "--plot", str(tmp_path / "plots" / "loss.png")]) == 0
     assert (tmp_path / "plots" / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "validation curves:" in caplog.text
 
 
 def test_a_folder_without_metrics_exits_2(tmp_path, caplog) -> None:
-    assert report.main([str(tmp_path)]) == 2
+    assert report_cli.main([str(tmp_path)]) == 2
     assert "has no metrics.jsonl" in caplog.text
     (tmp_path / "metrics.jsonl").write_text(json.dumps({"event": "train", "step": 1}) + "\n")
-    assert report.main([str(tmp_path)]) == 2
+    assert report_cli.main([str(tmp_path)]) == 2
     assert "holds no evaluation yet" in caplog.text
 
 

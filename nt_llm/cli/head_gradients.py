@@ -1,0 +1,11 @@
+"""``nt-llm head-gradients``: how far the heads' gradients agree (nt_llm.study.head_gradients parses its own flags)."""
+
+from __future__ import annotations
+
+SUMMARY = "how far the heads' gradients agree"
+
+
+def main(argv: list[str]) -> int:
+    from nt_llm.study import head_gradients  # here, not at the top: see nt_llm.cli
+
+    return head_gradients.main(argv)
