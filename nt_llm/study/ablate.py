@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import sys
 
 from nt_llm import methods
 from nt_llm.sparse.config import NEUROTRAILS_ALL
@@ -98,7 +97,3 @@ def main(argv: list[str] | None = None) -> int:
         return variant_specs(chosen, args.seeds, args.density, baselines=not args.no_baselines)
 
     return run_cli(args, specs, "NeuroTrails ablations")
-
-
-if __name__ == "__main__":
-    sys.exit(main())

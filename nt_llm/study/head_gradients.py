@@ -18,12 +18,12 @@ import dataclasses
 import itertools
 import json
 import logging
-import sys
 from pathlib import Path
 
 import torch
 
 from nt_llm import methods
+from nt_llm.cli.common import EXIT_BAD_INPUT
 from nt_llm.data import build_tokenizer, build_validation_set, vocab_size_of
 from nt_llm.modeling import NeuroTrailsForCausalLM
 from nt_llm.modeling.sizes import build_config
@@ -86,7 +86,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--output", type=Path, help="also write the numbers as JSON")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         data = STUDY_DATA if args.data is None else load_section(args.data, "data")
         cfg = dataclasses.replace(
@@ -97,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         per_batch = [agreement(head_gradients(model, batch)) for batch in build_validation_set(cfg, tokenizer)]
     except (OSError, ValueError) as err:
         log.error("%s", err)
-        return 2
+        return EXIT_BAD_INPUT
     result = {key: sum(b[key] for b in per_batch) / len(per_batch) for key in per_batch[0]}
     result["batches"] = len(per_batch)
     log.info(
@@ -111,7 +110,3 @@ def main(argv: list[str] | None = None) -> int:
     if args.output is not None:
         args.output.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -45,6 +45,7 @@ import yaml
 
 from nt_llm import methods
 from nt_llm.checkpoint import RunDir
+from nt_llm.cli.common import EXIT_BAD_INPUT
 from nt_llm.data import DataConfig
 from nt_llm.precision import PRECISIONS
 from nt_llm.sparse.config import NEUROTRAILS_ALL, PAPER_DST, SparsityConfig
@@ -792,16 +793,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_cli(args: argparse.Namespace, make_specs: Callable[[], list[RunSpec]], title: str) -> int:
     """The body of this module's and its siblings' (sweep, ablate) mains: check, train, report; bad input exits 2."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         check_arguments(args)
         specs = make_specs()
         run_all(specs, args, f"{title} at {args.size}: {args.steps} steps x {args.batch} x {args.seq_len} tokens")
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         log.error("%s", err)
-        return 2
+        return EXIT_BAD_INPUT
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -10,7 +10,6 @@ Every grid point trains with the same data, token budget and seeds; a density of
 from __future__ import annotations
 
 import argparse
-import sys
 
 from nt_llm import methods
 from nt_llm.study.reproduce import RunSpec, add_common_arguments, parse_list, run_cli
@@ -48,7 +47,3 @@ def main(argv: list[str] | None = None) -> int:
     parser.set_defaults(out=parser.get_default("out").with_name("sweep"))
     args = parser.parse_args(argv)
     return run_cli(args, lambda: grid_specs(args.head_layers, args.density, args.seeds), "Head depth x density sweep")
-
-
-if __name__ == "__main__":
-    sys.exit(main())
