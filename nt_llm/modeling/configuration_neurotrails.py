@@ -14,6 +14,9 @@ CLASS_KEYS = ("model_type", "architectures", "auto_map", "transformers_version")
 # loss options. None changes the weights or what the model computes: loading drops them (a re-save does not carry
 # them on), while passing one to the constructor is a mistake worth naming.
 LEGACY_KEYS = ("head_execution", "loss_reduction", "loss_chunk_size")
+# How the heads' weights start: each drawn on its own, or every head a copy of head 0 (with DST, different masks are
+# then the only difference between heads: the copy-init diagnostic).
+HEADS_INITS = ("independent", "copies")
 
 
 class NeuroTrailsConfig(LlamaConfig):
@@ -39,6 +42,9 @@ class NeuroTrailsConfig(LlamaConfig):
         embedding_init_std: the standard deviation of the token embeddings' normal initialisation. ``None``
             takes ``initializer_range`` (0.02, transformers' LLaMA); the paper's code draws embeddings with
             sqrt(2/5) = 0.632 while its linear layers keep 0.02.
+        heads_init: how the heads' weights start when the model is initialised: ``"independent"`` (each head drawn
+            on its own) or ``"copies"`` (every head's blocks, final norm, LM head and, in a full ensemble, embedding
+            equal to head 0's). Loading saved weights (``from_pretrained``) keeps them as saved.
 
     How the heads' losses combine and whether they are computed in chunks are arguments of the forward
     (training-only), not fields of the config.
@@ -50,6 +56,7 @@ class NeuroTrailsConfig(LlamaConfig):
     head_layers: int | None = None
     share_embeddings: bool = True
     embedding_init_std: float | None = None
+    heads_init: str = "independent"
 
     def __post_init__(self, **kwargs):
         for key in LEGACY_KEYS:
@@ -112,6 +119,8 @@ class NeuroTrailsConfig(LlamaConfig):
             and self.embedding_init_std > 0
         ):
             raise ValueError(f"embedding_init_std must be a number > 0 or None, got {self.embedding_init_std!r}")
+        if self.heads_init not in HEADS_INITS:
+            raise ValueError(f"heads_init must be one of {HEADS_INITS}, got {self.heads_init!r}")
         if not isinstance(self.share_embeddings, bool):
             raise ValueError(f"share_embeddings must be a bool, got {self.share_embeddings!r}")
         if not self.share_embeddings and self.head_layers != self.num_hidden_layers:

@@ -99,6 +99,22 @@ class NeuroTrailsForCausalLM(LlamaPreTrainedModel, GenerationMixin):
         if isinstance(module, nn.Embedding) and self.config.embedding_init_std is not None:
             init.normal_(module.weight, mean=0.0, std=self.config.embedding_init_std)
 
+    def init_weights(self) -> None:
+        """transformers' initialisation (``post_init`` calls it once the modules exist), then, with
+        ``config.heads_init="copies"``, every head set equal to head 0. ``from_pretrained`` builds the model on the
+        meta device, where nothing is initialised or copied, and then loads the saved weights as they are."""
+        super().init_weights()
+        if self.config.heads_init == "copies" and not any(p.is_meta for p in self.parameters()):
+            self.copy_heads()
+
+    @torch.no_grad()
+    def copy_heads(self) -> None:
+        """Set every head's parameters (blocks, final norm, LM head, its own embedding if any) to head 0's."""
+        first = dict(self.heads[0].named_parameters())
+        for head in self.heads[1:]:
+            for name, param in head.named_parameters():
+                param.copy_(first[name])
+
     def get_input_embeddings(self) -> nn.Module:
         return self.embed_tokens if self.embed_tokens is not None else self.heads[0].embed_tokens
 

@@ -26,7 +26,7 @@ import yaml
 
 from nt_llm import methods
 from nt_llm.data import DataConfig
-from nt_llm.modeling.configuration_neurotrails import NeuroTrailsConfig
+from nt_llm.modeling.configuration_neurotrails import HEADS_INITS, NeuroTrailsConfig
 from nt_llm.modeling.modeling_neurotrails import LOSS_REDUCTIONS
 from nt_llm.precision import PRECISIONS
 from nt_llm.sparse import SparsityConfig
@@ -103,6 +103,9 @@ class ModelRecipe:
             _require_int("model.ensemble_size", self.config["ensemble_size"], 1)
         if self.config.get("head_layers") is not None:
             _require_int("model.head_layers", self.config["head_layers"], 1)
+        if "heads_init" in self.config:
+            heads_init = self.config["heads_init"]
+            _require(heads_init in HEADS_INITS, "model.heads_init", f"must be one of {HEADS_INITS}, got {heads_init!r}")
         # What the method's shape rules can judge before the size is read (a one-model method given H heads, which
         # would otherwise be dropped silently); the rest, against the size's depth, when the config is built.
         shape = {key: self.config.get(key) for key in ("ensemble_size", "head_layers", "share_embeddings")}
