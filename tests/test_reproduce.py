@@ -58,6 +58,7 @@ def tiny_flags(tmp_path: Path) -> list[str]:
 def check_outputs(out: Path, labels: list[str]) -> list[dict]:
     assert (out / "loss.png").read_bytes()[:8] == PNG_MAGIC
     assert (out / "diversity.png").read_bytes()[:8] == PNG_MAGIC
+    assert (out / "paired_difference.png").read_bytes()[:8] == PNG_MAGIC
     table = (out / "results.md").read_text()
     results = json.loads((out / "results.json").read_text())
     rows = {row["label"]: row for row in results["rows"]}
@@ -283,6 +284,116 @@ def test_the_paper_setup_and_one_difference_reverted(tmp_path) -> None:
     )
     assert reverted.sparsity.include == NEUROTRAILS_HEADS and reverted.optim.max_steps == 8
     assert reverted.model.config["embedding_init_std"] == pytest.approx(0.4**0.5)
+
+
+def test_heads_init_copies_goes_into_every_runs_recipe_and_nothing_else_changes(tmp_path) -> None:
+    """--heads-init copies: model.heads_init in every run's recipe; without the flag the recipes stay as they were."""
+    copies = _parse(tiny_flags(tmp_path) + ["--heads-init", "copies"])
+    default = _parse(tiny_flags(tmp_path))
+    assert default.heads_init == "independent"
+    for spec in reproduce.method_specs(list(reproduce.METHODS), [0], None, 0.5):
+        copied = reproduce.build_recipe(spec, copies, tmp_path / "x", 2e-3, 4)
+        plain = reproduce.build_recipe(spec, default, tmp_path / "x", 2e-3, 4)
+        assert copied.model.config["heads_init"] == "copies"
+        assert "heads_init" not in plain.model.config and "heads_init" not in plain.to_dict()["model"]
+        copied_dict = copied.to_dict()
+        del copied_dict["model"]["heads_init"]
+        assert copied_dict == plain.to_dict()  # the one difference
+    assert "copy of head 0" in reproduce._setup_text(copies)
+    assert "copy of head 0" not in reproduce._setup_text(default)
+    with pytest.raises(SystemExit):
+        _parse(tiny_flags(tmp_path) + ["--heads-init", "clones"])
+
+
+def synthetic_run(seed: int, losses: list[float], tokens: list[int] | None = None, heads: int = 1) -> dict:
+    """What collect() gives for one run, with the validation curve ``losses`` at ``tokens`` (default 100, 200, ...)."""
+    tokens = tokens or [100 * (i + 1) for i in range(len(losses))]
+    return {
+        "seed": seed,
+        "run_dir": f"runs/x_s{seed}",
+        "tokens": tokens[-1],
+        "ensemble_ppl": math.exp(losses[-1]),
+        "ensemble_loss": losses[-1],
+        "head_ppl": [math.exp(losses[-1])] * heads,
+        "disagreement": 0.1 if heads > 1 else 0.0,
+        "pairwise_kl": 0.01 if heads > 1 else 0.0,
+        "ensemble_gain": 0.02 if heads > 1 else 0.0,
+        "params_total": 1000,
+        "params_nonzero": 900,
+        "train_flops": 1e9,
+        "inference_flops_per_token": 1e5,
+        "tokens_per_s": None,
+        "curve": [
+            {"tokens": t, "val_loss": loss, "disagreement": 0.0, "pairwise_kl": 0.0, "ensemble_gain": 0.0}
+            for t, loss in zip(tokens, losses, strict=True)
+        ],
+    }
+
+
+SYNTHETIC_RESULTS = {
+    "dense": [synthetic_run(0, [2.0, 1.5]), synthetic_run(1, [2.1, 1.6]), synthetic_run(2, [2.2, 1.7])],
+    "full_ensemble": [synthetic_run(0, [1.9, 1.4], heads=3), synthetic_run(1, [2.0, 1.5], heads=3)],
+    # Trains longer (a third evaluation, which no reference has) and has a seed (7) no reference has.
+    "neurotrails": [
+        synthetic_run(0, [1.8, 1.3, 1.2], heads=3),
+        synthetic_run(1, [1.9, 1.5, 1.3], heads=3),
+        synthetic_run(7, [1.0, 1.0, 1.0], heads=3),
+    ],
+    # One seed, paired with dense only, and evaluated at other token counts except 200.
+    "treenet": [synthetic_run(2, [2.0, 1.5], tokens=[150, 200], heads=3)],
+    "orphan": [synthetic_run(9, [2.0, 1.5])],  # no seed any reference has: no comparison at all
+}
+
+
+def test_curve_comparisons_pair_seeds_at_the_same_token_counts() -> None:
+    from nt_llm.stats import t_quantile_975
+
+    diffs = reproduce.curve_comparisons(SYNTHETIC_RESULTS)
+    assert set(diffs) == {"dense", "full_ensemble", "neurotrails", "treenet"}
+    assert set(diffs["dense"]) == {"full_ensemble"} and set(diffs["full_ensemble"]) == {"dense"}
+    nt_dense = diffs["neurotrails"]["dense"]
+    assert [p["tokens"] for p in nt_dense] == [100, 200]  # 300: no reference run got there
+    # Seeds 0 and 1 (seed 7 has no partner): per-seed differences of exp(loss), their mean and t-interval.
+    for point, index in zip(nt_dense, (0, 1), strict=True):
+        nt = [SYNTHETIC_RESULTS["neurotrails"][s]["curve"][index]["val_loss"] for s in (0, 1)]
+        dense = [SYNTHETIC_RESULTS["dense"][s]["curve"][index]["val_loss"] for s in (0, 1)]
+        per_seed = [math.exp(a) - math.exp(b) for a, b in zip(nt, dense, strict=True)]
+        mean = sum(per_seed) / 2
+        half = t_quantile_975(1) * abs(per_seed[0] - per_seed[1]) / 2  # stdev of two values / sqrt(2)
+        assert point["n"] == 2
+        assert point["mean"] == pytest.approx(mean)
+        assert (point["low"], point["high"]) == (pytest.approx(mean - half), pytest.approx(mean + half))
+    # One seed: the difference itself, no interval.
+    (point,) = diffs["treenet"]["dense"]
+    assert point["tokens"] == 200 and point["n"] == 1
+    assert point["mean"] == pytest.approx(math.exp(1.5) - math.exp(1.7)) == point["low"] == point["high"]
+    assert "full_ensemble" not in diffs["treenet"]
+    # The final point's paired difference is the table's.
+    table = reproduce.paired_comparisons(
+        {label: runs for label, runs in SYNTHETIC_RESULTS.items() if label in ("dense", "full_ensemble")},
+        reproduce.COMPARED_WITH,
+    )
+    assert diffs["full_ensemble"]["dense"][-1]["mean"] == pytest.approx(table["full_ensemble"]["dense"]["mean"])
+
+
+def test_the_study_writes_the_paired_difference_plot_and_its_numbers(tmp_path, monkeypatch) -> None:
+    args = _parse(tiny_flags(tmp_path) + ["--lr", "2e-3", "--heads-init", "copies"])
+    monkeypatch.setattr(reproduce, "train_all", lambda *a, **k: None)
+    # Rows the table can pair too (its comparisons need every row to share a seed with each reference).
+    results = {label: SYNTHETIC_RESULTS[label] for label in ("dense", "full_ensemble", "neurotrails")}
+    monkeypatch.setattr(reproduce, "collect", lambda *a, **k: results)
+    reproduce.run_all([], args, "Synthetic")
+    out = tmp_path / "out"
+    for name in ("loss.png", "diversity.png", "paired_difference.png"):
+        assert (out / name).read_bytes()[:8] == PNG_MAGIC
+    written = json.loads((out / "results.json").read_text())
+    assert written["curve_comparisons"] == json.loads(json.dumps(reproduce.curve_comparisons(results)))
+    assert [p["tokens"] for p in written["curve_comparisons"]["neurotrails"]["full_ensemble"]] == [100, 200]
+    assert written["heads_init"] == "copies"
+    assert "copy of head 0" in (out / "results.md").read_text()
+    # Without any reference row the plot is still written (its panels say there is nothing to pair).
+    reproduce.plot_curves({"orphan": SYNTHETIC_RESULTS["orphan"]}, tmp_path)
+    assert (tmp_path / "paired_difference.png").read_bytes()[:8] == PNG_MAGIC
 
 
 def test_per_method_rates_take_each_rows_best_first_seed_run(tmp_path, monkeypatch) -> None:

@@ -8,7 +8,10 @@ baseline and then used for every method. Writes into ``--out``:
   paired per-seed difference to the dense model and to the full ensemble with 95% intervals, parameters
   (total and nonzero), training FLOPs, inference FLOPs per token, disagreement, KL, ensemble gain, wall time;
 - ``loss.png``: validation loss over training tokens, mean over seeds with a ±1 std band;
-  ``diversity.png``: disagreement, KL and ensemble gain over training.
+  ``diversity.png``: disagreement, KL and ensemble gain over training;
+  ``paired_difference.png`` (its numbers: ``curve_comparisons`` in results.json): each row's validation perplexity
+  minus the dense model's and the full ensemble's, paired per seed at every evaluation both runs have at the same
+  token count, mean over seeds with its 95% interval band.
 Runs that finished with the same recipe are reused, so an interrupted study resumes where it stopped. Each finished
 run's measurements are also kept in ``--out``/``records/<run>.json`` beside its recipe; a study whose run folders are
 gone (a new machine) but whose records are there (committed with the results) reuses them instead of training again.
@@ -47,6 +50,7 @@ from nt_llm import methods
 from nt_llm.checkpoint import RunDir
 from nt_llm.cli.common import EXIT_BAD_INPUT
 from nt_llm.data import DataConfig
+from nt_llm.modeling.configuration_neurotrails import HEADS_INITS
 from nt_llm.precision import PRECISIONS
 from nt_llm.sparse.config import NEUROTRAILS_ALL, PAPER_DST, SparsityConfig
 from nt_llm.train.recipe import (
@@ -152,6 +156,13 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         help=f"with --setup paper: these differences back to nt_llm's setting ({', '.join(SETUP_DIFFERENCES)})",
     )
+    parser.add_argument(
+        "--heads-init",
+        choices=HEADS_INITS,
+        default="independent",
+        help="model.heads_init of every run; copies: every head starts as a copy of head 0, so that with DST "
+        "the masks are the only difference between heads (the copy-init diagnostic)",
+    )
     parser.add_argument("--grad-clip", type=float, default=0.0, help="0: none, as in the paper's training script")
     parser.add_argument(
         "--precision", default="auto", choices=PRECISIONS, help="optim.precision (auto: bf16 only where native)"
@@ -227,6 +238,8 @@ def build_recipe(spec: RunSpec, args: argparse.Namespace, run_dir: Path, lr: flo
     config: dict[str, Any] = {}
     if paper_setting(args, "init"):
         config["embedding_init_std"] = PAPER_EMBEDDING_STD
+    if _heads_init(args) != "independent":  # the default writes nothing: run records compare recipes
+        config["heads_init"] = _heads_init(args)
     if method.ensemble:
         config["ensemble_size"] = args.ensemble_size
     if spec.head_layers is not None:
@@ -480,6 +493,37 @@ def summarise(label: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
     return row
 
 
+def curve_comparisons(
+    results: dict[str, list[dict[str, Any]]], baselines: tuple[str, ...] = COMPARED_WITH
+) -> dict[str, dict[str, list[dict[str, float]]]]:
+    """Per row and baseline, over training: at each evaluation that a seed's run of the row and of the baseline both
+    made at the same token count, the paired difference of validation perplexity (row - baseline), mean over those
+    seeds with its 95% interval (``nt_llm.stats``, as the table's comparisons). ``{row: {baseline: [{"tokens",
+    "mean", "low", "high", "n"}, ...]}}``; a point without a partner is left out, a row without any is absent."""
+    from nt_llm.stats import paired_difference
+
+    # {row: {seed: {tokens: validation ppl}}}
+    curves = {
+        label: {r["seed"]: {p["tokens"]: math.exp(p["val_loss"]) for p in r["curve"]} for r in runs}
+        for label, runs in results.items()
+    }
+    out: dict[str, dict[str, list[dict[str, float]]]] = {}
+    for label, row in curves.items():
+        for base in baselines:
+            if base == label or base not in curves:
+                continue
+            reference = curves[base]
+            tokens = sorted({t for s in row if s in reference for t in row[s].keys() & reference[s].keys()})
+            points = []
+            for t in tokens:
+                seeds = [s for s in row if s in reference and t in row[s] and t in reference[s]]
+                diff = paired_difference({s: row[s][t] for s in seeds}, {s: reference[s][t] for s in seeds})
+                points.append({"tokens": t, **diff.to_dict()})
+            if points:
+                out.setdefault(label, {})[base] = points
+    return out
+
+
 def paired_comparisons(results: dict[str, list[dict[str, Any]]], baselines: tuple[str, ...]) -> dict[str, Any]:
     """Per row and baseline: the paired per-seed difference of ensemble perplexity (row - baseline), 95% CI."""
     from nt_llm.stats import paired_difference
@@ -538,8 +582,9 @@ def _seed_band(ax, xs: list[float], means: list[float], stds: list[float], color
 
 
 def plot_curves(results: dict[str, list[dict[str, Any]]], out: Path) -> None:
-    """loss.png (validation loss over tokens, mean ± std over seeds) and diversity.png (disagreement, KL,
-    ensemble gain over tokens, one line per row with several heads)."""
+    """loss.png (validation loss over tokens, mean ± std over seeds), diversity.png (disagreement, KL,
+    ensemble gain over tokens, one line per row with several heads) and paired_difference.png (``curve_comparisons``:
+    each row's paired difference of validation perplexity to each reference over tokens)."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display on servers
@@ -591,6 +636,36 @@ def plot_curves(results: dict[str, list[dict[str, Any]]], out: Path) -> None:
         axes[0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "diversity.png", dpi=120)
+    plt.close(fig)
+
+    # paired_difference.png: one panel per reference, a line per row compared with it (a band with several seeds).
+    differences = curve_comparisons(results, COMPARED_WITH)
+    fig, axes = plt.subplots(1, len(COMPARED_WITH), figsize=(6.4 * len(COMPARED_WITH), 4.2), squeeze=False)
+    for ax, base in zip(axes[0], COMPARED_WITH, strict=True):
+        drawn = False
+        for label, against in differences.items():
+            points = against.get(base)
+            if not points:
+                continue
+            xs = [p["tokens"] for p in points]
+            seeds = max(p["n"] for p in points)
+            name = f"{label} ({seeds} seed{'s' if seeds > 1 else ''})"
+            ax.plot(xs, [p["mean"] for p in points], marker="o", markersize=3, color=colors[label], label=name)
+            if seeds > 1:  # one seed has no interval: the line only
+                ax.fill_between(
+                    xs, [p["low"] for p in points], [p["high"] for p in points], color=colors[label], alpha=0.2
+                )
+            drawn = True
+        ax.axhline(0.0, color="black", linewidth=0.8)
+        ax.set_xlabel("training tokens")
+        ax.set_ylabel(f"Δ validation ppl vs {base.replace('_', ' ')} (paired, 95% CI)")
+        ax.grid(alpha=0.3)
+        if drawn:
+            ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, f"no run paired with a {base.replace('_', ' ')} run", ha="center", transform=ax.transAxes)
+    fig.tight_layout()
+    fig.savefig(out / "paired_difference.png", dpi=120)
     plt.close(fig)
 
 
@@ -718,12 +793,14 @@ def run_all(specs: list[RunSpec], args: argparse.Namespace, title: str) -> list[
         "lr": rates,
         "setup": args.setup,
         "reverted": args.revert,
+        "heads_init": _heads_init(args),
         "precision": args.precision,
         "cpu": _cpu_text(),
         "commit": _commit(),
         "wall_s": wall,
         "rows": rows,
         "comparisons": comparisons,
+        "curve_comparisons": curve_comparisons(results, COMPARED_WITH),
         "runs": results,
     }
     (args.out / "results.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
@@ -732,12 +809,22 @@ def run_all(specs: list[RunSpec], args: argparse.Namespace, title: str) -> list[
     return rows
 
 
+def _heads_init(args: argparse.Namespace) -> str:
+    """``--heads-init`` (a namespace from before the flag: the default)."""
+    return getattr(args, "heads_init", "independent")
+
+
 def _setup_text(args: argparse.Namespace) -> str:
+    copies = (
+        "; every head starts as a copy of head 0 (--heads-init copies: with DST the masks are the only difference)"
+        if _heads_init(args) == "copies"
+        else ""
+    )
     if args.setup != "paper":
-        return "nt_llm's setup (embedding std 0.02, heads-only sparsity, every method the same steps)"
+        return f"nt_llm's setup (embedding std 0.02, heads-only sparsity, every method the same steps){copies}"
     kept = [d for d in SETUP_DIFFERENCES if d not in args.revert]
     reverted = f", reverted to nt_llm's: {', '.join(args.revert)}" if args.revert else ""
-    return f"the paper's setup ({', '.join(kept) or 'nothing'}{reverted})"
+    return f"the paper's setup ({', '.join(kept) or 'nothing'}{reverted}){copies}"
 
 
 def _cpu_text() -> str:
