@@ -115,20 +115,12 @@ def mix_config(mix: dict[str, dict[str, object]], **overrides: object) -> DataCo
 
 
 def files_config(tmp_path: Path, **overrides: object) -> DataConfig:
-    settings: dict[str, object] = dict(
+    files = dict(
         source="files",
         train_files=[str(tmp_path / "train-*.jsonl")],
         validation_files=[str(tmp_path / "validation.jsonl")],
-        tokenizer=tiny_tokenizer_dir(),
-        seq_len=16,
-        batch_size=4,
-        shuffle_buffer=8,
-        seed=0,
-        validation_tokens=200,
-        tokenize_batch=8,
     )
-    settings.update(overrides)
-    return DataConfig(**settings)
+    return DataConfig(**data_settings(**{**files, **overrides}))
 
 
 def epoch_documents(cfg: DataConfig, rank: int, world_size: int) -> tuple[list[str], bool]:
