@@ -421,6 +421,58 @@ def test_per_method_rates_take_each_rows_best_first_seed_run(tmp_path, monkeypat
     assert "**54.60**" in table and (args.out / "lr_sweep.md").read_text().count("| neurotrails |") == 1
 
 
+def test_lr_from_trains_each_row_at_the_reference_rate_and_reuses_its_identical_runs(tmp_path, caplog):
+    """--lr-from: a variant of a per-method study (one difference reverted) keeps that study's rates, takes over
+    the runs it recorded with the very same recipe, and trains the ones the variant changes."""
+    caplog.set_level(logging.INFO, logger=reproduce.log.name)
+    flags = tiny_flags(tmp_path)
+    del flags[flags.index("--lr") : flags.index("--lr") + 2]
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    (reference / "results.json").write_text(json.dumps({"lr": {"dense": 5e-3, "neurotrails": 1e-3}}))
+    first = tmp_path / "first"
+    assert reproduce.main(flags + ["--methods", "dense", "--lr-from", str(reference), "--out", str(first)]) == 0
+    written = json.loads((first / "results.json").read_text())
+    assert written["lr"] == {"dense": 5e-3}
+    assert (first / "records" / "dense_lr0.005_s0.json").is_file()
+    assert "from " + str(reference) in (first / "results.md").read_text()
+    caplog.clear()
+    same = tmp_path / "same"
+    assert reproduce.main(flags + ["--methods", "dense", "--lr-from", str(first), "--out", str(same)]) == 0
+    assert f"dense_lr0.005_s0: the same run is recorded in {first}" in caplog.text
+    assert not (same / "runs" / "dense_lr0.005_s0").exists()
+    assert (same / "records" / "dense_lr0.005_s0.json").read_bytes() == (
+        first / "records" / "dense_lr0.005_s0.json"
+    ).read_bytes()
+    assert json.loads((same / "results.json").read_text())["rows"] == written["rows"]
+    caplog.clear()
+    changed = tmp_path / "changed"
+    flags += ["--setup", "paper", "--out", str(changed)]
+    assert reproduce.main(flags + ["--methods", "dense", "--lr-from", str(first)]) == 0
+    assert "reusing" not in caplog.text  # the paper's init changes the dense run: trained again, at 5e-3
+    assert yaml.safe_load((changed / "runs" / "dense_lr0.005_s0.yaml").read_text())["optim"]["lr"] == 5e-3
+
+
+@pytest.mark.parametrize(
+    "results, flags, message",
+    [
+        ({"lr": {"dense": 5e-3}}, ["--lr", "1e-2"], "pass it without --lr 1e-2"),
+        ({"lr": {"dense": 5e-3}}, ["--methods", "dense,treenet"], "has no rate for ['treenet']"),
+        ({"lr": 2e-3}, [], "not a --lr per-method study's"),
+        (None, [], "is not a finished study's results.json"),
+    ],
+)
+def test_lr_from_refuses_what_it_cannot_follow(tmp_path, caplog, results, flags, message):
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    if results is not None:
+        (reference / "results.json").write_text(json.dumps(results))
+    defaults = ["--methods", "dense", "--out", str(tmp_path / "out"), "--lr-from", str(reference)]
+    assert reproduce.main(defaults + flags) == 2
+    assert message in caplog.text
+    assert not (tmp_path / "out" / "runs").exists()  # refused before anything trained
+
+
 def test_a_run_stopped_part_way_resumes_from_its_checkpoint(tmp_path, monkeypatch):
     args = _parse(tiny_flags(tmp_path))
     spec = reproduce.RunSpec("dense", "dense", None, 1.0, 0)

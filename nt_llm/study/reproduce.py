@@ -145,6 +145,13 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr-candidates", type=lambda t: parse_list(t, float), default=[1e-3, 2e-3, 4e-3, 8e-3])
     parser.add_argument("--lr-sweep-steps", type=int, default=None, help="steps of each sweep run (default: steps/2)")
     parser.add_argument(
+        "--lr-from",
+        type=Path,
+        default=None,
+        help="another study's --out (a --lr per-method one): each row trains at that study's rate for it, and a run "
+        "it recorded with the very same recipe is reused (e.g. the paper-setup study for its --revert groups)",
+    )
+    parser.add_argument(
         "--setup",
         choices=("nt_llm", "paper"),
         default="nt_llm",
@@ -200,6 +207,8 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise ValueError(f"--revert: unknown {unknown}; choose from {list(SETUP_DIFFERENCES)}")
     if args.revert and args.setup != "paper":
         raise ValueError("--revert switches differences of --setup paper back: pass --setup paper")
+    if args.lr_from is not None and args.lr != "auto":
+        raise ValueError(f"--lr-from takes every row's rate from {args.lr_from}: pass it without --lr {args.lr}")
     if args.lr not in ("auto", "per-method"):
         try:
             lr = float(args.lr)
@@ -324,7 +333,20 @@ def _resolved(recipe: dict[str, Any]) -> dict[str, Any] | None:
 
 def recorded(spec: RunSpec, args: argparse.Namespace, lr: float | None, steps: int) -> dict[str, Any] | None:
     """The run's measurements from its record, when one was written for the same recipe."""
-    path = _record_file(spec, args)
+    return _read_record(_record_file(spec, args), spec, args, lr, steps)
+
+
+def _reference_record(spec: RunSpec, args: argparse.Namespace, lr: float | None, steps: int) -> Path | None:
+    """The --lr-from study's record of this very run (the same recipe), which this study may take as its own."""
+    if args.lr_from is None:
+        return None
+    path = args.lr_from / RECORDS / f"{spec.name}.json"
+    return path if _read_record(path, spec, args, lr, steps) is not None else None
+
+
+def _read_record(
+    path: Path, spec: RunSpec, args: argparse.Namespace, lr: float | None, steps: int
+) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
@@ -380,6 +402,13 @@ def train_run(spec: RunSpec, args: argparse.Namespace, lr: float | None, steps: 
     run_dir = runs_dir / spec.name
     if not args.rerun and recorded(spec, args, lr, steps) is not None:
         log.info("%s: recorded earlier in %s, reusing it", spec.name, _record_file(spec, args))
+        return run_dir
+    reference = None if args.rerun else _reference_record(spec, args, lr, steps)
+    if reference is not None:
+        # Copied, so that this study's records alone stand for every run of its table.
+        _record_file(spec, args).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(reference, _record_file(spec, args))
+        log.info("%s: the same run is recorded in %s, reusing it", spec.name, reference)
         return run_dir
     recipe_path = runs_dir / f"{spec.name}.yaml"
     recipe = build_recipe(spec, args, run_dir, lr, steps)
@@ -755,12 +784,36 @@ def per_method_learning_rates(
     return [replace(spec, lr=best[spec.label]) for spec in specs], best, "\n".join(lines)
 
 
+def rates_from(study: Path, specs: list[RunSpec]) -> tuple[list[RunSpec], dict[str, float]]:
+    """``--lr-from``: every row's rate from another per-method study's results.json, so that a variant of that study
+    (one difference reverted) isolates the difference instead of mixing in a new sweep's choice."""
+    path = study / "results.json"
+    try:
+        chosen = json.loads(path.read_text(encoding="utf-8"))["lr"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
+        raise FileNotFoundError(f"--lr-from: {path} is not a finished study's results.json ({err})") from err
+    if not isinstance(chosen, dict):
+        raise ValueError(f"--lr-from: {path} has one rate for every row ({chosen}), not a --lr per-method study's")
+    rows = dict.fromkeys(spec.label for spec in specs)
+    missing = [label for label in rows if label not in chosen]
+    if missing:
+        raise ValueError(f"--lr-from: {path} has no rate for {missing} (it has {sorted(chosen)})")
+    rates = {label: float(chosen[label]) for label in rows}
+    return [replace(spec, lr=rates[spec.label]) for spec in specs], rates
+
+
 def run_all(specs: list[RunSpec], args: argparse.Namespace, title: str) -> list[dict[str, Any]]:
     """Pick the learning rate(s), train every run, then write the table (markdown + JSON) and the plots."""
     started = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
     runs_dir = args.runs_dir or args.out / "runs"
-    if args.lr == "per-method":
+    if args.lr_from is not None:
+        specs, rates = rates_from(args.lr_from, specs)
+        lr, sweep_table = None, ""
+        lr_text = f"Learning rate per row, from {args.lr_from}: " + ", ".join(
+            f"{label} {rate:g}" for label, rate in rates.items()
+        )
+    elif args.lr == "per-method":
         specs, rates, sweep_table = per_method_learning_rates(specs, args, runs_dir)
         lr = None
         lr_text = "Learning rate per row: " + ", ".join(f"{label} {rate:g}" for label, rate in rates.items())
