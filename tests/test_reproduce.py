@@ -14,7 +14,7 @@ from helpers.configs import tiny_size_file
 from helpers.training import tiny_recipe
 
 from nt_llm.sparse.config import NEUROTRAILS_HEADS
-from nt_llm.study import ablate, reproduce, sweep
+from nt_llm.study import ablate, goldilocks, reproduce, sweep
 from nt_llm.train.recipe import Recipe, load_recipe, save_recipe
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -123,20 +123,52 @@ def test_reproduce_trains_every_method(tmp_path):
     assert full["params_total"] > treenet["params_total"] > dense["params_total"]
 
 
+def check_goldilocks(out: Path, rows: list[dict], points: dict[str, tuple[int, float]]) -> dict:
+    """The sweep's grid outputs in ``out``: goldilocks.png, and "grid" in results.json holding each row's values at
+    its (head layers, density) ``points[label]``; returns results.json."""
+    assert (out / "goldilocks.png").read_bytes()[:8] == PNG_MAGIC
+    results = json.loads((out / "results.json").read_text())
+    cells = {(cell["head_layers"], cell["density"]): cell for cell in results["grid"]}
+    assert len(results["grid"]) == len(cells) == len(points)
+    for row in rows:
+        cell = cells[points[row["label"]]]
+        assert cell["ensemble_ppl"] == row["ensemble_ppl"] and cell["disagreement"] == row["disagreement"]
+        assert cell["n"] == row["seeds"]
+    assert "## Goldilocks grid" in (out / "results.md").read_text()
+    return results
+
+
 def test_sweep_writes_one_row_per_grid_point(tmp_path):
     assert sweep.main(tiny_flags(tmp_path) + ["--head-layers", "1", "--density", "0.5"]) == 0
     (row,) = check_outputs(tmp_path / "out", ["h1_d0.5"])
     assert row["params_nonzero"] < 0.8 * row["params_total"]
+    assert "reference" not in check_goldilocks(tmp_path / "out", [row], {"h1_d0.5": (1, 0.5)})
 
 
 @pytest.mark.slow
-def test_sweep_grid(tmp_path):
-    flags = tiny_flags(tmp_path) + ["--head-layers", "1,2", "--density", "0.5,1"]
+def test_sweep_grid_draws_the_goldilocks_figure_against_a_reference_study(tmp_path):
+    """The grid end to end, with --reference a reproduce study of the same budget: its dense model and full
+    ensemble are the figure's reference lines and results.json's "reference"."""
+    reference = tmp_path / "reference"
+    flags = tiny_flags(tmp_path)
+    flags[flags.index("--out") + 1] = str(reference)
+    assert reproduce.main(flags + ["--methods", "dense,full_ensemble"]) == 0
+    flags = tiny_flags(tmp_path) + ["--head-layers", "1,2", "--density", "0.5,1", "--reference", str(reference)]
     assert sweep.main(flags) == 0
-    rows = check_outputs(tmp_path / "out", ["h1_d0.5", "h1_d1", "h2_d0.5", "h2_d1"])
+    points = {"h1_d0.5": (1, 0.5), "h1_d1": (1, 1.0), "h2_d0.5": (2, 0.5), "h2_d1": (2, 1.0)}
+    rows = check_outputs(tmp_path / "out", list(points))
     by_label = {row["label"]: row for row in rows}
     assert by_label["h1_d1"]["params_nonzero"] == by_label["h1_d1"]["params_total"]
     assert by_label["h2_d0.5"]["params_nonzero"] < by_label["h2_d1"]["params_nonzero"]
+    results = check_goldilocks(tmp_path / "out", rows, points)
+    studied = {row["label"]: row for row in json.loads((reference / "results.json").read_text())["rows"]}
+    for label in ("dense", "full_ensemble"):
+        assert results["reference"][label] == {"ensemble_ppl": studied[label]["ensemble_ppl"], "seeds": 1}
+    table = (tmp_path / "out" / "results.md").read_text()
+    assert "| head layers | density 0.5 | density 1 (TreeNet) |" in table
+    h2 = by_label["h2_d0.5"]
+    assert f"| 2 | {h2['ensemble_ppl']['mean']:.2f} ({h2['disagreement']['mean']:.3f}) |" in table
+    assert f"dense {studied['dense']['ensemble_ppl']['mean']:.2f} (1 seed)" in table
 
 
 @pytest.mark.parametrize(
@@ -156,6 +188,48 @@ def test_reproduce_rejects_bad_input(tmp_path, caplog, flags, message):
 def test_sweep_rejects_bad_grid(tmp_path, caplog):
     assert sweep.main(["--out", str(tmp_path / "out"), "--head-layers", "0"]) == 2
     assert "--head-layers must be >= 1" in caplog.text
+
+
+def reference_study(study: Path, labels: tuple[str, ...] = ("dense", "full_ensemble"), **fields) -> None:
+    """A finished reproduce study's results.json in ``study``: rows ``labels`` of two seeds that trained 256 tokens
+    (4 steps x 4 x 16), in nt_llm's setup unless ``fields`` say otherwise."""
+    runs = {
+        "dense": [synthetic_run(0, [5.0, 4.8], tokens=[128, 256]), synthetic_run(1, [5.1, 4.9], tokens=[128, 256])],
+        "full_ensemble": [synthetic_run(s, [5.0, 4.6 + s / 10], tokens=[128, 256], heads=3) for s in (0, 1)],
+    }
+    rows = [reproduce.summarise(label, runs[label]) for label in labels]
+    study.mkdir(parents=True, exist_ok=True)
+    (study / "results.json").write_text(json.dumps({"setup": "nt_llm", "reverted": [], "rows": rows, **fields}))
+
+
+@pytest.mark.parametrize(
+    "labels, fields, flags, message",
+    [
+        (None, {}, [], "is not a finished study's results.json"),
+        (("dense",), {}, [], "has no full_ensemble row (it has ['dense'])"),
+        (("dense", "full_ensemble"), {}, ["--steps", "8"], "dense row trained 256 tokens, this sweep trains 512"),
+        (("dense", "full_ensemble"), {}, ["--setup", "paper"], "trained setup nt_llm with reverted [], this sweep"),
+        (
+            ("dense", "full_ensemble"),
+            {"setup": "paper", "reverted": ["scope"]},
+            ["--setup", "paper", "--revert", "init"],
+            "trained setup paper with reverted ['scope'], this sweep --setup paper with --revert ['init']",
+        ),
+    ],
+)
+def test_sweep_refuses_a_reference_it_cannot_draw_before_anything_trains(
+    tmp_path, caplog, labels, fields, flags, message
+):
+    reference = tmp_path / "reference"
+    if labels is None:
+        reference.mkdir()
+    else:
+        reference_study(reference, labels, **fields)
+    out = tmp_path / "out"
+    budget = ["--steps", "4", "--batch", "4", "--seq-len", "16", "--lr", "1e-2"]
+    assert sweep.main(["--out", str(out), *budget, "--reference", str(reference), *flags]) == 2
+    assert "--reference: " in caplog.text and message in caplog.text
+    assert not out.exists()  # refused before the study made its folder: no run (and no lr sweep) trained
 
 
 def test_ablate_trains_named_and_custom_variants(tmp_path):
@@ -394,6 +468,71 @@ def test_the_study_writes_the_paired_difference_plot_and_its_numbers(tmp_path, m
     # Without any reference row the plot is still written (its panels say there is nothing to pair).
     reproduce.plot_curves({"orphan": SYNTHETIC_RESULTS["orphan"]}, tmp_path)
     assert (tmp_path / "paired_difference.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def synthetic_grid() -> tuple[list[reproduce.RunSpec], dict[str, list[dict]]]:
+    """A 2 x 2 grid with two seeds, as collect() gives it: seed s of (layers, density) ends at loss
+    4 + layers / 10 - density / 5 + s / 20, with disagreement 0.1 (synthetic_run's)."""
+    specs = sweep.grid_specs([1, 2], [0.5, 1.0], [0, 1])
+    runs: dict[str, list[dict]] = {}
+    for spec in specs:
+        loss = 4 + spec.head_layers / 10 - spec.density / 5 + spec.seed / 20
+        runs.setdefault(spec.label, []).append(synthetic_run(spec.seed, [loss + 1, loss], heads=3))
+    return specs, runs
+
+
+def test_goldilocks_grid_summary_from_synthetic_rows() -> None:
+    specs, runs = synthetic_grid()
+    rows = [reproduce.summarise(label, label_runs) for label, label_runs in runs.items()]
+    grid = goldilocks.grid_summary(specs, rows)
+    assert [(c["head_layers"], c["density"]) for c in grid] == [(1, 0.5), (1, 1.0), (2, 0.5), (2, 1.0)]
+    by_label = {row["label"]: row for row in rows}
+    for cell in grid:
+        row = by_label[f"h{cell['head_layers']}_d{cell['density']:g}"]
+        assert cell == {
+            "head_layers": cell["head_layers"],
+            "density": cell["density"],
+            "ensemble_ppl": row["ensemble_ppl"],
+            "disagreement": row["disagreement"],
+            "n": 2,
+        }
+        losses = [4 + cell["head_layers"] / 10 - cell["density"] / 5 + s / 20 for s in (0, 1)]
+        assert cell["ensemble_ppl"]["mean"] == pytest.approx(sum(math.exp(loss) for loss in losses) / 2)
+        assert cell["ensemble_ppl"]["std"] > 0
+    study = Path("study")
+    reference = goldilocks.Reference(study, {"dense": rows[0], "full_ensemble": rows[1]})
+    table = goldilocks.grid_markdown(grid, reference).splitlines()
+    assert "mean over 2 seeds" in table[2]
+    assert table[4:6] == ["| head layers | density 0.5 | density 1 (TreeNet) |", "| --- | --- | --- |"]
+    h1_half, h1_full = (by_label[label] for label in ("h1_d0.5", "h1_d1"))
+    assert table[6] == (
+        f"| 1 | {h1_half['ensemble_ppl']['mean']:.2f} (0.100) | {h1_full['ensemble_ppl']['mean']:.2f} (0.100) |"
+    )
+    assert table[-1].startswith(f"Reference from `{study}`: dense {rows[0]['ensemble_ppl']['mean']:.2f} ± ")
+    assert "(2 seeds)" in table[-1]
+
+
+def test_the_sweep_adds_the_grid_and_the_reference_to_its_outputs(tmp_path, monkeypatch) -> None:
+    """The sweep's report after run_all, without training: the grid in results.md / results.json, goldilocks.png, and
+    the reference rows as the reference study has them."""
+    specs, runs = synthetic_grid()
+    monkeypatch.setattr(reproduce, "train_all", lambda *a, **k: None)
+    monkeypatch.setattr(reproduce, "collect", lambda *a, **k: runs)
+    reference = tmp_path / "reference"
+    reference_study(reference)
+    flags = tiny_flags(tmp_path) + ["--head-layers", "1,2", "--density", "0.5,1", "--seeds", "0,1"]
+    assert sweep.main(flags + ["--reference", str(reference)]) == 0
+    out = tmp_path / "out"
+    points = {spec.label: (spec.head_layers, spec.density) for spec in specs}
+    rows = [reproduce.summarise(label, label_runs) for label, label_runs in runs.items()]
+    results = check_goldilocks(out, rows, points)
+    studied = {row["label"]: row for row in json.loads((reference / "results.json").read_text())["rows"]}
+    assert results["reference"] == {
+        "study": str(reference),
+        **{label: {"ensemble_ppl": studied[label]["ensemble_ppl"], "seeds": 2} for label in studied},
+    }
+    assert results["rows"] == rows  # reproduce's own outputs are as they were
+    assert f"Reference from `{reference}`" in (out / "results.md").read_text()
 
 
 def test_per_method_rates_take_each_rows_best_first_seed_run(tmp_path, monkeypatch) -> None:

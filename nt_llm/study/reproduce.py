@@ -931,12 +931,24 @@ def main(argv: list[str] | None = None) -> int:
     return run_cli(args, lambda: method_specs(args.methods, args.seeds, args.head_layers, args.density), "Reproduction")
 
 
-def run_cli(args: argparse.Namespace, make_specs: Callable[[], list[RunSpec]], title: str) -> int:
-    """The body of this module's and its siblings' (sweep, ablate) mains: check, train, report; bad input exits 2."""
+# A study's own outputs beside run_all's (the sweep's grid), from its run specs and the rows run_all wrote.
+StudyReport = Callable[[list[RunSpec], list[dict[str, Any]]], None]
+
+
+def run_cli(
+    args: argparse.Namespace, make_specs: Callable[[], list[RunSpec]], title: str, report: StudyReport | None = None
+) -> int:
+    """The body of this module's and its siblings' (sweep, ablate) mains: check, train, report (then ``report``, when
+    given, adds the study's own outputs); bad input exits 2. ``make_specs`` runs before anything trains, so that the
+    checks it makes refuse a study early."""
     try:
         check_arguments(args)
         specs = make_specs()
-        run_all(specs, args, f"{title} at {args.size}: {args.steps} steps x {args.batch} x {args.seq_len} tokens")
+        rows = run_all(
+            specs, args, f"{title} at {args.size}: {args.steps} steps x {args.batch} x {args.seq_len} tokens"
+        )
+        if report is not None:
+            report(specs, rows)
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         log.error("%s", err)
         return EXIT_BAD_INPUT
