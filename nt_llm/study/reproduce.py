@@ -167,8 +167,8 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         "--heads-init",
         choices=HEADS_INITS,
         default="independent",
-        help="model.heads_init of every run; copies: every head starts as a copy of head 0, so that with DST "
-        "the masks are the only difference between heads (the copy-init diagnostic)",
+        help="model.heads_init of every sparse ensemble; copies: its heads start as copies of head 0, so that the "
+        "masks are the only difference between them (the copy-init diagnostic; the baselines keep their init)",
     )
     parser.add_argument("--grad-clip", type=float, default=0.0, help="0: none, as in the paper's training script")
     parser.add_argument(
@@ -247,7 +247,10 @@ def build_recipe(spec: RunSpec, args: argparse.Namespace, run_dir: Path, lr: flo
     config: dict[str, Any] = {}
     if paper_setting(args, "init"):
         config["embedding_init_std"] = PAPER_EMBEDDING_STD
-    if _heads_init(args) != "independent":  # the default writes nothing: run records compare recipes
+    # Copies only where masks can tell the heads apart: copied members of a dense ensemble would stay identical, so
+    # the baselines keep their own init (and their recorded runs are reused). The default writes nothing: run
+    # records compare recipes.
+    if _heads_init(args) != "independent" and method.ensemble and method.sparse:
         config["heads_init"] = _heads_init(args)
     if method.ensemble:
         config["ensemble_size"] = args.ensemble_size
@@ -869,7 +872,8 @@ def _heads_init(args: argparse.Namespace) -> str:
 
 def _setup_text(args: argparse.Namespace) -> str:
     copies = (
-        "; every head starts as a copy of head 0 (--heads-init copies: with DST the masks are the only difference)"
+        "; every sparse ensemble's heads start as copies of head 0 (--heads-init copies: the masks are the only"
+        " difference; dense rows keep independent init)"
         if _heads_init(args) == "copies"
         else ""
     )
