@@ -13,7 +13,10 @@ import yaml
 from helpers.configs import tiny_size_file
 from helpers.training import tiny_recipe
 
-from nt_llm.sparse.config import NEUROTRAILS_HEADS
+from nt_llm.modeling.modeling_neurotrails import NeuroTrailsForCausalLM
+from nt_llm.modeling.sizes import build_config, load_size
+from nt_llm.sparse.config import NEUROTRAILS_ALL, NEUROTRAILS_HEADS
+from nt_llm.sparse.dst import select_parameters
 from nt_llm.study import ablate, goldilocks, reproduce, sweep
 from nt_llm.train.recipe import Recipe, load_recipe, save_recipe
 
@@ -328,7 +331,7 @@ def test_paper_setup_with_per_method_rates_and_one_difference_reverted(tmp_path,
     nt = yaml.safe_load((runs / f"neurotrails_lr{nt_rate:g}_s1.yaml").read_text())
     dense = yaml.safe_load((runs / f"dense_lr{results['lr']['dense']:g}_s1.yaml").read_text())
     assert nt["model"]["embedding_init_std"] == dense["model"]["embedding_init_std"] == pytest.approx(0.4**0.5)
-    assert nt["sparsity"]["include"] == list(reproduce.NEUROTRAILS_ALL)
+    assert nt["sparsity"]["include"] == list(NEUROTRAILS_ALL)
     assert (nt["optim"]["max_steps"], dense["optim"]["max_steps"]) == (8, 4)  # 4 steps / density 0.5
     assert nt["eval"]["every"] == dense["eval"]["every"] == 2  # the same cadence over the longer run
     assert "| neurotrails |" in (tmp_path / "out" / "results.md").read_text()
@@ -349,7 +352,7 @@ def test_the_paper_setup_and_one_difference_reverted(tmp_path) -> None:
     assert isinstance(paper_nt, Recipe) and isinstance(paper_dense, Recipe)
     init_std = [r.model.config["embedding_init_std"] for r in (paper_nt, paper_dense)]
     assert init_std == [0.4**0.5, 0.4**0.5]
-    assert paper_nt.sparsity.include == reproduce.NEUROTRAILS_ALL
+    assert paper_nt.sparsity.include == NEUROTRAILS_ALL
     assert (paper_nt.optim.max_steps, paper_dense.optim.max_steps) == (8, 4)
     assert (paper_nt.optim.lr, paper_dense.optim.lr) == (1e-2, 2e-3)  # the run's own rate first
     # One difference back to nt_llm's setting: the scope (the init and the schedule stay the paper's).
@@ -763,11 +766,27 @@ def test_records_and_run_folders_of_the_untyped_recipes_still_match(tmp_path, mo
     assert reproduce._resolved(recipe) == reproduce._resolved(UNTYPED_VARIANT)
 
 
+def test_the_paper_scope_fits_heads_of_the_whole_depth(tmp_path) -> None:
+    """6-block heads at cpu-4m leave no backbone: the paper's scope is then every 2-D weight there is (its backbone
+    patterns would match nothing, which DST refuses), and it selects exactly the model's 2-D weights."""
+    args = _parse(tiny_flags(tmp_path) + ["--setup", "paper"])
+    depth = load_size(args.size)["num_hidden_layers"]
+    for head_layers, backbone in ((depth, False), (depth - 1, True)):
+        recipe = reproduce.build_recipe(
+            reproduce.RunSpec("nt", "neurotrails", head_layers, 0.5, 0), args, tmp_path, 2e-3, 4
+        )
+        assert any(p.startswith("backbone.") for p in recipe.sparsity.include) == backbone
+        model = NeuroTrailsForCausalLM(build_config(args.size, "neurotrails", head_layers=head_layers))
+        weights = {n for n, p in model.named_parameters() if p.dim() == 2}
+        assert set(select_parameters(sorted(weights), recipe.sparsity.include, ())) == weights
+    assert recipe.sparsity.include == NEUROTRAILS_ALL
+
+
 def test_a_run_recipe_is_written_by_the_recipe_module_and_loads_back(tmp_path) -> None:
     args = _parse(tiny_flags(tmp_path) + ["--setup", "paper"])
     (spec,) = ablate.variant_specs({"all_sparse": ablate.VARIANTS["all_sparse"]}, [0], 0.5, baselines=False)
     recipe = reproduce.build_recipe(spec, args, tmp_path / "run", 1e-2, 4)
-    assert recipe.sparsity.include == reproduce.NEUROTRAILS_ALL
+    assert recipe.sparsity.include == NEUROTRAILS_ALL
     save_recipe(recipe, tmp_path / "run.yaml")
     assert load_recipe(tmp_path / "run.yaml") == recipe
     assert reproduce._same_recipe(tmp_path / "run.yaml", recipe)

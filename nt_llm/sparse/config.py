@@ -23,6 +23,14 @@ NEUROTRAILS_ALL = NEUROTRAILS_HEADS + (
     "backbone.*.mlp.*_proj.weight",
     "*embed_tokens.weight",
 )
+
+
+def all_weights_scope(backbone: bool) -> tuple[str, ...]:
+    """The paper's scope, every 2-D weight, for a model with or without shared blocks: when the heads take the whole
+    depth there is no backbone for its patterns to match, and a pattern that matches nothing is refused."""
+    return NEUROTRAILS_ALL if backbone else tuple(p for p in NEUROTRAILS_ALL if not p.startswith("backbone."))
+
+
 # The paper's dynamic sparse training (its LLM script, scripts/train_llm.sh, and sparselearning): ERK densities,
 # soft-magnitude pruning at temperature 3, RigL (gradient) growth, a prune rate of 0.5 decayed by a cosine. The one
 # place these are written: SparsityConfig's defaults are read from here, the study (nt_llm.study.reproduce) builds

@@ -51,8 +51,9 @@ from nt_llm.checkpoint import RunDir
 from nt_llm.cli.common import EXIT_BAD_INPUT
 from nt_llm.data import DataConfig
 from nt_llm.modeling.configuration_neurotrails import HEADS_INITS
+from nt_llm.modeling.sizes import load_size
 from nt_llm.precision import PRECISIONS
-from nt_llm.sparse.config import NEUROTRAILS_ALL, PAPER_DST, SparsityConfig
+from nt_llm.sparse.config import PAPER_DST, SparsityConfig, all_weights_scope
 from nt_llm.train.recipe import (
     CheckpointRecipe,
     EvalRecipe,
@@ -259,7 +260,8 @@ def build_recipe(spec: RunSpec, args: argparse.Namespace, run_dir: Path, lr: flo
     sparsity = None
     if method.sparse:
         # The paper's DST (soft magnitude pruning, RigL growth, ERK); updates scale with the run.
-        scope = {"include": NEUROTRAILS_ALL} if paper_setting(args, "scope") else {}
+        backbone = spec.head_layers is None or spec.head_layers < load_size(args.size)["num_hidden_layers"]
+        scope = {"include": all_weights_scope(backbone)} if paper_setting(args, "scope") else {}
         update_frequency = args.update_frequency or max(1, steps // 12)
         sparsity = SparsityConfig(
             **PAPER_DST, density=spec.density, update_frequency=update_frequency, seed=spec.seed, **scope
