@@ -600,6 +600,37 @@ def test_lr_from_trains_each_row_at_the_reference_rate_and_reuses_its_identical_
     assert yaml.safe_load((changed / "runs" / "dense_lr0.005_s0.yaml").read_text())["optim"]["lr"] == 5e-3
 
 
+def test_reuse_takes_over_a_run_another_study_recorded_under_its_own_name(tmp_path, caplog):
+    """--reuse: a study names its runs its own way (the sweep by cell); a record with the very same recipe under
+    another run name is taken over, with this run's name and where it came from; a changed recipe is trained."""
+    caplog.set_level(logging.INFO, logger=reproduce.log.name)
+    flags = tiny_flags(tmp_path) + ["--methods", "dense"]
+    flags[flags.index("--lr") + 1] = "5e-3"
+    other = tmp_path / "other"
+    assert reproduce.main(flags + ["--out", str(other)]) == 0
+    # As another study would have named it.
+    record = json.loads((other / "records" / "dense_s0.json").read_text())
+    record["recipe"]["run"]["name"] = "h6_d1_s0"
+    (other / "records" / "dense_s0.json").unlink()
+    (other / "records" / "h6_d1_s0.json").write_text(json.dumps(record))
+    caplog.clear()
+    mine = tmp_path / "mine"
+    assert reproduce.main(flags + ["--reuse", str(other), "--out", str(mine)]) == 0
+    assert "dense_s0: the same run is recorded in" in caplog.text and "h6_d1_s0.json" in caplog.text
+    assert not (mine / "runs" / "dense_s0").exists()
+    taken = json.loads((mine / "records" / "dense_s0.json").read_text())
+    assert taken["measured"] == record["measured"] and taken["recipe"]["run"]["name"] == "dense_s0"
+    assert taken["reused_from"].endswith("h6_d1_s0.json")
+    caplog.clear()
+    changed = tmp_path / "changed"
+    flags[flags.index("--lr") + 1] = "4e-3"
+    assert reproduce.main(flags + ["--reuse", str(other), "--out", str(changed)]) == 0
+    assert "reusing" not in caplog.text and (changed / "runs" / "dense_s0").is_dir()
+    caplog.clear()
+    assert reproduce.main(flags + ["--reuse", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")]) == 2
+    assert "--reuse: ['" in caplog.text and "nowhere'] hold no records/ folder" in caplog.text
+
+
 @pytest.mark.parametrize(
     "results, flags, message",
     [

@@ -153,6 +153,13 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         "it recorded with the very same recipe is reused (e.g. the paper-setup study for its --revert groups)",
     )
     parser.add_argument(
+        "--reuse",
+        type=lambda t: parse_list(t, Path),
+        default=[],
+        help="other studies' --out, comma-separated: a run one of them recorded with the very same recipe (under any "
+        "run name) is taken over instead of trained, e.g. the map's cells that the 6-block-head group already ran",
+    )
+    parser.add_argument(
         "--setup",
         choices=("nt_llm", "paper"),
         default="nt_llm",
@@ -210,6 +217,9 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise ValueError("--revert switches differences of --setup paper back: pass --setup paper")
     if args.lr_from is not None and args.lr != "auto":
         raise ValueError(f"--lr-from takes every row's rate from {args.lr_from}: pass it without --lr {args.lr}")
+    missing = [str(study) for study in args.reuse if not (study / RECORDS).is_dir()]
+    if missing:
+        raise ValueError(f"--reuse: {missing} hold no {RECORDS}/ folder: not the --out of a study")
     if args.lr not in ("auto", "per-method"):
         try:
             lr = float(args.lr)
@@ -342,16 +352,23 @@ def recorded(spec: RunSpec, args: argparse.Namespace, lr: float | None, steps: i
 
 
 def _reference_record(spec: RunSpec, args: argparse.Namespace, lr: float | None, steps: int) -> Path | None:
-    """The --lr-from study's record of this very run (the same recipe), which this study may take as its own."""
-    if args.lr_from is None:
-        return None
-    path = args.lr_from / RECORDS / f"{spec.name}.json"
-    return path if _read_record(path, spec, args, lr, steps) is not None else None
+    """A record of this very run (the same recipe) in the --lr-from or --reuse studies, which this study may take
+    as its own: the one of the same name first, then any other (another study names its runs its own way)."""
+    studies = ([args.lr_from] if args.lr_from is not None else []) + args.reuse
+    for study in studies:
+        same_name = study / RECORDS / f"{spec.name}.json"
+        if _read_record(same_name, spec, args, lr, steps) is not None:
+            return same_name
+        for path in sorted((study / RECORDS).glob("*.json")):
+            if path != same_name and _read_record(path, spec, args, lr, steps, any_name=True) is not None:
+                return path
+    return None
 
 
 def _read_record(
-    path: Path, spec: RunSpec, args: argparse.Namespace, lr: float | None, steps: int
+    path: Path, spec: RunSpec, args: argparse.Namespace, lr: float | None, steps: int, any_name: bool = False
 ) -> dict[str, Any] | None:
+    """The record's measurements when it holds this run's recipe (``any_name``: under whatever run name)."""
     if not path.is_file():
         return None
     try:
@@ -359,7 +376,11 @@ def _read_record(
     except (OSError, json.JSONDecodeError) as err:
         raise ValueError(f"{path}: not a readable run record ({err}); delete it to train the run again") from err
     stored = record.get("recipe")
-    if not isinstance(stored, dict) or _resolved(stored) != _resolved(_recorded_recipe(spec, args, lr, steps)):
+    if not isinstance(stored, dict):
+        return None
+    if any_name and isinstance(stored.get("run"), dict):
+        stored = {**stored, "run": {**stored["run"], "name": spec.name}}
+    if _resolved(stored) != _resolved(_recorded_recipe(spec, args, lr, steps)):
         return None
     return record["measured"]
 
@@ -372,9 +393,26 @@ def write_record(spec: RunSpec, args: argparse.Namespace, lr: float | None, step
         "recipe": _recorded_recipe(spec, args, lr, steps),
         "measured": measure_run(runs_dir / spec.name, args.seq_len),
     }
+    _write_record_file(path, record)
+
+
+def _write_record_file(path: Path, record: dict[str, Any]) -> None:
     partial = path.with_suffix(".json.partial")
     partial.write_text(json.dumps(record, indent=1), encoding="utf-8")
     partial.replace(path)  # a record is whole or absent: a study stopped mid-write trains or measures it again
+
+
+def _take_record(reference: Path, spec: RunSpec, args: argparse.Namespace, lr: float | None, steps: int) -> None:
+    """Another study's record of this run becomes this study's: as it is, or, under another run name, with this
+    run's recipe and where it came from."""
+    path = _record_file(spec, args)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if reference.name == path.name:
+        shutil.copyfile(reference, path)
+        return
+    record = json.loads(reference.read_text(encoding="utf-8"))
+    record = {**record, "recipe": _recorded_recipe(spec, args, lr, steps), "reused_from": str(reference)}
+    _write_record_file(path, record)
 
 
 def check_no_conflicts(
@@ -411,8 +449,7 @@ def train_run(spec: RunSpec, args: argparse.Namespace, lr: float | None, steps: 
     reference = None if args.rerun else _reference_record(spec, args, lr, steps)
     if reference is not None:
         # Copied, so that this study's records alone stand for every run of its table.
-        _record_file(spec, args).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(reference, _record_file(spec, args))
+        _take_record(reference, spec, args, lr, steps)
         log.info("%s: the same run is recorded in %s, reusing it", spec.name, reference)
         return run_dir
     recipe_path = runs_dir / f"{spec.name}.yaml"
