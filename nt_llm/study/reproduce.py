@@ -348,27 +348,25 @@ def _resolved(recipe: dict[str, Any]) -> dict[str, Any] | None:
 
 def recorded(spec: RunSpec, args: argparse.Namespace, lr: float | None, steps: int) -> dict[str, Any] | None:
     """The run's measurements from its record, when one was written for the same recipe."""
-    return _read_record(_record_file(spec, args), spec, args, lr, steps)
+    return _read_record(_record_file(spec, args), spec.name, _resolved(_recorded_recipe(spec, args, lr, steps)))
 
 
 def _reference_record(spec: RunSpec, args: argparse.Namespace, lr: float | None, steps: int) -> Path | None:
     """A record of this very run (the same recipe) in the --lr-from or --reuse studies, which this study may take
     as its own: the one of the same name first, then any other (another study names its runs its own way)."""
-    studies = ([args.lr_from] if args.lr_from is not None else []) + args.reuse
-    for study in studies:
+    wanted = _resolved(_recorded_recipe(spec, args, lr, steps))
+    for study in ([args.lr_from] if args.lr_from is not None else []) + args.reuse:
         same_name = study / RECORDS / f"{spec.name}.json"
-        if _read_record(same_name, spec, args, lr, steps) is not None:
-            return same_name
-        for path in sorted((study / RECORDS).glob("*.json")):
-            if path != same_name and _read_record(path, spec, args, lr, steps, any_name=True) is not None:
+        others = [path for path in sorted((study / RECORDS).glob("*.json")) if path != same_name]
+        for path in [same_name, *others]:
+            if _read_record(path, spec.name, wanted) is not None:
                 return path
     return None
 
 
-def _read_record(
-    path: Path, spec: RunSpec, args: argparse.Namespace, lr: float | None, steps: int, any_name: bool = False
-) -> dict[str, Any] | None:
-    """The record's measurements when it holds this run's recipe (``any_name``: under whatever run name)."""
+def _read_record(path: Path, name: str, wanted: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The record's measurements when it holds the recipe ``wanted`` (resolved) under whatever run name: the name
+    says where a study filed the run, not what was trained."""
     if not path.is_file():
         return None
     try:
@@ -378,9 +376,9 @@ def _read_record(
     stored = record.get("recipe")
     if not isinstance(stored, dict):
         return None
-    if any_name and isinstance(stored.get("run"), dict):
-        stored = {**stored, "run": {**stored["run"], "name": spec.name}}
-    if _resolved(stored) != _resolved(_recorded_recipe(spec, args, lr, steps)):
+    if isinstance(stored.get("run"), dict):
+        stored = {**stored, "run": {**stored["run"], "name": name}}
+    if wanted is None or _resolved(stored) != wanted:  # None: a recipe that no longer loads matches nothing
         return None
     return record["measured"]
 
