@@ -363,6 +363,17 @@ def test_the_paper_setup_and_one_difference_reverted(tmp_path) -> None:
     assert reverted.model.config["embedding_init_std"] == pytest.approx(0.4**0.5)
 
 
+def test_the_longest_runs_start_first(tmp_path) -> None:
+    """A map's cells in the paper's schedule train 1/density the steps: the sparsest and deepest start first."""
+    grid = sweep.grid_specs([2, 6], [0.5, 0.9], [0])
+    paper = [s.label for s in reproduce.training_order(grid, _parse(tiny_flags(tmp_path) + ["--setup", "paper"]), 4)]
+    assert paper == ["h6_d0.5", "h2_d0.5", "h6_d0.9", "h2_d0.9"]
+    # nt_llm's schedule gives every run the same steps: the method's step cost orders them.
+    specs = reproduce.method_specs(["dense", "full_ensemble", "neurotrails"], [0], None, 0.9)
+    order = [s.method for s in reproduce.training_order(specs, _parse(tiny_flags(tmp_path)), 4)]
+    assert order == ["full_ensemble", "neurotrails", "dense"]
+
+
 def test_heads_init_copies_goes_into_the_sparse_ensembles_recipes_and_nothing_else_changes(tmp_path) -> None:
     """--heads-init copies: model.heads_init in every sparse ensemble's recipe (copied dense members would stay
     identical), the baselines' recipes untouched so their recorded runs are reused; without the flag nothing changes."""

@@ -478,14 +478,22 @@ def train_run(spec: RunSpec, args: argparse.Namespace, lr: float | None, steps: 
     return run_dir
 
 
+def training_order(specs: list[RunSpec], args: argparse.Namespace, steps: int) -> list[RunSpec]:
+    """The costliest runs first (a step's cost x the run's steps; deeper heads first among equals), so that the
+    longest ones start while several run at once and the last to start are short: a map whose cells train
+    1/density the steps would otherwise leave one job idle while its longest cell runs alone at the end."""
+    return sorted(
+        specs, key=lambda s: (-methods.get(s.method).step_cost * run_steps(s, args, steps), -(s.head_layers or 0))
+    )
+
+
 def train_all(specs: list[RunSpec], args: argparse.Namespace, lr: float | None, steps: int, runs_dir: Path) -> None:
     """Train every run, ``args.jobs`` at a time, the most expensive first (the last to start are the short ones)."""
     from tqdm import tqdm
 
     runs_dir.mkdir(parents=True, exist_ok=True)
     check_no_conflicts(specs, args, lr, steps, runs_dir)
-    # The costliest runs first, so that the longest ones start while several run at once.
-    order = sorted(specs, key=lambda s: -methods.get(s.method).step_cost)
+    order = training_order(specs, args, steps)
     with ThreadPoolExecutor(max_workers=args.jobs) as pool, tqdm(total=len(order), desc="runs", unit="run") as bar:
         futures = [pool.submit(train_run, spec, args, lr, steps, runs_dir) for spec in order]
         for future in futures:
