@@ -72,15 +72,17 @@ def _reference(model: torch.nn.Module, batches: list[dict[str, torch.Tensor]]) -
         )
     head_losses = (head_nll / tokens).tolist()
     heads = len(head_losses)
-    return {
+    metrics = {
         "val_tokens": tokens,
         "ensemble_loss": ensemble_nll / tokens,
         "mean_head_loss": sum(head_losses) / heads,
         "ensemble_gain": sum(head_losses) / heads - ensemble_nll / tokens,
         **{f"head{h}_loss": loss for h, loss in enumerate(head_losses)},
-        "disagreement": disagreements / (tokens * heads * (heads - 1) / 2),
-        "pairwise_kl": kl / (tokens * heads * (heads - 1)),
     }
+    if heads > 1:
+        metrics["disagreement"] = disagreements / (tokens * heads * (heads - 1) / 2)
+        metrics["pairwise_kl"] = kl / (tokens * heads * (heads - 1))
+    return metrics
 
 
 @pytest.mark.parametrize("chunk_tokens", [5, 12, 30, 4096])
@@ -94,6 +96,16 @@ def test_chunked_metrics_equal_the_whole_batch_computation(chunk_tokens: int) ->
         scale = {"ensemble_gain": want["mean_head_loss"]}.get(key, abs(value))
         assert abs(got[key] - value) <= 1e-6 * scale, key
     assert got["disagreement"] > 0 and got["pairwise_kl"] > 0  # the comparison is not between zeros
+
+
+def test_one_head_metrics_are_its_own_and_have_no_pairs() -> None:
+    """The dense model: its single head's loss is the ensemble's (computed once), and no pairwise metric exists."""
+    model, batches = _tiny_model(heads=1), _batches()
+    got, want = evaluate(model, batches, CPU, chunk_tokens=7), _reference(model, batches)
+    assert set(got) == set(want) | {"ensemble_ppl", "head0_ppl"}
+    for key, value in want.items():
+        assert got[key] == pytest.approx(value, rel=1e-6, abs=1e-7), key
+    assert got["ensemble_loss"] == got["head0_loss"] and got["ensemble_gain"] == 0.0
 
 
 def test_chunks_bound_the_forward_rows_and_the_fp32_slabs(monkeypatch: pytest.MonkeyPatch) -> None:
