@@ -374,6 +374,13 @@ def test_the_longest_runs_start_first(tmp_path) -> None:
     assert order == ["full_ensemble", "neurotrails", "dense"]
 
 
+def test_the_report_title_names_the_longer_schedule_only_where_it_ran(tmp_path) -> None:
+    paper = _parse(tiny_flags(tmp_path) + ["--setup", "paper"])
+    assert reproduce.budget(paper) == "4 steps x 4 x 16 tokens (sparse ensembles: 1/density of the steps)"
+    reverted = _parse(tiny_flags(tmp_path) + ["--setup", "paper", "--revert", "longer"])
+    assert reproduce.budget(reverted) == reproduce.budget(_parse(tiny_flags(tmp_path))) == "4 steps x 4 x 16 tokens"
+
+
 def test_heads_init_copies_goes_into_the_sparse_ensembles_recipes_and_nothing_else_changes(tmp_path) -> None:
     """--heads-init copies: model.heads_init in every sparse ensemble's recipe (copied dense members would stay
     identical), the baselines' recipes untouched so their recorded runs are reused; without the flag nothing changes."""

@@ -984,6 +984,15 @@ def main(argv: list[str] | None = None) -> int:
 StudyReport = Callable[[list[RunSpec], list[dict[str, Any]]], None]
 
 
+def budget(args: argparse.Namespace) -> str:
+    """The study's tokens per run as its report's title names them ("300 steps x 8 x 256 tokens", and the
+    sparse runs' longer schedule where the paper's setup gives them one)."""
+    text = f"{args.steps} steps x {args.batch} x {args.seq_len} tokens"
+    if paper_setting(args, "longer"):
+        text += " (sparse ensembles: 1/density of the steps)"
+    return text
+
+
 def run_cli(
     args: argparse.Namespace, make_specs: Callable[[], list[RunSpec]], title: str, report: StudyReport | None = None
 ) -> int:
@@ -993,9 +1002,7 @@ def run_cli(
     try:
         check_arguments(args)
         specs = make_specs()
-        rows = run_all(
-            specs, args, f"{title} at {args.size}: {args.steps} steps x {args.batch} x {args.seq_len} tokens"
-        )
+        rows = run_all(specs, args, f"{title} at {args.size}: {budget(args)}")
         if report is not None:
             report(specs, rows)
     except (ValueError, FileNotFoundError, RuntimeError) as err:
