@@ -381,6 +381,18 @@ def test_the_report_title_names_the_longer_schedule_only_where_it_ran(tmp_path) 
     assert reproduce.budget(reverted) == reproduce.budget(_parse(tiny_flags(tmp_path))) == "4 steps x 4 x 16 tokens"
 
 
+def test_the_report_names_the_gpu_where_the_runs_found_one(monkeypatch) -> None:
+    """The trainer trains on CUDA wherever accelerate sees it: the report must say so, not name the host CPU."""
+    import torch
+
+    assert reproduce._hardware_text() == reproduce._cpu_text()  # the test machine has no CUDA device
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=0: "Test GPU 9000")
+    text = reproduce._hardware_text()
+    assert text.startswith("Test GPU 9000 (CUDA ") and f"torch {torch.__version__}" in text
+    assert reproduce._cpu_text() not in text
+
+
 def test_heads_init_copies_goes_into_the_sparse_ensembles_recipes_and_nothing_else_changes(tmp_path) -> None:
     """--heads-init copies: model.heads_init in every sparse ensemble's recipe (copied dense members would stay
     identical), the baselines' recipes untouched so their recorded runs are reused; without the flag nothing changes."""

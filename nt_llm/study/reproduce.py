@@ -826,7 +826,7 @@ def per_method_learning_rates(
     sweep_file = args.out / "lr_sweep.md"
     sweep_file.write_text(
         f"# Per-row learning rates\n\n{_setup_text(args)}; precision {args.precision} on "
-        f"{_cpu_text()}; commit {_commit()}.\n\n" + "\n".join(lines) + "\n",
+        f"{_hardware_text()}; commit {_commit()}.\n\n" + "\n".join(lines) + "\n",
         encoding="utf-8",
     )
     return [replace(spec, lr=best[spec.label]) for spec in specs], best, "\n".join(lines)
@@ -880,8 +880,8 @@ def run_all(specs: list[RunSpec], args: argparse.Namespace, title: str) -> list[
         "",
         f"`{command}`",
         "",
-        f"{lr_text}; {_setup_text(args)}; precision {args.precision} on {_cpu_text()}; wall time {wall / 60:.1f} min "
-        f"({args.jobs} job(s) x {args.threads} thread(s)).",
+        f"{lr_text}; {_setup_text(args)}; precision {args.precision} on {_hardware_text()}; "
+        f"wall time {wall / 60:.1f} min ({args.jobs} job(s) x {args.threads} thread(s)).",
         "",
         table,
         "",
@@ -897,6 +897,7 @@ def run_all(specs: list[RunSpec], args: argparse.Namespace, title: str) -> list[
         "heads_init": _heads_init(args),
         "precision": args.precision,
         "cpu": _cpu_text(),
+        "device": _hardware_text(),
         "commit": _commit(),
         "wall_s": wall,
         "rows": rows,
@@ -927,6 +928,15 @@ def _setup_text(args: argparse.Namespace) -> str:
     kept = [d for d in SETUP_DIFFERENCES if d not in args.revert]
     reverted = f", reverted to nt_llm's: {', '.join(args.revert)}" if args.revert else ""
     return f"the paper's setup ({', '.join(kept) or 'nothing'}{reverted}){copies}"
+
+
+def _hardware_text() -> str:
+    """What the runs trained on: the CUDA device where the trainer finds one (accelerate's choice), else the CPU."""
+    import torch
+
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda}, torch {torch.__version__})"
+    return _cpu_text()
 
 
 def _cpu_text() -> str:
