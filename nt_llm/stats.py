@@ -45,6 +45,12 @@ class Interval:
     def to_dict(self) -> dict[str, float]:
         return {"mean": self.mean, "low": self.low, "high": self.high, "n": self.n}
 
+    def text(self) -> str:
+        """``+1.23 [-0.50, +2.96]`` as the studies' tables print it; the mean alone for a single value."""
+        if self.n < 2:
+            return f"{self.mean:+.2f}"
+        return f"{self.mean:+.2f} [{self.low:+.2f}, {self.high:+.2f}]"
+
 
 def mean_interval(values: list[float]) -> Interval:
     """95% t-interval of the mean of ``values``."""

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from nt_llm.cli import (
     ablate,
+    compare,
     evaluate,
     export,
     head_gradients,
@@ -53,6 +54,7 @@ COMMANDS: dict[str, Command] = {
     "reproduce": Command(reproduce.main, reproduce.SUMMARY),
     "sweep": Command(sweep.main, sweep.SUMMARY),
     "ablate": Command(ablate.main, ablate.SUMMARY),
+    "compare": Command(compare.main, compare.SUMMARY),
     "head-gradients": Command(head_gradients.main, head_gradients.SUMMARY),
 }
 

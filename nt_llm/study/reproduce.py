@@ -615,11 +615,9 @@ def paired_comparisons(results: dict[str, list[dict[str, Any]]], baselines: tupl
 
 
 def _interval(diff: dict[str, float] | None) -> str:
-    if diff is None:
-        return "-"
-    if diff["n"] < 2:
-        return f"{diff['mean']:+.2f}"
-    return f"{diff['mean']:+.2f} [{diff['low']:+.2f}, {diff['high']:+.2f}]"
+    from nt_llm.stats import Interval
+
+    return "-" if diff is None else Interval(**diff).text()
 
 
 def markdown_table(rows: list[dict[str, Any]], comparisons: dict[str, Any] | None = None) -> str:

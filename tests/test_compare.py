@@ -1,0 +1,86 @@
+"""`nt-llm compare`: rows of finished studies side by side, paired by seed, refused where not comparable."""
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from nt_llm.cli import compare as compare_cli
+from nt_llm.stats import Interval
+from nt_llm.study.compare import compare, parse_spec
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _study(root: Path, label: str, ppl_by_seed: dict[int, float], steps: int = 10, **data: object) -> Path:
+    """A finished study's --out as reproduce writes it: results.json's runs and one record per run."""
+    (root / "records").mkdir(parents=True)
+    runs = []
+    for seed, ppl in ppl_by_seed.items():
+        name = f"{label}_s{seed}"
+        runs.append(
+            {"seed": seed, "run_dir": str(root / "runs" / name), "ensemble_ppl": ppl, "tokens": steps * 64,
+             "params_nonzero": 1e6, "train_flops": 1e12}
+        )  # fmt: skip
+        recipe = {"optim": {"max_steps": steps}, "data": {"tokenizer": "t", "seq_len": 16, "seed": seed, **data}}
+        (root / "records" / f"{name}.json").write_text(json.dumps({"recipe": recipe, "measured": {}}))
+    (root / "results.json").write_text(json.dumps({"runs": {label: runs}}))
+    return root
+
+
+def test_rows_of_two_studies_are_paired_by_the_seeds_they_share(tmp_path) -> None:
+    a = _study(tmp_path / "a", "neurotrails", {0: 10.0, 1: 12.0, 2: 11.0, 3: 50.0}, batch_size=8)
+    b = _study(tmp_path / "b", "dense", {0: 11.0, 1: 14.0, 2: 12.0}, steps=20, batch_size=32)  # order-only field
+    text = compare([f"{a}:neurotrails=NT", f"{b}:dense"])
+    lines = text.splitlines()
+    assert lines[2].startswith(f"| NT | {a} | 0,1,2,3 | 10 | 640 | 20.75 ± ")
+    assert lines[3].startswith(f"| dense (b) | {b} | 0,1,2 | 20 | 1,280 | 12.33 ± 1.53 | 11.00 / 14.00 / 12.00 |")
+    # Seeds 0-2 only: differences -1, -2, -1; mean -1.33, sd 0.577, t(2) = 4.303 -> half-width 1.434.
+    assert "| NT | - | -1.33 [-2.77, +0.10] |" in lines
+    assert "| dense (b) | +1.33 [-0.10, +2.77] | - |" in lines
+
+
+def test_rows_evaluated_on_other_validation_data_are_refused_by_field(tmp_path) -> None:
+    a = _study(tmp_path / "a", "neurotrails", {0: 10.0, 1: 12.0})
+    b = _study(tmp_path / "b", "dense", {0: 11.0, 1: 14.0}, validation_tokens=999)
+    with pytest.raises(ValueError, match=r"dense \(b\) seed 0 evaluated on other validation data.*validation_tokens"):
+        compare([f"{a}:neurotrails", f"{b}:dense"])
+
+
+def test_bad_rows_exit_2_naming_the_problem(tmp_path, capsys, caplog) -> None:
+    a = _study(tmp_path / "a", "neurotrails", {0: 10.0})
+    with caplog.at_level(logging.ERROR):
+        assert compare_cli.main([f"{a}:dense", f"{a}:neurotrails"]) == 2
+    assert "has no row 'dense'; its rows: neurotrails" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.ERROR):
+        assert compare_cli.main([f"{tmp_path / 'missing'}:dense", f"{a}:neurotrails"]) == 2
+        assert compare_cli.main([f"{a}:neurotrails"]) == 2
+        assert compare_cli.main([f"{a}:neurotrails", f"{a}:neurotrails"]) == 2
+    assert "missing/results.json: no such file" in caplog.text
+    assert "at least two rows" in caplog.text and "two rows share a name" in caplog.text
+    assert capsys.readouterr().out == ""  # nothing half-printed on stdout
+    with pytest.raises(ValueError, match="STUDY_DIR:LABEL"):
+        parse_spec("results/only_a_folder")
+    assert parse_spec("results/x:dense=dense 600") == (Path("results/x"), "dense", "dense 600")
+
+
+def test_interval_text_is_the_tables_format() -> None:
+    assert Interval(-1.2345, -2.5, 0.049, 3).text() == "-1.23 [-2.50, +0.05]"
+    assert Interval(4.0, 4.0, 4.0, 1).text() == "+4.00"
+
+
+@pytest.mark.parametrize(
+    ("rows", "cell"),
+    [
+        # README, 'The paper's setup on a GPU': NeuroTrails against dense trained on its tokens (H200, 60m).
+        (["results/gpu_paper_setup_60m:neurotrails", "results/gpu_paper_setup_60m_dense556:dense"],
+         "-1.94 [-2.74, -1.14]"),
+        # README, 'The tokens-matched dense control': 6-block heads at density 0.5 against dense at 600 steps.
+        (["results/paper_setup_h6_d05:neurotrails", "results/paper_setup_dense600:dense"], "+25.65 [+14.07, +37.24]"),
+    ],
+)  # fmt: skip
+def test_the_readmes_tokens_matched_intervals_come_from_the_committed_records(rows, cell) -> None:
+    text = compare([str(REPO / row) for row in rows])
+    assert f"| neurotrails ({Path(rows[0].split(':')[0]).name}) | - | {cell} |" in text.splitlines()
