@@ -381,6 +381,27 @@ def test_the_report_title_names_the_longer_schedule_only_where_it_ran(tmp_path) 
     assert reproduce.budget(reverted) == reproduce.budget(_parse(tiny_flags(tmp_path))) == "4 steps x 4 x 16 tokens"
 
 
+def test_match_tokens_gives_every_row_the_sparse_runs_steps_and_says_so(tmp_path, caplog) -> None:
+    args = _parse(tiny_flags(tmp_path) + ["--setup", "paper"])
+    args.density = 0.5
+    specs = reproduce.method_specs(list(reproduce.METHODS), [0], None, args.density)
+    assert {s.label: reproduce.run_steps(s, args, 300) for s in specs} == {
+        "dense": 300, "treenet": 300, "neurotrails": 600, "full_ensemble": 300
+    }  # fmt: skip
+    args.match_tokens = True
+    assert {reproduce.run_steps(s, args, 300) for s in specs} == {600}
+    dense = next(s for s in specs if s.label == "dense")
+    assert reproduce.build_recipe(dense, args, tmp_path / "x", 2e-3, 300).optim.max_steps == 600
+    assert reproduce.budget(args).endswith("(every run, tokens matched: 1/density of the steps)")
+    # Without the paper's longer schedule there is nothing to match: refused before anything trains.
+    for extra in ([], ["--setup", "paper", "--revert", "longer"]):
+        caplog.clear()
+        with caplog.at_level(logging.ERROR):
+            assert reproduce.main(tiny_flags(tmp_path) + extra + ["--match-tokens", "--out", str(tmp_path / "o")]) == 2
+        assert "--match-tokens gives every row" in caplog.text
+    assert not (tmp_path / "o" / "runs").exists()
+
+
 def test_the_report_names_the_gpu_where_the_runs_found_one(monkeypatch) -> None:
     """The trainer trains on CUDA wherever accelerate sees it: the report must say so, not name the host CPU."""
     import torch

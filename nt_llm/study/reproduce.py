@@ -215,6 +215,11 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise ValueError(f"--revert: unknown {unknown}; choose from {list(SETUP_DIFFERENCES)}")
     if args.revert and args.setup != "paper":
         raise ValueError("--revert switches differences of --setup paper back: pass --setup paper")
+    if _match_tokens(args) and not paper_setting(args, "longer"):
+        raise ValueError(
+            "--match-tokens gives every row the sparse runs' 1/density steps of the paper's schedule: pass --setup "
+            "paper without --revert longer (otherwise every run already trains --steps)"
+        )
     if args.lr_from is not None and args.lr != "auto":
         raise ValueError(f"--lr-from takes every row's rate from {args.lr_from}: pass it without --lr {args.lr}")
     missing = [str(study) for study in args.reuse if not (study / RECORDS).is_dir()]
@@ -235,10 +240,19 @@ def paper_setting(args: argparse.Namespace, difference: str) -> bool:
 
 
 def run_steps(spec: RunSpec, args: argparse.Namespace, steps: int) -> int:
-    """A run's optimizer steps: ``steps``, or 1/density of it for NeuroTrails in the paper's schedule."""
-    if methods.get(spec.method).sparse and paper_setting(args, "longer"):
-        return int(steps * (1 / spec.density))  # as the paper's script: int(steps * longer_training)
+    """A run's optimizer steps: ``steps``, or 1/density of it for NeuroTrails in the paper's schedule (and, with
+    ``--match-tokens``, for every row: the tokens-matched control of that schedule)."""
+    if paper_setting(args, "longer"):
+        if methods.get(spec.method).sparse:
+            return int(steps * (1 / spec.density))  # as the paper's script: int(steps * longer_training)
+        if _match_tokens(args):
+            return int(steps * (1 / args.density))
     return steps
+
+
+def _match_tokens(args: argparse.Namespace) -> bool:
+    """``--match-tokens`` (reproduce's flag; the sweep and the ablations have several densities and no such flag)."""
+    return getattr(args, "match_tokens", False)
 
 
 def study_data(args: argparse.Namespace) -> DataConfig:
@@ -893,6 +907,7 @@ def run_all(specs: list[RunSpec], args: argparse.Namespace, title: str) -> list[
         "setup": args.setup,
         "reverted": args.revert,
         "heads_init": _heads_init(args),
+        "match_tokens": _match_tokens(args),
         "precision": args.precision,
         "cpu": _cpu_text(),
         "device": _hardware_text(),
@@ -984,6 +999,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", type=lambda t: parse_list(t, str), default=list(METHODS))
     parser.add_argument("--head-layers", type=int, default=None, help="None: two thirds of the blocks")
     parser.add_argument("--density", type=float, default=0.9, help="NeuroTrails head density")
+    parser.add_argument(
+        "--match-tokens",
+        action="store_true",
+        help="with --setup paper: every row trains the sparse runs' 1/density steps, so that the baselines see "
+        "NeuroTrails' tokens (the control for its longer schedule)",
+    )
     args = parser.parse_args(argv)
     return run_cli(args, lambda: method_specs(args.methods, args.seeds, args.head_layers, args.density), "Reproduction")
 
@@ -997,7 +1018,8 @@ def budget(args: argparse.Namespace) -> str:
     sparse runs' longer schedule where the paper's setup gives them one)."""
     text = f"{args.steps} steps x {args.batch} x {args.seq_len} tokens"
     if paper_setting(args, "longer"):
-        text += " (sparse ensembles: 1/density of the steps)"
+        who = "every run, tokens matched" if _match_tokens(args) else "sparse ensembles"
+        text += f" ({who}: 1/density of the steps)"
     return text
 
 
