@@ -388,8 +388,12 @@ def test_match_tokens_gives_every_row_the_sparse_runs_steps_and_says_so(tmp_path
     assert {s.label: reproduce.run_steps(s, args, 300) for s in specs} == {
         "dense": 300, "treenet": 300, "neurotrails": 600, "full_ensemble": 300
     }  # fmt: skip
+    neurotrails = next(s for s in specs if s.label == "neurotrails")
+    unmatched = reproduce.build_recipe(neurotrails, args, tmp_path / "x", 2e-3, 300)
     args.match_tokens = True
     assert {reproduce.run_steps(s, args, 300) for s in specs} == {600}
+    # NeuroTrails' own run is the same recipe either way: a matched study reuses it (--reuse) and retrains the rest.
+    assert reproduce.build_recipe(neurotrails, args, tmp_path / "x", 2e-3, 300) == unmatched
     dense = next(s for s in specs if s.label == "dense")
     assert reproduce.build_recipe(dense, args, tmp_path / "x", 2e-3, 300).optim.max_steps == 600
     assert reproduce.budget(args).endswith("(every run, tokens matched: 1/density of the steps)")
