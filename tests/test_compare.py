@@ -5,6 +5,7 @@ import logging
 from pathlib import Path
 
 import pytest
+from helpers.training import tiny_recipe
 
 from nt_llm.cli import compare as compare_cli
 from nt_llm.stats import Interval
@@ -13,8 +14,11 @@ from nt_llm.study.compare import compare, parse_spec
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _study(root: Path, label: str, ppl_by_seed: dict[int, float], steps: int = 10, **data: object) -> Path:
-    """A finished study's --out as reproduce writes it: results.json's runs and one record per run."""
+def _study(
+    root: Path, label: str, ppl_by_seed: dict[int, float], steps: int = 10, full: dict | None = None, **data: object
+) -> Path:
+    """A finished study's --out as reproduce writes it: results.json's runs and one record per run (its recipe
+    ``full`` with the seed set, or a recipe reduced to the fields compare reads)."""
     (root / "records").mkdir(parents=True)
     runs = []
     for seed, ppl in ppl_by_seed.items():
@@ -24,6 +28,8 @@ def _study(root: Path, label: str, ppl_by_seed: dict[int, float], steps: int = 1
              "params_nonzero": 1e6, "train_flops": 1e12}
         )  # fmt: skip
         recipe = {"optim": {"max_steps": steps}, "data": {"tokenizer": "t", "seq_len": 16, "seed": seed, **data}}
+        if full is not None:
+            recipe = {**full, "data": {**full["data"], "seed": seed, **data}}
         (root / "records" / f"{name}.json").write_text(json.dumps({"recipe": recipe, "measured": {}}))
     (root / "results.json").write_text(json.dumps({"runs": {label: runs}}))
     return root
@@ -46,6 +52,20 @@ def test_rows_evaluated_on_other_validation_data_are_refused_by_field(tmp_path) 
     b = _study(tmp_path / "b", "dense", {0: 11.0, 1: 14.0}, validation_tokens=999)
     with pytest.raises(ValueError, match=r"dense \(b\) seed 0 evaluated on other validation data.*validation_tokens"):
         compare([f"{a}:neurotrails", f"{b}:dense"])
+
+
+def test_a_record_written_before_a_defaulted_field_existed_still_compares(tmp_path) -> None:
+    """Records keep recipes as they were written: one that lacks a field with a default (an older study's) names
+    the same validation data as one that spells the default out."""
+    recipe = tiny_recipe(tmp_path)
+    del recipe["run"]["output_dir"]  # as studies record it
+    assert "text_field" not in recipe["data"]
+    a = _study(tmp_path / "a", "neurotrails", {0: 10.0, 1: 12.0}, full=recipe)
+    b = _study(tmp_path / "b", "dense", {0: 11.0, 1: 14.0}, full=recipe, text_field="text")  # the default
+    assert "| dense (b) | +1.50 [" in compare([f"{a}:neurotrails", f"{b}:dense"])
+    c = _study(tmp_path / "c", "dense", {0: 11.0, 1: 14.0}, full=recipe, text_field="body")  # other text
+    with pytest.raises(ValueError, match="data.text_field differ"):
+        compare([f"{a}:neurotrails", f"{c}:dense"])
 
 
 def test_bad_rows_exit_2_naming_the_problem(tmp_path, capsys, caplog) -> None:

@@ -11,6 +11,7 @@ evaluated on other data, another tokenizer or another sequence length are refuse
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import statistics
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from nt_llm.stats import paired_difference
+from nt_llm.train.recipe import RecipeError, recipe_from_dict
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +64,16 @@ def load_row(study: Path, label: str, name: str) -> Row:
 
 
 def _recorded_recipe(study: Path, run: dict[str, Any]) -> dict[str, Any] | None:
-    """The recipe in ``records/<run name>.json`` (studies record every finished run there), or None."""
+    """The recipe in ``records/<run name>.json`` (studies record every finished run there), or None; resolved as
+    training reads it, so that a record written before a field with a default existed compares equal."""
     record = study / "records" / f"{Path(run['run_dir']).name}.json"
     if not record.is_file():
         return None
-    return json.loads(record.read_text(encoding="utf-8")).get("recipe")
+    recipe = json.loads(record.read_text(encoding="utf-8")).get("recipe")
+    try:
+        return recipe_from_dict(copy.deepcopy(recipe)).to_dict()
+    except RecipeError:
+        return recipe  # compared as written: a recipe today's code refuses still names its data
 
 
 def validation_key(recipe: dict[str, Any]) -> dict[str, Any]:
