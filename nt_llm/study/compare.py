@@ -11,7 +11,6 @@ evaluated on other data, another tokenizer or another sequence length are refuse
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import statistics
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from nt_llm.stats import paired_difference
-from nt_llm.train.recipe import RecipeError, recipe_from_dict
+from nt_llm.train.recipe import RecipeError, resolved_dict
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +70,7 @@ def _recorded_recipe(study: Path, run: dict[str, Any]) -> dict[str, Any] | None:
         return None
     recipe = json.loads(record.read_text(encoding="utf-8")).get("recipe")
     try:
-        return recipe_from_dict(copy.deepcopy(recipe)).to_dict()
+        return resolved_dict(recipe)
     except RecipeError:
         return recipe  # compared as written: a recipe today's code refuses still names its data
 

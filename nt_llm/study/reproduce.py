@@ -27,7 +27,6 @@ Paths (``--out``, the runs, the data recipe's ``data_dir``) are relative to the 
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import json
 import logging
@@ -65,7 +64,7 @@ from nt_llm.train.recipe import (
     RunRecipe,
     apply_overrides,
     load_section,
-    recipe_from_dict,
+    resolved_dict,
     save_recipe,
 )
 
@@ -354,7 +353,7 @@ def _resolved(recipe: dict[str, Any]) -> dict[str, Any] | None:
     with a default existed, or by the study's untyped recipes of before, still matches; None when today's recipe no
     longer accepts it."""
     try:
-        return recipe_from_dict(copy.deepcopy(recipe)).to_dict()
+        return resolved_dict(recipe)
     except RecipeError as err:
         log.warning("a run's recorded recipe no longer loads (%s): the run is trained again", err)
         return None

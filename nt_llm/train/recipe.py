@@ -13,6 +13,7 @@ converted to its field's type (``1e3`` for an integer field is 1000, ``true`` fo
 not convert, or a non-finite number, is an error that names the key, the value and the expected type.
 """
 
+import copy
 import dataclasses
 import math
 import re
@@ -330,6 +331,12 @@ def recipe_from_dict(raw: dict[str, Any]) -> Recipe:
         else:
             sections[name] = _build_section(name, cls, values or {})
     return Recipe(**sections)
+
+
+def resolved_dict(raw: dict[str, Any]) -> dict[str, Any]:
+    """``raw`` as training reads it, every field with its default filled in (``raw`` is left as it is), so that
+    recipes written before a field existed compare equal to today's; RecipeError where today's code refuses it."""
+    return recipe_from_dict(copy.deepcopy(raw)).to_dict()
 
 
 def _load_section_file(path: Path, name: str) -> dict[str, Any]:
