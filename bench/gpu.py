@@ -1,4 +1,4 @@
-"""The GPU benchmark of the README: one CUDA device, about 3 minutes on an H200, one markdown table.
+"""The GPU benchmark of the README: one CUDA device, a few minutes, one markdown table.
 
 Measured in one run, one model alive at a time:
 - bf16 training steps (forward + backward + fused AdamW; + the DST hook for NeuroTrails) of dense, TreeNet and
