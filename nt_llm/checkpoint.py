@@ -268,10 +268,11 @@ class RunDir:
     def metrics(self, event: str | None = None) -> list[dict[str, Any]]:
         """The rows of ``metrics.jsonl`` (of one ``event`` kind: train, eval, dst), in the order logged.
 
-        A resumed run logs again the steps after its checkpoint that the stopped run had logged: where the log
-        goes back to a step already logged, the earlier rows from that step on are dropped, so each (event, step)
-        appears once and the rows are the run's as if it had never stopped. A last line cut short by a crash is
-        skipped with a warning.
+        A resumed run logs again the steps after its checkpoint that the stopped run had logged: its ``start``
+        row (at the checkpoint's step) drops the earlier rows after that step, and any other row that goes back
+        to a step already logged drops the earlier rows from that step on, so each (event, step) appears once
+        and the rows are the run's as if it had never stopped. A last line cut short by a crash is skipped with
+        a warning.
         """
         if not self.metrics_file.is_file():
             raise FileNotFoundError(f"{self.path} has no {METRICS}: is it a training run folder?")
@@ -291,7 +292,12 @@ class RunDir:
             if not isinstance(row, dict) or "event" not in row or "step" not in row:
                 raise ValueError(f"{self.metrics_file} line {number} is not an event with a step: {line[:80]}")
             key = (row["event"], row["step"])
-            if key in seen or (rows and row["step"] < rows[-1]["step"]):
+            if row["event"] == "start":
+                # A resume starts at its checkpoint's step: what the stopped run logged up to that step (the
+                # checkpoint's evaluation among it) stands; only the steps after it are logged again.
+                rows = [r for r in rows if r["step"] <= row["step"] and (r["event"], r["step"]) != key]
+                seen = {(r["event"], r["step"]) for r in rows}
+            elif key in seen or (rows and row["step"] < rows[-1]["step"]):
                 rows = [r for r in rows if r["step"] < row["step"]]
                 seen = {(r["event"], r["step"]) for r in rows}
             rows.append(row)

@@ -179,6 +179,28 @@ def test_metrics_of_a_resumed_run_drop_the_abandoned_steps(tmp_path: Path) -> No
     assert [r["loss"] for r in run.metrics("train")] == [9.0, 8.0, 0.5]
 
 
+def test_a_resume_keeps_what_the_stopped_run_logged_at_its_checkpoint_step(tmp_path: Path) -> None:
+    # As a study stopped by a time limit logs it: evaluated and checkpointed at step 4, trained on to step 6,
+    # then resumed from the checkpoint at step 4 (its start row), which trains steps 5 and 6 again.
+    run = RunDir(tmp_path / "run")
+    stopped = [{"event": "start", "step": 0}]
+    stopped += [{"event": "train", "step": s, "loss": 10.0 - s} for s in (2, 4)]
+    stopped += [{"event": "dst", "step": 4, "density": 0.9}, {"event": "eval", "step": 4, "ensemble_loss": 6.0}]
+    stopped += [{"event": "train", "step": s, "loss": 10.0 - s} for s in (5, 6)]
+    resumed = [{"event": "start", "step": 4}]
+    resumed += [{"event": "train", "step": s, "loss": 20.0 - s} for s in (5, 6)]
+    resumed += [{"event": "eval", "step": 6, "ensemble_loss": 5.0}]
+    write_metrics(run, stopped + resumed)
+    assert [(r["step"], r["ensemble_loss"]) for r in run.evaluations()] == [(4, 6.0), (6, 5.0)]
+    assert [(r["step"], r["loss"]) for r in run.metrics("train")] == [(2, 8.0), (4, 6.0), (5, 15.0), (6, 14.0)]
+    assert [r["step"] for r in run.metrics("dst")] == [4]
+    assert [r["step"] for r in run.metrics("start")] == [0, 4]
+    # Resumed twice from the same checkpoint: one start row at that step, the later one.
+    write_metrics(run, stopped + resumed + [{"event": "start", "step": 4, "again": True}])
+    assert run.metrics("start")[-1] == {"event": "start", "step": 4, "again": True}
+    assert [r["step"] for r in run.evaluations()] == [4]
+
+
 def test_a_last_line_cut_short_is_skipped_but_a_broken_middle_is_named(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

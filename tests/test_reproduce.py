@@ -533,6 +533,13 @@ def test_the_study_writes_the_paired_difference_plot_and_its_numbers(tmp_path, m
     assert (tmp_path / "paired_difference.png").read_bytes()[:8] == PNG_MAGIC
 
 
+def test_mean_curves_match_seeds_by_tokens_when_one_lacks_a_point() -> None:
+    curve = [{"tokens": t, "val_loss": loss} for t, loss in ((100, 5.0), (200, 4.0), (300, 3.0))]
+    missing = [point for point in curve if point["tokens"] != 200]
+    xs, means, stds = reproduce.mean_curve([{"curve": curve}, {"curve": missing}], "val_loss")
+    assert xs == [100, 300] and means == [5.0, 3.0] and stds == [0.0, 0.0]
+
+
 def synthetic_grid() -> tuple[list[reproduce.RunSpec], dict[str, list[dict]]]:
     """A 2 x 2 grid with two seeds, as collect() gives it: seed s of (layers, density) ends at loss
     4 + layers / 10 - density / 5 + s / 20, with disagreement 0.1 (synthetic_run's)."""

@@ -669,6 +669,20 @@ def _seed_band(ax, xs: list[float], means: list[float], stds: list[float], color
     ax.fill_between(xs, lower, upper, color=color, alpha=0.2)
 
 
+def mean_curve(runs: list[dict[str, Any]], key: str) -> tuple[list[int], list[float], list[float]]:
+    """The seeds' mean and std of one curve value at each token count that every seed evaluated.
+
+    Points are matched by tokens, not by position: a seed may lack one (records written before RunDir.metrics
+    kept the evaluation at a resumed run's checkpoint step lack it).
+    """
+    by_tokens = [{p["tokens"]: p[key] for p in r["curve"]} for r in runs]
+    xs = sorted(set.intersection(*(set(points) for points in by_tokens)))
+    values = [[points[x] for points in by_tokens] for x in xs]
+    means = [statistics.fmean(v) for v in values]
+    stds = [statistics.stdev(v) if len(v) > 1 else 0.0 for v in values]
+    return xs, means, stds
+
+
 def plot_curves(results: dict[str, list[dict[str, Any]]], out: Path) -> None:
     """loss.png (validation loss over tokens, mean ± std over seeds), diversity.png (disagreement, KL,
     ensemble gain over tokens, one line per row with several heads) and paired_difference.png (``curve_comparisons``:
@@ -677,14 +691,6 @@ def plot_curves(results: dict[str, list[dict[str, Any]]], out: Path) -> None:
 
     matplotlib.use("Agg")  # files only: no display on servers
     import matplotlib.pyplot as plt
-
-    def mean_curve(runs: list[dict[str, Any]], key: str) -> tuple[list[int], list[float], list[float]]:
-        points = min(len(r["curve"]) for r in runs)  # every seed evaluates at the same steps
-        xs = [runs[0]["curve"][i]["tokens"] for i in range(points)]
-        values = [[r["curve"][i][key] for r in runs] for i in range(points)]
-        means = [statistics.fmean(v) for v in values]
-        stds = [statistics.stdev(v) if len(v) > 1 else 0.0 for v in values]
-        return xs, means, stds
 
     colors = {label: f"C{i}" for i, label in enumerate(results)}  # one colour per row in both figures
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
