@@ -1,10 +1,12 @@
 """Which precision a run trains in: the recipe's ``optim.precision`` resolved against the machine.
 
 - ``auto``: bf16 autocast where the hardware runs bf16 natively and fast (a CUDA device that supports it; a CPU
-  with AMX), fp32 elsewhere. On a CPU without bf16 instructions bf16 is emulated and far slower than fp32 (measured
-  on a 2-core AMD EPYC with AVX2 only: the cpu-4m NeuroTrails recipe at 79 tokens/s in bf16 against 1,650-1,800
-  in fp32); with AVX-512 BF16 but no AMX, oneDNN's bf16 matmuls ran at about 0.6x MKL's fp32 on these VMs, so
-  ``auto`` picks bf16 on a CPU only with AMX (1.4x fp32 at cpu-4m, 2.4x at 60m, measured).
+  with AMX; a CPU with AVX-512 BF16 whose bf16 matmuls a short probe measures faster than fp32), fp32 elsewhere.
+  On a CPU without bf16 instructions bf16 is emulated and far slower than fp32 (measured on a 2-core AMD EPYC with
+  AVX2 only: the cpu-4m NeuroTrails recipe at 79 tokens/s in bf16 against 1,650-1,800 in fp32). AVX-512 BF16
+  without AMX goes either way, hence the probe: oneDNN's bf16 matmuls ran at about 0.6x MKL's fp32 on Intel VMs
+  of that kind, and at 2.2-4x on an AMD EPYC (Zen 4) VM, where the cpu-4m NeuroTrails recipe then trained at
+  1.3x its fp32 speed. With AMX, bf16 is 1.4x fp32 at cpu-4m and 2.4x at 60m (measured).
 - ``no``: fp32 weights and compute.
 - ``bf16``: mixed precision, bf16 autocast over fp32 weights and optimizer state (torch.amp).
 - ``bf16-true``: the paper's setup, the whole model and the Adam state in bf16 (its code casts the model with
@@ -12,7 +14,9 @@
 - ``fp16``: autocast with a loss scaler.
 """
 
+import functools
 import logging
+import time
 from dataclasses import dataclass
 
 import torch
@@ -20,8 +24,13 @@ import torch
 logger = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "no", "bf16", "bf16-true", "fp16")
-# Native bf16 that auto picks: faster than fp32 (AVX-512 BF16 alone is native but slower, see above).
+# Native bf16 that auto picks without measuring: faster than fp32 wherever it was measured.
 FAST_BF16 = ("cuda_bf16", "amx_bf16")
+# AVX-512 BF16 without AMX: auto times one matmul of this shape (m, k, n: 0.5 GFLOP, a few milliseconds) in fp32
+# and in bf16, and picks bf16 from this speedup on. The kinds measured lie far on either
+# side (0.6x and 2.2x), so the margin keeps timing noise from flipping the choice.
+PROBE_SHAPE = (1024, 512, 512)
+PROBE_MIN_SPEEDUP = 1.25
 # The slowdown of emulated bf16 named in the warning (the measurement quoted above).
 EMULATED_BF16_NOTE = (
     "this CPU has no native bf16 (no AMX, no AVX-512 BF16): bf16 is emulated, about 20x slower than fp32 "
@@ -93,7 +102,13 @@ def resolve_precision(requested: str, device_type: str, deepspeed: bool = False)
     if requested == "auto":
         if native in FAST_BF16:
             return Precision(requested, "bf16", f"auto: bf16 autocast, {_describe(native)}")
-        return Precision(requested, "no", f"auto: fp32, {_why_not_bf16(device_type, native)}")
+        if native == "avx512_bf16":
+            speedup = bf16_matmul_speedup()
+            measured = f"{_describe(native)}, no AMX; a bf16 matmul probe ran at {speedup:.1f}x fp32"
+            if speedup >= PROBE_MIN_SPEEDUP:
+                return Precision(requested, "bf16", f"auto: bf16 autocast, {measured}")
+            return Precision(requested, "no", f"auto: fp32, {measured}")
+        return Precision(requested, "no", f"auto: fp32, {_why_not_bf16(device_type)}")
     if requested == "bf16-true" and deepspeed:
         raise PrecisionError(
             "optim.precision=bf16-true casts the model itself, while DeepSpeed keeps fp32 master weights of its "
@@ -105,6 +120,26 @@ def resolve_precision(requested: str, device_type: str, deepspeed: bool = False)
         logger.warning("optim.precision=%s: %s", requested, EMULATED_BF16_NOTE)
         return Precision(requested, requested, f"{requested} as asked; emulated, no native bf16 on this CPU")
     return Precision(requested, requested, f"{requested} as asked" + (f", {_describe(native)}" if native else ""))
+
+
+@functools.cache
+def bf16_matmul_speedup() -> float:
+    """How many times faster a bf16 matmul of ``PROBE_SHAPE`` runs than an fp32 one on this CPU (best of 5 each,
+    at torch's current thread count); measured once per process."""
+    m, k, n = PROBE_SHAPE
+    generator = torch.Generator().manual_seed(0)
+    a, b = torch.randn(m, k, generator=generator), torch.randn(k, n, generator=generator)
+
+    def best_time(x: torch.Tensor, y: torch.Tensor) -> float:
+        torch.mm(x, y)  # the first call builds the kernel
+        times = []
+        for _ in range(5):
+            start = time.perf_counter()
+            torch.mm(x, y)
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    return best_time(a, b) / best_time(a.bfloat16(), b.bfloat16())
 
 
 def _native_bf16(device_type: str) -> str | None:
@@ -120,9 +155,7 @@ def _describe(native: str) -> str:
     return "a CUDA device with bf16" if native == "cuda_bf16" else f"this CPU has {native}"
 
 
-def _why_not_bf16(device_type: str, native: str | None) -> str:
-    if native is not None:  # avx512_bf16 without AMX
-        return f"{_describe(native)} but no AMX: bf16 matmuls measured at about 0.6x fp32 there"
+def _why_not_bf16(device_type: str) -> str:
     if device_type == "cpu":
         return "this CPU has no native bf16 (no AMX, no AVX-512 BF16)"
     if device_type == "cuda":

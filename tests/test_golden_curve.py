@@ -10,11 +10,12 @@ schedules) changes these numbers; one that only moves code does not. The curve i
 
 fp32 with one thread is deterministic on one machine, but x86 CPU kinds round differently (AVX2 vs AVX-512/AMX
 kernels). Measured in December 2026 against the golden file, written on an Intel Xeon with AVX-512 BF16 and AMX:
-on an AMD EPYC with AVX2 only, the losses differ by at most 5.7e-6 and the DST's pruned counts by 1-2 of
-515,168 / 78,765 (soft-magnitude sampling sees the last bits of the weights). So: the step numbers exactly,
-losses to ``LOSS_TOLERANCE`` (17x the measured spread), pruned counts to ``PRUNED_RTOL`` (4x it). A real change
-is far outside both (measured: lr 1% higher moves the losses by 0.043 and the pruned counts by 1.9e-4 to 1.4%;
-prune rate 0.45 instead of 0.5 by 0.0015 and 2-6%), which the slow ``test_a_real_change_breaks_the_curve`` runs.
+on an AMD EPYC with AVX2 only, the losses differ by at most 5.7e-6; on an AMD EPYC with AVX-512 BF16 and no AMX,
+by at most 6.7e-5; on both the DST's pruned counts differ by 1-2 of 515,168 / 78,765 (soft-magnitude sampling
+sees the last bits of the weights). So: the step numbers exactly, losses to ``LOSS_TOLERANCE`` (4.5x the largest
+measured spread), pruned counts to ``PRUNED_RTOL`` (4x it). A real change is far outside both (measured: lr 1%
+higher moves the losses by 0.043 and the pruned counts by 1.9e-4 to 1.4%; prune rate 0.45 instead of 0.5 by
+0.0015 and 2-6%), which the slow ``test_a_real_change_breaks_the_curve`` runs.
 
 A change that is meant to change the numbers regenerates the file, and its commit says why:
 ``NT_LLM_UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/test_golden_curve.py``.
@@ -34,11 +35,11 @@ from nt_llm.train.metrics import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = Path(__file__).with_name("golden") / "neurotrails_tiny.json"
-LOSS_TOLERANCE = 1e-4
+LOSS_TOLERANCE = 3e-4
 PRUNED_RTOL = 1e-4
 STEPS = 20
-# What the AVX2 EPYC measured against the golden file (see the module docstring).
-MEASURED_OTHER_KIND = {"dst_pruned": [515167, 317045, 78767, 0], "loss_shift": 5.7e-6}
+# The largest differences the other CPU kinds measured against the golden file (see the module docstring).
+MEASURED_OTHER_KIND = {"dst_pruned": [515167, 317045, 78767, 0], "loss_shift": 6.7e-5}
 
 
 def _overrides(output_dir: Path) -> list[str]:

@@ -898,7 +898,8 @@ def run_all(specs: list[RunSpec], args: argparse.Namespace, title: str) -> list[
         f"`{command}`",
         "",
         f"{lr_text}; {_setup_text(args)}; precision {args.precision} on {_hardware_text()}; "
-        f"wall time {wall / 60:.1f} min ({args.jobs} job(s) x {args.threads} thread(s)).",
+        # A resumed study's runs count only the steps they trained in this invocation.
+        f"wall time {wall / 60:.1f} min in this invocation ({args.jobs} job(s) x {args.threads} thread(s)).",
         "",
         table,
         "",
