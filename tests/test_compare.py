@@ -104,3 +104,16 @@ def test_interval_text_is_the_tables_format() -> None:
 def test_the_readmes_tokens_matched_intervals_come_from_the_committed_records(rows, cell) -> None:
     text = compare([str(REPO / row) for row in rows])
     assert f"| neurotrails ({Path(rows[0].split(':')[0]).name}) | - | {cell} |" in text.splitlines()
+
+
+@pytest.mark.parametrize(
+    ("base", "tokens", "cell"),
+    [("dense", 16_384_000, "-4.66 [-5.37, -3.94]"), ("full_ensemble", 16_384_000, "-0.77 [-0.83, -0.71]"),
+     ("full_ensemble", 13_926_400, "-0.23 [-0.36, -0.10]"), ("full_ensemble", 12_288_000, "+0.26 [+0.15, +0.38]")],
+)  # fmt: skip
+def test_the_readmes_horizon_curve_intervals_come_from_the_committed_record(base, tokens, cell) -> None:
+    # README, 'The 4x horizon at 60m': NeuroTrails against each baseline at the same tokens, read off the curves.
+    record = json.loads((REPO / "results/gpu_paper_setup_60m_horizon/results.json").read_text(encoding="utf-8"))
+    point = next(p for p in record["curve_comparisons"]["neurotrails"][base] if p["tokens"] == tokens)
+    assert Interval(point["mean"], point["low"], point["high"], point["n"]).text() == cell
+    assert cell in " ".join((REPO / "README.md").read_text(encoding="utf-8").split())
