@@ -31,7 +31,6 @@ import argparse
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
@@ -40,6 +39,7 @@ from nt_llm.flops import matmul_peak_flops, training_flops_per_token
 from nt_llm.modeling import NeuroTrailsForCausalLM
 from nt_llm.modeling.configuration_neurotrails import NeuroTrailsConfig
 from nt_llm.modeling.sizes import build_config
+from nt_llm.precision import cpu_native_bf16, resolve_precision
 from nt_llm.sparse import DynamicSparsity, SparsityConfig
 
 log = logging.getLogger("bench_train")
@@ -125,16 +125,11 @@ def time_phase(phase: Phase, args: argparse.Namespace, vocab_size: int, device: 
     return {name: median(s) for name, s in samples.items()}
 
 
-def cpu_bf16_features() -> str:
-    """The CPU's bf16 instructions, which decide whether bf16 beats fp32 here: with AMX (amx_bf16) oneDNN's bf16
-    matmul is several times fp32; with avx512_bf16 alone it was measured at ~0.6x MKL's fp32 sgemm."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines()
-    except OSError:  # not Linux
-        return "unknown"
-    flags = next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), [])
-    found = [f for f in ("amx_bf16", "avx512_bf16") if f in flags]
-    return ",".join(found) or "none"
+def cpu_precision() -> str:
+    """The CPU's native bf16 and what ``optim.precision: auto`` picks on it and why (AVX-512 BF16 without AMX:
+    the probe's measured ratio), to read beside ``--compare bf16``'s measured speedup."""
+    resolved = resolve_precision("auto", "cpu")
+    return f"{cpu_native_bf16() or 'none'}, auto={resolved.name} ({resolved.reason})"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -194,7 +189,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, float | str]]:
         args.threads,
         args.steps,
         args.warmup,
-        cpu_bf16_features(),
+        cpu_precision(),
         memory,
     )
     cuda = device.type == "cuda"
