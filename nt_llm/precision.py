@@ -27,8 +27,8 @@ PRECISIONS = ("auto", "no", "bf16", "bf16-true", "fp16")
 # Native bf16 that auto picks without measuring: faster than fp32 wherever it was measured.
 FAST_BF16 = ("cuda_bf16", "amx_bf16")
 # AVX-512 BF16 without AMX: auto times one matmul of this shape (m, k, n: 0.5 GFLOP, a few milliseconds) in fp32
-# and in bf16, and picks bf16 from this speedup on. The kinds measured lie far on either
-# side (0.6x and 2.2x), so the margin keeps timing noise from flipping the choice.
+# and in bf16, and picks bf16 from this speedup on. The kinds measured lie far on either side (0.6x and 2.2x), so
+# the margin keeps timing noise from flipping the choice.
 PROBE_SHAPE = (1024, 512, 512)
 PROBE_MIN_SPEEDUP = 1.25
 # The slowdown of emulated bf16 named in the warning (the measurement quoted above).
