@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass
 
 import torch
+from accelerate.state import PartialState
+from accelerate.utils import broadcast_object_list
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +122,25 @@ def resolve_precision(requested: str, device_type: str, deepspeed: bool = False)
         logger.warning("optim.precision=%s: %s", requested, EMULATED_BF16_NOTE)
         return Precision(requested, requested, f"{requested} as asked; emulated, no native bf16 on this CPU")
     return Precision(requested, requested, f"{requested} as asked" + (f", {_describe(native)}" if native else ""))
+
+
+def main_process_choice(local: Precision) -> Precision:
+    """``auto``'s choice made once for all the processes of a run: the main process's. Each process resolves ``auto``
+    on its own CPU (capabilities, probe), and processes that computed in different precisions would still train,
+    unlike any single-precision run; a process whose own choice differs says so. Every process calls this once,
+    after accelerate's process group exists; with one process, or a precision the recipe pins, it is ``local``."""
+    if local.requested != "auto" or PartialState().num_processes == 1:
+        return local
+    chosen = broadcast_object_list([local], from_process=0)[0]
+    if chosen.name != local.name:
+        logger.warning(
+            "optim.precision=auto: process %d alone would train in %s (%s); it follows the main process's %s",
+            PartialState().process_index,
+            local.name,
+            local.reason,
+            chosen.name,
+        )
+    return chosen
 
 
 @functools.cache

@@ -1,18 +1,22 @@
 """optim.precision: auto resolves by the hardware's native bf16, bf16-true trains the whole model in bf16, and the
 run's record says which precision ran."""
 
+import json
 import logging
+import os
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from accelerate.state import AcceleratorState, GradientState
+from helpers.dist import TESTS, torchrun_two
 from helpers.training import tiny_recipe
 from safetensors.torch import load_file
 
 from nt_llm import precision as precision_module
 from nt_llm.checkpoint import Checkpoint
-from nt_llm.precision import PrecisionError, cpu_native_bf16, resolve_precision
+from nt_llm.precision import PrecisionError, cpu_native_bf16, main_process_choice, resolve_precision
 from nt_llm.train import RecipeError, recipe_from_dict, train
 from nt_llm.train.metrics import read_metrics
 from nt_llm.train.trainer import Trainer
@@ -104,6 +108,27 @@ def test_this_cpus_native_bf16_agrees_with_its_flags() -> None:
         pytest.skip("no /proc/cpuinfo flags on this system to compare with")
     from_flags = next((name for name in ("amx_bf16", "avx512_bf16") if flags.get(name)), None)
     assert cpu_native_bf16() == from_flags
+
+
+# Each direction once: a policy such as "bf16 if any process has it" would pass only one of them.
+@pytest.mark.parametrize("native, expected", [("amx_bf16,none", "bf16"), ("none,amx_bf16", "no")])
+def test_processes_that_would_resolve_auto_differently_all_follow_the_main_process(
+    tmp_path: Path, native: str, expected: str
+) -> None:
+    recipe = tiny_recipe(tmp_path, data={"batch_size": 2}, optim={"precision": "auto", "max_steps": 2})
+    recipe_path = tmp_path / "recipe.yaml"
+    recipe_path.write_text(yaml.safe_dump(recipe))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    torchrun_two(TESTS / "dist" / "precision_worker.py", str(recipe_path), str(tmp_path), native, env=env, cwd=tmp_path)
+    ranks = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    assert ranks == [{"precision": expected, "mixed_precision": expected}] * 2
+    start = [e for e in read_metrics(tmp_path / "run" / "metrics.jsonl") if e["event"] == "start"]
+    assert [e["precision"] for e in start] == [expected]
+
+
+def test_a_single_process_keeps_its_own_choice(cpu_without_bf16: None) -> None:
+    local = resolve_precision("auto", "cpu")
+    assert main_process_choice(local) is local
 
 
 def test_the_run_records_the_precision_that_ran(tmp_path: Path, cpu_without_bf16: None, caplog) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from accelerate.utils import InitProcessGroupKwargs, set_seed
 from tqdm.auto import tqdm
 
@@ -29,7 +29,7 @@ from nt_llm.host_memory import keep_freed_memory
 from nt_llm.methods import ShapeError, shape_for
 from nt_llm.modeling import NeuroTrailsConfig, NeuroTrailsForCausalLM
 from nt_llm.modeling.sizes import load_size
-from nt_llm.precision import PrecisionError, resolve_precision
+from nt_llm.precision import PrecisionError, main_process_choice, resolve_precision
 from nt_llm.sparse import DynamicSparsity
 from nt_llm.train.callbacks import HubPush
 from nt_llm.train.fsdp import fsdp_requested, saveable, use_fsdp_on_cpu
@@ -123,13 +123,18 @@ class Trainer:
         distributed_cpu = world_size > 1 and not torch.cuda.is_available()
         deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
         handlers = [InitProcessGroupKwargs(backend="gloo")] if distributed_cpu else []
+        cpu = distributed_cpu and not deepspeed
         self.trackers = resolve_trackers(recipe.logging.trackers)
+        # The process group before the Accelerator, which takes the precision: auto's choice, made on each
+        # process's own CPU, becomes the main process's on all (the Accelerator then reuses this state).
+        PartialState(cpu=cpu, **(handlers[0].to_kwargs() if handlers else {}))
         try:
-            self.precision = resolve_precision(recipe.optim.precision, _device_type(distributed_cpu), deepspeed)
+            local = resolve_precision(recipe.optim.precision, _device_type(distributed_cpu), deepspeed)
         except PrecisionError as err:
             raise RecipeError(str(err)) from err
+        self.precision = main_process_choice(local)
         self.accelerator = Accelerator(
-            cpu=distributed_cpu and not deepspeed,
+            cpu=cpu,
             mixed_precision=self.precision.mixed_precision,
             gradient_accumulation_steps=self.grad_accum,
             log_with=self.trackers or None,
