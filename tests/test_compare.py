@@ -2,6 +2,7 @@
 
 import json
 import logging
+import math
 from pathlib import Path
 
 import pytest
@@ -117,3 +118,18 @@ def test_the_readmes_horizon_curve_intervals_come_from_the_committed_record(base
     point = next(p for p in record["curve_comparisons"]["neurotrails"][base] if p["tokens"] == tokens)
     assert Interval(point["mean"], point["low"], point["high"], point["n"]).text() == cell
     assert cell in " ".join((REPO / "README.md").read_text(encoding="utf-8").split())
+
+
+def test_the_readmes_cpu_horizon_numbers_come_from_the_committed_record() -> None:
+    # README, 'NeuroTrails at the CPU's 4x horizon': each seed's final ppl and its ppl at the baselines' final
+    # tokens, and the mean gaps there, from the group's record (two seeds).
+    record = json.loads((REPO / "results/paper_setup_horizon_nt01/results.json").read_text(encoding="utf-8"))
+    readme = " ".join((REPO / "README.md").read_text(encoding="utf-8").split())
+    runs = sorted(record["runs"]["neurotrails"], key=lambda run: run["seed"])
+    baseline_tokens = record["runs"]["dense"][0]["tokens"]
+    at_baseline = [next(p["val_loss"] for p in run["curve"] if p["tokens"] == baseline_tokens) for run in runs]
+    assert "NeuroTrails ends at " + " / ".join(f"{run['ensemble_ppl']:.2f}" for run in runs) in readme
+    assert "it is at " + " / ".join(f"{math.exp(loss):.1f}" for loss in at_baseline) in readme
+    curves = record["curve_comparisons"]["neurotrails"]
+    gaps = {base: next(p["mean"] for p in curves[base] if p["tokens"] == baseline_tokens) for base in curves}
+    assert f"(+{gaps['dense']:.1f} against dense, +{gaps['full_ensemble']:.1f} against the full ensemble)" in readme
