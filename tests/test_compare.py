@@ -3,6 +3,7 @@
 import json
 import logging
 import math
+import statistics
 from pathlib import Path
 
 import pytest
@@ -120,16 +121,31 @@ def test_the_readmes_horizon_curve_intervals_come_from_the_committed_record(base
     assert cell in " ".join((REPO / "README.md").read_text(encoding="utf-8").split())
 
 
-def test_the_readmes_cpu_horizon_numbers_come_from_the_committed_record() -> None:
-    # README, 'NeuroTrails at the CPU's 4x horizon': each seed's final ppl and its ppl at the baselines' final
-    # tokens, and the mean gaps there, from the group's record (two seeds).
-    record = json.loads((REPO / "results/paper_setup_horizon_nt01/results.json").read_text(encoding="utf-8"))
+def test_the_readmes_cpu_horizon_table_comes_from_the_committed_record() -> None:
+    # README, 'NeuroTrails at the CPU's 4x horizon': NeuroTrails' final row, its row read off the curves at the
+    # baselines' final tokens, and the gap at half those tokens, from the three-seed group's record.
+    record = json.loads((REPO / "results/paper_setup_horizon/results.json").read_text(encoding="utf-8"))
     readme = " ".join((REPO / "README.md").read_text(encoding="utf-8").split())
     runs = sorted(record["runs"]["neurotrails"], key=lambda run: run["seed"])
+    assert [run["seed"] for run in runs] == [0, 1, 2]
+
+    def interval(point: dict) -> str:
+        return Interval(point["mean"], point["low"], point["high"], point["n"]).text()
+
+    final = record["comparisons"]["neurotrails"]
+    finals = " / ".join(f"{run['ensemble_ppl']:.2f}" for run in runs)
+    assert f"| {finals} | {interval(final['dense'])} | {interval(final['full_ensemble'])} |" in readme
     baseline_tokens = record["runs"]["dense"][0]["tokens"]
-    at_baseline = [next(p["val_loss"] for p in run["curve"] if p["tokens"] == baseline_tokens) for run in runs]
-    assert "NeuroTrails ends at " + " / ".join(f"{run['ensemble_ppl']:.2f}" for run in runs) in readme
-    assert "it is at " + " / ".join(f"{math.exp(loss):.1f}" for loss in at_baseline) in readme
+    at_baseline = [
+        math.exp(next(p["val_loss"] for p in run["curve"] if p["tokens"] == baseline_tokens)) for run in runs
+    ]
     curves = record["curve_comparisons"]["neurotrails"]
-    gaps = {base: next(p["mean"] for p in curves[base] if p["tokens"] == baseline_tokens) for base in curves}
-    assert f"(+{gaps['dense']:.1f} against dense, +{gaps['full_ensemble']:.1f} against the full ensemble)" in readme
+    gaps = {base: next(p for p in points if p["tokens"] == baseline_tokens) for base, points in curves.items()}
+    row = (
+        f"| {statistics.mean(at_baseline):.2f} ± {statistics.stdev(at_baseline):.2f} | "
+        + " / ".join(f"{ppl:.2f}" for ppl in at_baseline)
+        + f" | {interval(gaps['dense'])} | {interval(gaps['full_ensemble'])} |"
+    )
+    assert row in readme
+    halfway = next(p for p in curves["dense"] if p["tokens"] == baseline_tokens // 2)
+    assert f"same reading ({halfway['mean']:+.1f} [{halfway['low']:+.1f}, {halfway['high']:+.1f}])" in readme
