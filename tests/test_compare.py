@@ -101,6 +101,10 @@ def test_interval_text_is_the_tables_format() -> None:
          "-1.94 [-2.74, -1.14]"),
         # README, 'The tokens-matched dense control': 6-block heads at density 0.5 against dense at 600 steps.
         (["results/paper_setup_h6_d05:neurotrails", "results/paper_setup_dense600:dense"], "+25.65 [+14.07, +37.24]"),
+        # README, the same: 2-block heads at density 0.5 against dense at 600 steps and against 6-block heads.
+        (["results/paper_setup_h2_d05:neurotrails", "results/paper_setup_dense600:dense"], "+62.79 [+55.18, +70.40]"),
+        (["results/paper_setup_h2_d05:neurotrails", "results/paper_setup_h6_d05:neurotrails"],
+         "+37.14 [+32.89, +41.38]"),
     ],
 )  # fmt: skip
 def test_the_readmes_tokens_matched_intervals_come_from_the_committed_records(rows, cell) -> None:
