@@ -105,6 +105,9 @@ def test_interval_text_is_the_tables_format() -> None:
         (["results/paper_setup_h2_d05:neurotrails", "results/paper_setup_dense600:dense"], "+62.79 [+55.18, +70.40]"),
         (["results/paper_setup_h2_d05:neurotrails", "results/paper_setup_h6_d05:neurotrails"],
          "+37.14 [+32.89, +41.38]"),
+        # README, 'The tokens-matched control at the horizon': NeuroTrails at 2,400 steps against dense at 2,400.
+        (["results/paper_setup_horizon:neurotrails", "results/paper_setup_horizon_dense2400:dense"],
+         "+5.18 [+3.09, +7.27]"),
     ],
 )  # fmt: skip
 def test_the_readmes_tokens_matched_intervals_come_from_the_committed_records(rows, cell) -> None:
