@@ -82,3 +82,29 @@ def test_python_dash_m_nt_llm_runs_a_command_in_a_fresh_process(tmp_path: Path) 
     )
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "missing.yaml" in proc.stderr
+
+
+@pytest.mark.parametrize("outcome", ["finished", "non-finite"])
+def test_train_takes_down_the_process_group_before_it_returns(outcome: str, monkeypatch, tmp_path: Path) -> None:
+    # A multi-process run that exits with gloo's group still up can abort after it has finished (exit -6).
+    import torch.distributed as dist
+
+    import nt_llm.train
+
+    def fake_train(recipe, **_):
+        assert dist.is_initialized()  # the group is up while the run trains
+        if outcome == "non-finite":
+            raise nt_llm.train.NonFiniteLossError("loss is nan")
+        return nt_llm.train.TrainResult(tmp_path, tmp_path / "checkpoints/step_1", 1, {})
+
+    monkeypatch.setattr(nt_llm.train, "load_recipe", lambda path, overrides: path)
+    monkeypatch.setattr(nt_llm.train, "train", fake_train)
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        code = train.main(["--recipe", "recipe.yaml"])
+    finally:
+        initialized = dist.is_initialized()
+        if initialized:
+            dist.destroy_process_group()
+    assert code == (0 if outcome == "finished" else train.EXIT_NON_FINITE)
+    assert not initialized

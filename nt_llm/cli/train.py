@@ -49,4 +49,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NonFiniteLossError as err:
         log.error("%s", err)
         return EXIT_NON_FINITE
+    finally:
+        leave_process_group()
     return EXIT_INTERRUPTED if result.interrupted else 0
+
+
+def leave_process_group() -> None:
+    """Take down the process group of a multi-process run before the interpreter exits. Left up, gloo's worker
+    threads can still hold work when Python finalises, and the process then aborts after the run has finished
+    ('terminate called without an active exception', exit -6), which a launcher reports as a failed run."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

@@ -332,3 +332,4 @@ def load_saved_weights(ckpt: Path, engine: str) -> list[dict[str, torch.Tensor]]
 
 if __name__ == "__main__":
     main()
+    dist.destroy_process_group()  # see nt_llm.cli.train.leave_process_group

@@ -94,3 +94,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    dist.destroy_process_group()  # see nt_llm.cli.train.leave_process_group
