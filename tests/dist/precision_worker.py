@@ -11,9 +11,8 @@ import json
 import os
 from pathlib import Path
 
-import torch.distributed as dist
-
 from nt_llm import precision
+from nt_llm.cli.train import leave_process_group
 from nt_llm.train import load_recipe
 from nt_llm.train.trainer import Trainer
 
@@ -36,4 +35,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-    dist.destroy_process_group()  # see nt_llm.cli.train.leave_process_group
+    leave_process_group()

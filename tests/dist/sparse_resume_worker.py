@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 from sparse_worker import ACCUM, STEPS, build, full_value, loss_fn, micro_batch, sparsity_config
 
+from nt_llm.cli.train import leave_process_group
 from nt_llm.sparse import DynamicSparsity
 
 # Updates happen after steps 2, 4, 6, 8: stopping after 5 resumes between two updates.
@@ -67,4 +68,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-    dist.destroy_process_group()  # see nt_llm.cli.train.leave_process_group
+    leave_process_group()

@@ -22,6 +22,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from nt_llm.cli.train import leave_process_group
 from nt_llm.sparse import DynamicSparsity, LocalEngine, SparsityConfig
 
 VOCAB, HIDDEN, STEPS, ACCUM, MICRO_BATCH = 32, 16, 8, 2, 2
@@ -332,4 +333,4 @@ def load_saved_weights(ckpt: Path, engine: str) -> list[dict[str, torch.Tensor]]
 
 if __name__ == "__main__":
     main()
-    dist.destroy_process_group()  # see nt_llm.cli.train.leave_process_group
+    leave_process_group()

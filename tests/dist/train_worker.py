@@ -15,6 +15,7 @@ import torch
 import torch.distributed as dist
 from torch.distributed.tensor import DTensor
 
+from nt_llm.cli.train import leave_process_group
 from nt_llm.train import load_recipe
 from nt_llm.train.trainer import Trainer
 
@@ -94,4 +95,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-    dist.destroy_process_group()  # see nt_llm.cli.train.leave_process_group
+    leave_process_group()
